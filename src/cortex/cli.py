@@ -1,0 +1,188 @@
+"""The `cortex`, `cortex-gateway` and `cortex-neuron` command lines (thin: each calls the library)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from cortex import __version__
+from cortex.errors import ConfigError
+
+__all__ = ["gateway_main", "main", "neuron_main"]
+
+DEFAULT_URL = "http://127.0.0.1:31313"
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show every option's default and keep the descriptions' line breaks."""
+
+
+def _not_available(what: str) -> int:
+    print(f"cortex: {what} is not available yet in this version of cortex.", file=sys.stderr)
+    return 2
+
+
+def _call(module: str, name: str, *args: Any, **kwargs: Any) -> int:
+    """Call `module.name(*args, **kwargs)`, or say the feature is not available yet (exit 2)."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module.startswith(exc.name):
+            return _not_available(f"{module}.{name}")
+        raise
+    func: Callable[..., Any] | None = getattr(mod, name, None)
+    if func is None:
+        return _not_available(f"{module}.{name}")
+    result = func(*args, **kwargs)
+    return int(result or 0)
+
+
+def _add_admin_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=DEFAULT_URL, help="base URL of the gateway")
+    parser.add_argument(
+        "--admin-key", default=None, help="admin key, when the gateway has [auth] admin_keys"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `cortex` argument parser (exposed for the docs and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="cortex",
+        description="Run local LLMs across a fleet of GPU hosts behind one OpenAI + Anthropic "
+        "compatible API.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"cortex {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the gateway (with no config: plus an embedded neuron serving the default model)",
+        description="Run the gateway. With --config, in front of the neurons it names; with none, "
+        "with an in-process neuron serving smollm2-135m-instruct on 127.0.0.1:31313.",
+        formatter_class=_Formatter,
+    )
+    serve.add_argument("--config", default=None, help="path of cortex.toml (none: embedded mode)")
+    serve.add_argument(
+        "--listen", default=None, help="API address HOST:PORT (overrides [gateway] listen)"
+    )
+    serve.add_argument(
+        "--metrics-listen",
+        default=None,
+        help="metrics address HOST:PORT (overrides [gateway] metrics_listen)",
+    )
+
+    status = sub.add_parser(
+        "status", help="tables of nodes and models", formatter_class=_Formatter
+    )
+    _add_admin_options(status)
+    models = sub.add_parser(
+        "models", help="list the fleet's model catalogue", formatter_class=_Formatter
+    )
+    _add_admin_options(models)
+    for verb in ("load", "unload"):
+        cmd = sub.add_parser(verb, help=f"{verb} a model on the fleet", formatter_class=_Formatter)
+        cmd.add_argument("model", help="model id or alias")
+        cmd.add_argument(
+            "--node", default=None, help="node name (default: where placement puts it)"
+        )
+        _add_admin_options(cmd)
+
+    config = sub.add_parser(
+        "config", help="work with configuration files", formatter_class=_Formatter
+    )
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    check = config_sub.add_parser(
+        "check",
+        help="validate a cortex.toml, models.toml or neuron.toml and print it resolved",
+        formatter_class=_Formatter,
+    )
+    check.add_argument("file", help="the TOML file")
+    check.add_argument(
+        "--kind",
+        choices=["cortex", "models", "neuron"],
+        default=None,
+        help="which kind of file (default: detected from its keys)",
+    )
+
+    imp = sub.add_parser(
+        "import",
+        help="import a GGUF checkpoint into a safetensors model folder",
+        formatter_class=_Formatter,
+    )
+    imp.add_argument("file", help="the .gguf file")
+    imp.add_argument(
+        "--out", default=None, help="output folder (default: in the cortex cache folder)"
+    )
+    imp.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], default="float32", help="weights dtype"
+    )
+    return parser
+
+
+def _config_check(file: str, kind: str | None) -> int:
+    from cortex.config import load_config
+
+    try:
+        config = load_config(file, kind=kind)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    name = type(config).__name__.removesuffix("Config").lower() or "cortex"
+    print(f"# {file}: a valid {name} configuration. Resolved (defaults filled in):")
+    print(config.model_dump_json(indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `cortex`."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    command: str = args.command
+    if command == "config":
+        return _config_check(args.file, args.kind)
+    if command == "serve":
+        config = None
+        if args.config is not None:
+            from cortex.config import load_cortex_config
+
+            config = load_cortex_config(args.config)
+        return _call(
+            "cortex.gateway.server",
+            "serve",
+            config,
+            listen=args.listen,
+            metrics_listen=args.metrics_listen,
+        )
+    if command == "import":
+        return _call("cortex.engine.gguf", "main_import", args.file, args.out, args.dtype)
+    admin = {"url": args.url, "admin_key": args.admin_key}
+    if command in ("status", "models"):
+        return _call("cortex.gateway.admin_cli", command, **admin)
+    return _call("cortex.gateway.admin_cli", command, args.model, node=args.node, **admin)
+
+
+def gateway_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `cortex-gateway` (its own options: see `cortex-gateway --help`)."""
+    return _call("cortex.gateway.server", "main", list(argv) if argv is not None else None)
+
+
+def neuron_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `cortex-neuron` (its own options: see `cortex-neuron --help`)."""
+    return _call("cortex.neuron.server", "main", list(argv) if argv is not None else None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,591 @@
+"""Configuration: pydantic models of cortex.toml, models.toml and neuron.toml, and their loaders.
+
+Every loader raises `cortex.errors.ConfigError` naming the file, the key path (like
+`neurons[1].endpoint`), the line where it can be found, and what was expected. Unknown keys are
+errors. Environment variables override keys: `CORTEX_GATEWAY__LISTEN=127.0.0.1:9999` sets
+`[gateway] listen` of cortex.toml, `CORTEX_NEURON__MEMORY_MB=4096` sets `memory_mb` of
+neuron.toml; values are read as TOML values when they parse as one (numbers, booleans, arrays),
+else as strings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from cortex.errors import ConfigError
+
+__all__ = [
+    "AuthConfig",
+    "ConfigKind",
+    "CortexConfig",
+    "EvictionConfig",
+    "FakeConfig",
+    "FakeModel",
+    "GatewayConfig",
+    "Listen",
+    "ModelProfile",
+    "ModelsConfig",
+    "NeuronConfig",
+    "NeuronEndpoint",
+    "detect_kind",
+    "load_config",
+    "load_cortex_config",
+    "load_models_config",
+    "load_neuron_config",
+]
+
+ConfigKind = Literal["cortex", "models", "neuron"]
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Listen(_Frozen):
+    """A listen address, written `HOST:PORT` in the files (`[::1]:80` for IPv6)."""
+
+    host: str
+    port: int = Field(ge=0, le=65535)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        if isinstance(value, Listen | dict):
+            return value
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string 'HOST:PORT', got {type(value).__name__}")
+        return _parse_listen(value)
+
+    @model_serializer
+    def _as_text(self) -> str:
+        return str(self)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def _parse_listen(text: str) -> dict[str, Any]:
+    expected = f"expected 'HOST:PORT' (like 0.0.0.0:13131), got {text!r}"
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise ValueError(expected)
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv6 address; {expected}") from None
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError(expected)
+        if not _is_host(host):
+            raise ValueError(f"{host!r} is not a valid host name or address; {expected}")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"port {port!r} is not a number from 0 to 65535; {expected}")
+    return {"host": host, "port": int(port)}
+
+
+def _is_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return bool(_HOSTNAME.match(host))
+
+
+def _check_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL with a host, got {value!r}")
+    host = parts.hostname
+    if not _is_host(host):
+        raise ValueError(f"{host!r} in {value!r} is not a valid host name or address")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ValueError(f"the port in {value!r} is not a number from 0 to 65535") from None
+    return value.rstrip("/")
+
+
+# --- cortex.toml ----------------------------------------------------------------------------
+
+
+class GatewayConfig(_Frozen):
+    """`[gateway]`: where the gateway listens and how it talks to neurons."""
+
+    listen: Listen = Field(
+        default=Listen(host="0.0.0.0", port=31313),
+        description="Address of the API listener (OpenAI + Anthropic routes).",
+    )
+    metrics_listen: Listen = Field(
+        default=Listen(host="0.0.0.0", port=31314),
+        description="Address of the Prometheus metrics listener (its own port).",
+    )
+    poll_interval_s: float = Field(
+        default=5.0, gt=0, description="Seconds between polls of each neuron's status."
+    )
+    connect_timeout_s: float = Field(
+        default=5.0, gt=0, description="Seconds to wait for a TCP connection to a neuron."
+    )
+    request_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds to wait for the next bytes from a neuron before giving up (504).",
+    )
+    load_timeout_s: float = Field(
+        default=600.0, gt=0, description="Seconds a cold model load may take before it fails."
+    )
+    max_body_mb: float = Field(
+        default=32.0, gt=0, description="Largest request body accepted, in MB (else 413)."
+    )
+
+
+class EvictionConfig(_Frozen):
+    """`[eviction]`: how room is made for a model that does not fit."""
+
+    strategy: Literal["lru", "priority"] = Field(
+        default="lru",
+        description="`lru` evicts the least recently used idle models fleet-wide; "
+        "`priority` evicts the lowest priority first, then LRU.",
+    )
+    defrag_after_cycles: int = Field(
+        default=50,
+        ge=0,
+        description="After this many load/unload cycles on a node, unload its unpinned idle "
+        "models at a quiet moment to defragment memory (0 = never).",
+    )
+
+
+class NeuronEndpoint(_Frozen):
+    """`[[neurons]]`: one node of the fleet."""
+
+    name: str = Field(min_length=1, description="Unique node name, used in metrics and routing.")
+    endpoint: str = Field(description="Base URL of the node, e.g. `http://beast.internal:13131`.")
+    kind: Literal["neuron", "openai"] = Field(
+        default="neuron",
+        description="`neuron` (cortex-neuron, full lifecycle) or `openai` (an external "
+        "OpenAI-compatible server: vLLM, llama.cpp, SGLang, Ollama; routed, never loaded).",
+    )
+    token: str | None = Field(
+        default=None, description="Bearer token for the node's admin routes (or its API)."
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_is_url(cls, value: str) -> str:
+        return _check_url(value)
+
+
+class AuthConfig(_Frozen):
+    """`[auth]`: API keys. With no keys the API is open (bind to localhost then)."""
+
+    keys: list[str] = Field(
+        default_factory=list,
+        description="Keys accepted on every API route (`Authorization: Bearer` or `x-api-key`).",
+    )
+    admin_keys: list[str] = Field(
+        default_factory=list,
+        description="Keys for `/admin/*`; when empty, admin routes take the API keys.",
+    )
+
+
+class CortexConfig(_Frozen):
+    """The gateway's `cortex.toml`."""
+
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig, description="`[gateway]`.")
+    eviction: EvictionConfig = Field(default_factory=EvictionConfig, description="`[eviction]`.")
+    neurons: list[NeuronEndpoint] = Field(
+        default_factory=list, description="`[[neurons]]`: the nodes of the fleet."
+    )
+    models_config: Path | None = Field(
+        default=None,
+        description="Path of models.toml (relative paths are read from cortex.toml's folder).",
+    )
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="`[auth]`.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> CortexConfig:
+        seen: dict[str, int] = {}
+        for i, node in enumerate(self.neurons):
+            if node.name in seen:
+                raise _KeyedError(
+                    f"neurons[{i}].name",
+                    f"duplicate neuron name {node.name!r} (also neurons[{seen[node.name]}])",
+                )
+            seen[node.name] = i
+        return self
+
+    def load_models(self) -> ModelsConfig:
+        """Load the `models_config` file, or an empty one when none is set."""
+        if self.models_config is None:
+            return ModelsConfig()
+        return load_models_config(self.models_config)
+
+
+# --- models.toml ----------------------------------------------------------------------------
+
+
+class ModelProfile(_Frozen):
+    """`[[models]]`: a placement profile and sampling defaults for one model."""
+
+    id: str = Field(min_length=1, description="The model id as neurons report it.")
+    aliases: list[str] = Field(
+        default_factory=list, description="Other names clients may use for this model."
+    )
+    nodes: list[str] = Field(
+        default_factory=list,
+        description="Nodes it may be placed on, in order of preference (empty = anywhere).",
+    )
+    priority: int = Field(
+        default=0, description="Higher is more important (for the `priority` strategy)."
+    )
+    pinned: bool = Field(default=False, description="Loaded at start and never evicted.")
+    memory_mb: float | None = Field(
+        default=None, gt=0, description="Memory the model needs, overriding the estimate."
+    )
+    context_length: int | None = Field(
+        default=None, gt=0, description="Context window to advertise and enforce."
+    )
+    temperature: float | None = Field(default=None, ge=0, description="Default temperature.")
+    top_p: float | None = Field(default=None, gt=0, le=1, description="Default top_p.")
+    top_k: int | None = Field(default=None, ge=0, description="Default top_k (0 = off).")
+    max_tokens: int | None = Field(default=None, gt=0, description="Default max_tokens.")
+
+
+class ModelsConfig(_Frozen):
+    """models.toml: the `[[models]]` profiles."""
+
+    models: list[ModelProfile] = Field(
+        default_factory=list, description="`[[models]]`: one profile per model."
+    )
+
+    @model_validator(mode="after")
+    def _unique_ids_and_aliases(self) -> ModelsConfig:
+        owner: dict[str, str] = {}
+        for i, model in enumerate(self.models):
+            if model.id in owner:
+                raise _KeyedError(f"models[{i}].id", f"duplicate model id {model.id!r}")
+            owner[model.id] = f"models[{i}].id"
+        for i, model in enumerate(self.models):
+            for j, alias in enumerate(model.aliases):
+                if alias in owner:
+                    raise _KeyedError(
+                        f"models[{i}].aliases[{j}]",
+                        f"alias {alias!r} collides with {owner[alias]} ({alias!r})",
+                    )
+                owner[alias] = f"models[{i}].aliases[{j}]"
+        return self
+
+    def profile(self, name: str) -> ModelProfile | None:
+        """The profile whose id or alias is `name`."""
+        for model in self.models:
+            if name == model.id or name in model.aliases:
+                return model
+        return None
+
+
+# --- neuron.toml ----------------------------------------------------------------------------
+
+
+class FakeModel(_Frozen):
+    """`[[fake.models]]`: a model the fake harness pretends to serve."""
+
+    id: str = Field(min_length=1, description="Model id.")
+    memory_mb: float = Field(default=1000.0, gt=0, description="Memory it takes when loaded.")
+    context_length: int = Field(default=4096, gt=0, description="Its context window.")
+
+
+class FakeConfig(_Frozen):
+    """`[fake]`: the fake harness of `cortex.testing` (`cortex-neuron --harness fake`)."""
+
+    load_s: float = Field(default=0.0, ge=0, description="Seconds a load takes.")
+    tokens_per_s: float = Field(default=1000.0, gt=0, description="Token rate of replies.")
+    fail_load: list[str] = Field(default_factory=list, description="Ids whose load fails.")
+    models: list[FakeModel] = Field(default_factory=list, description="`[[fake.models]]`.")
+
+
+class NeuronConfig(_Frozen):
+    """A node's `neuron.toml` (top-level keys)."""
+
+    listen: Listen = Field(
+        default=Listen(host="0.0.0.0", port=13131), description="Address the neuron listens on."
+    )
+    name: str | None = Field(default=None, description="Node name (default: the host name).")
+    models_dirs: list[Path] = Field(
+        default_factory=list,
+        description="Folders scanned for models (HF layout, HF hub cache, .gguf files).",
+    )
+    device: str = Field(
+        default="auto", description="`auto`, `cpu`, `cuda` or `cuda:N` (auto = cuda if present)."
+    )
+    memory_mb: float | None = Field(
+        default=None, gt=0, description="Cap on the memory this neuron may use for models."
+    )
+    kv_cache_mb: float | None = Field(
+        default=None, gt=0, description="KV cache budget per loaded model (default: automatic)."
+    )
+    preload: list[str] = Field(default_factory=list, description="Model ids loaded at start.")
+    token: str | None = Field(
+        default=None, description="Bearer token required on /models/load and /models/unload."
+    )
+    fake: FakeConfig | None = Field(
+        default=None, description="`[fake]`: settings of the fake harness (tests only)."
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", value):
+            return value
+        raise ValueError(f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}")
+
+    @model_validator(mode="after")
+    def _unique_fake_ids(self) -> NeuronConfig:
+        if self.fake is not None:
+            seen: set[str] = set()
+            for i, model in enumerate(self.fake.models):
+                if model.id in seen:
+                    raise _KeyedError(f"fake.models[{i}].id", f"duplicate model id {model.id!r}")
+                seen.add(model.id)
+        return self
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+class _KeyedError(ValueError):
+    """A validation fault that knows its key path (raised inside model validators)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+
+_MODELS: dict[ConfigKind, type[BaseModel]] = {
+    "cortex": CortexConfig,
+    "models": ModelsConfig,
+    "neuron": NeuronConfig,
+}
+_ENV_PREFIX: dict[ConfigKind, str] = {
+    "cortex": "CORTEX_",
+    "models": "",
+    "neuron": "CORTEX_NEURON__",
+}
+
+
+def detect_kind(data: Mapping[str, Any]) -> ConfigKind:
+    """Guess which of the three files `data` is from its keys."""
+    keys = set(data)
+    if keys & {"gateway", "eviction", "neurons", "auth", "models_config"}:
+        return "cortex"
+    if "models" in keys:
+        return "models"
+    return "neuron"
+
+
+def _read_toml(path: Path) -> tuple[dict[str, Any], str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read file: {exc.strerror}", file=str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("file is not valid UTF-8", file=str(path)) from None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        line = int(match.group(1)) if match else None
+        raise ConfigError(f"not valid TOML: {exc}", file=str(path), line=line) from None
+
+
+def _env_overrides(data: dict[str, Any], kind: ConfigKind, env: Mapping[str, str]) -> None:
+    prefix = _ENV_PREFIX[kind]
+    if not prefix:
+        return
+    fields = set(_MODELS[kind].model_fields)
+    for name, raw in sorted(env.items()):
+        if not name.startswith(prefix):
+            continue
+        path = [part.lower() for part in name[len(prefix) :].split("__")]
+        if not path or path[0] not in fields or any(not part for part in path):
+            continue
+        _set_path(data, path, _parse_env_value(raw))
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _set_path(data: Any, path: list[str], value: Any) -> None:
+    node = data
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"environment override: no item {part} in the list")
+            if last:
+                node[int(part)] = value
+                return
+            node = node[int(part)]
+        else:
+            if last:
+                node[part] = value
+                return
+            node = node.setdefault(part, {})
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _line_of(text: str, key: str) -> int | None:
+    """Find the line where `key` (like `neurons[1].endpoint`) is set, by walking the headers."""
+    parts = [
+        (m.group(1), int(m.group(2)) if m.group(2) else None)
+        for m in re.finditer(r"([^.\[\]]+)(?:\[(\d+)\])?", key)
+    ]
+    if not parts:
+        return None
+    # `aliases[1]` is written on the `aliases = [...]` line: drop the last index.
+    wanted = [*parts[:-1], (parts[-1][0], None)]
+    counts: dict[str, int] = {}
+    table: list[tuple[str, int | None]] = []
+    headers: dict[tuple[tuple[str, int | None], ...], int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = re.match(r"\s*(\[\[?)\s*([^\]#]+?)\s*\]\]?", line)
+        if header:
+            name = header.group(2).strip()
+            table = [(p, None) for p in name.split(".")]
+            if header.group(1) == "[[":
+                counts[name] = counts.get(name, -1) + 1
+                table[-1] = (table[-1][0], counts[name])
+            headers[tuple(table)] = number
+            continue
+        assignment = re.match(r"\s*[\"']?([A-Za-z0-9_\-]+)[\"']?\s*=", line)
+        if assignment and [*table, (assignment.group(1), None)] == wanted:
+            return number
+    return headers.get(tuple(parts))
+
+
+def _validate(kind: ConfigKind, data: dict[str, Any], *, file: str, text: str | None) -> BaseModel:
+    try:
+        return _MODELS[kind].model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        ctx_error = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, _KeyedError):
+            key, message = ctx_error.key, ctx_error.message
+        else:
+            key = _key_path(tuple(err["loc"]))
+            message = _describe(err)
+        line = _line_of(text, key) if text is not None and key else None
+        more = len(exc.errors()) - 1
+        if more:
+            message += f" (and {more} more error{'s' if more > 1 else ''})"
+        raise ConfigError(message, file=file, key=key or None, line=line) from None
+
+
+def _describe(err: Any) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    message = str(err["msg"])
+    message = message.removeprefix("Value error, ")
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        message += f", got {err.get('input')!r}"
+    return message
+
+
+def load_config(
+    path: str | Path, *, kind: ConfigKind | None = None, env: Mapping[str, str] | None = None
+) -> CortexConfig | ModelsConfig | NeuronConfig:
+    """Load any of the three files, detecting which one from its keys unless `kind` is given.
+
+    Args:
+        path: the TOML file.
+        kind: `cortex`, `models` or `neuron`; detected from content when None.
+        env: environment to read `CORTEX_*` overrides from (default `os.environ`).
+
+    Raises:
+        ConfigError: naming the file, the key and what was expected.
+    """
+    path = Path(path)
+    data, text = _read_toml(path)
+    kind = kind or detect_kind(data)
+    _env_overrides(data, kind, os.environ if env is None else env)
+    if kind == "cortex" and isinstance(data.get("models_config"), str):
+        models_path = Path(data["models_config"]).expanduser()
+        if not models_path.is_absolute():
+            data["models_config"] = str(path.parent / models_path)
+    if kind == "neuron" and isinstance(data.get("models_dirs"), list):
+        data["models_dirs"] = [
+            str(path.parent / Path(d).expanduser()) if isinstance(d, str) else d
+            for d in data["models_dirs"]
+        ]
+    config = _validate(kind, data, file=str(path), text=text)
+    assert isinstance(config, CortexConfig | ModelsConfig | NeuronConfig)
+    return config
+
+
+def load_cortex_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> CortexConfig:
+    """Load a gateway `cortex.toml` (with `CORTEX_SECTION__KEY` overrides)."""
+    config = load_config(path, kind="cortex", env=env)
+    assert isinstance(config, CortexConfig)
+    return config
+
+
+def load_models_config(path: str | Path) -> ModelsConfig:
+    """Load a `models.toml` of placement profiles."""
+    config = load_config(path, kind="models")
+    assert isinstance(config, ModelsConfig)
+    return config
+
+
+def load_neuron_config(
+    path: str | Path | None = None, *, env: Mapping[str, str] | None = None
+) -> NeuronConfig:
+    """Load a node's `neuron.toml` (with `CORTEX_NEURON__KEY` overrides); defaults when None."""
+    if path is None:
+        data: dict[str, Any] = {}
+        _env_overrides(data, "neuron", os.environ if env is None else env)
+        config = _validate("neuron", data, file="<environment>", text=None)
+    else:
+        config = load_config(path, kind="neuron", env=env)
+    assert isinstance(config, NeuronConfig)
+    return config
