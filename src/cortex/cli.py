@@ -75,9 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="metrics address HOST:PORT (overrides [gateway] metrics_listen)",
     )
 
-    status = sub.add_parser(
-        "status", help="tables of nodes and models", formatter_class=_Formatter
-    )
+    status = sub.add_parser("status", help="tables of nodes and models", formatter_class=_Formatter)
     _add_admin_options(status)
     models = sub.add_parser(
         "models", help="list the fleet's model catalogue", formatter_class=_Formatter
