@@ -28,7 +28,7 @@ collide with ids are errors naming the file, the key path (like `neurons[1].endp
 line. Check any of them with:
 
 ```sh
-cortex config check cortex.toml        # or models.toml, neuron.toml (kind detected; --kind to force)
+cortex config check cortex.toml   # or models.toml, neuron.toml (kind detected; --kind forces)
 ```
 
 Environment variables override keys: `CORTEX_<SECTION>__<KEY>` for cortex.toml

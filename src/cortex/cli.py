@@ -1,4 +1,4 @@
-"""The `cortex`, `cortex-gateway` and `cortex-neuron` command lines (thin: each calls the library)."""
+"""The `cortex`, `cortex-gateway` and `cortex-neuron` command lines (each a thin library call)."""
 
 from __future__ import annotations
 
