@@ -1,0 +1,173 @@
+"""The kernel entry points: each picks the Triton kernel or its torch reference per call.
+
+CUDA tensors run the compiled Triton kernels, CPU tensors the torch references. The environment
+variable `CORTEX_KERNELS` overrides that choice and is read at every call: `triton` forces the
+Triton kernels (on CPU they need `TRITON_INTERPRET=1`, set before Triton is first imported),
+`torch` forces the references, `auto` or unset picks by device. Triton modules are imported only
+when a Triton kernel is about to run, so CPU users never pay for them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import torch
+
+from cortex.engine.kernels import reference
+from cortex.engine.kernels.checks import check_attention, check_sample, check_store_kv
+from cortex.engine.kernels.metadata import AttentionMetadata
+
+__all__ = [
+    "Backend",
+    "backend_for",
+    "decode_attention",
+    "prefill_attention",
+    "sample",
+    "store_kv",
+]
+
+Backend = Literal["triton", "torch"]
+
+
+def backend_for(tensor: torch.Tensor) -> Backend:
+    """Which implementation a call on `tensor` runs, given `CORTEX_KERNELS` right now.
+
+    Raises:
+        ValueError: `CORTEX_KERNELS` is not one of `auto`, `triton`, `torch`.
+        RuntimeError: Triton is forced on CPU tensors without `TRITON_INTERPRET=1`.
+    """
+    forced = os.environ.get("CORTEX_KERNELS", "auto").strip().lower() or "auto"
+    if forced not in ("auto", "triton", "torch"):
+        raise ValueError(f"CORTEX_KERNELS must be auto, triton or torch, not {forced!r}")
+    if forced == "torch" or (forced == "auto" and not tensor.is_cuda):
+        return "torch"
+    if not tensor.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError(
+            "CORTEX_KERNELS=triton on CPU tensors needs TRITON_INTERPRET=1, "
+            "set before triton is first imported"
+        )
+    return "triton"
+
+
+def store_kv(
+    key: torch.Tensor,
+    value: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
+    """Write each new token's key and value into its cache slot (slot -1: skip the token).
+
+    Args:
+        key: (tokens, kv_heads, head_dim), last dimension contiguous.
+        value: (tokens, kv_heads, head_dim), last dimension contiguous.
+        k_cache: (num_blocks, block_size, kv_heads, head_dim), contiguous, same dtype.
+        v_cache: same layout as `k_cache`.
+        slot_mapping: (tokens,) int64 `block * block_size + row`, or -1.
+    """
+    check_store_kv(key, value, k_cache, v_cache, slot_mapping)
+    if backend_for(key) == "torch":
+        reference.store_kv_reference(key, value, k_cache, v_cache, slot_mapping)
+        return
+    from cortex.engine.kernels.kv_store import store_kv_triton
+
+    store_kv_triton(key, value, k_cache, v_cache, slot_mapping)
+
+
+def prefill_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    meta: AttentionMetadata,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Causal paged attention of a ragged batch of new tokens (prefill, extend, chunked prefill).
+
+    Sequence `i` owns the query rows `cu_seqlens_q[i]:cu_seqlens_q[i+1]`, its last `q_len`
+    tokens; each sees its sequence's keys up to its own position, read from the paged cache
+    (store the step's K/V first). Query head `h` reads KV head `h // (heads // kv_heads)`.
+
+    Args:
+        q: (tokens, heads, head_dim), last dimension contiguous.
+        k_cache: (num_blocks, block_size, kv_heads, head_dim).
+        v_cache: same layout as `k_cache`.
+        meta: the step's paged-KV description.
+        scale: softmax scale; `head_dim ** -0.5` when None.
+
+    Returns:
+        (tokens, heads, head_dim) in `q.dtype`; rows of no sequence are zero.
+    """
+    check_attention(q, k_cache, v_cache, meta, decode=False)
+    if backend_for(q) == "torch":
+        return reference.prefill_attention_reference(q, k_cache, v_cache, meta, scale)
+    from cortex.engine.kernels.attention import prefill_attention_triton
+
+    return prefill_attention_triton(q, k_cache, v_cache, meta, scale)
+
+
+def decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    meta: AttentionMetadata,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Paged attention of one new token per sequence over its whole context (decode).
+
+    On Triton this is split-KV flash-decoding: a sequence's keys are cut into segments handled
+    in parallel, then merged by log-sum-exp. The launch reads no device values, so it can be
+    captured in a CUDA graph.
+
+    Args:
+        q: (num_seqs, heads, head_dim), last dimension contiguous.
+        k_cache: (num_blocks, block_size, kv_heads, head_dim).
+        v_cache: same layout as `k_cache`.
+        meta: the step's paged-KV description; `seq_lens[i] == 0` (padding) gives zeros.
+        scale: softmax scale; `head_dim ** -0.5` when None.
+
+    Returns:
+        (num_seqs, heads, head_dim) in `q.dtype`.
+    """
+    check_attention(q, k_cache, v_cache, meta, decode=True)
+    if backend_for(q) == "torch":
+        return reference.decode_attention_reference(q, k_cache, v_cache, meta, scale)
+    from cortex.engine.kernels.attention import decode_attention_triton
+
+    return decode_attention_triton(q, k_cache, v_cache, meta, scale)
+
+
+def sample(
+    logits: torch.Tensor,
+    temperature: torch.Tensor,
+    top_k: torch.Tensor,
+    top_p: torch.Tensor,
+    min_p: torch.Tensor,
+    seeds: torch.Tensor,
+    steps: torch.Tensor,
+) -> torch.Tensor:
+    """Draw one token per row with per-row temperature, top-k, top-p, min-p and seed.
+
+    Temperature <= 0 is greedy (first index of the maximum). Otherwise min-p, top-k and top-p
+    cut the temperature-scaled logits at value thresholds (ties kept; see
+    `reference.kept_mask`), and the token is a Gumbel-max draw whose noise is a pure function
+    of (seed, step, token index): a request replays the same tokens whatever batch it is in.
+
+    Args:
+        logits: (rows, vocab) float logits.
+        temperature: (rows,) float.
+        top_k: (rows,) integer, 0 = off.
+        top_p: (rows,) float, 1 = off.
+        min_p: (rows,) float, 0 = off.
+        seeds: (rows,) int64 per-request seeds.
+        steps: (rows,) int64 per-request step counters.
+
+    Returns:
+        (rows,) int64 token ids.
+    """
+    check_sample(logits, temperature, top_k, top_p, min_p, seeds, steps)
+    if backend_for(logits) == "torch":
+        return reference.sample_reference(logits, temperature, top_k, top_p, min_p, seeds, steps)
+    from cortex.engine.kernels.sampling import sample_triton
+
+    return sample_triton(logits, temperature, top_k, top_p, min_p, seeds, steps)

@@ -1,0 +1,332 @@
+"""Pure-torch references of the kernels: the CPU backend in production and the oracle in tests.
+
+Each function has the signature and semantics of its Triton twin (`kv_store.py`, `attention.py`,
+`sampling.py`). They are written for CPU speed too: K/V blocks are gathered with one indexing
+op, attention runs in `scaled_dot_product_attention`, sampling is vectorised over rows.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from cortex.engine.kernels.metadata import AttentionMetadata
+
+__all__ = [
+    "decode_attention_reference",
+    "gumbel_noise",
+    "kept_mask",
+    "philox4x32",
+    "prefill_attention_reference",
+    "sample_reference",
+    "store_kv_reference",
+]
+
+_MASK32 = 0xFFFFFFFF
+# Philox4x32-10 constants, exactly those of triton.language.random.
+_PHILOX_KEY_A = 0x9E3779B9
+_PHILOX_KEY_B = 0xBB67AE85
+_PHILOX_ROUND_A = 0xD2511F53
+_PHILOX_ROUND_B = 0xCD9E8D57
+
+
+def store_kv_reference(
+    key: torch.Tensor,
+    value: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
+    """Write new keys and values into their cache slots; slot -1 means skip that token.
+
+    Args:
+        key: (tokens, kv_heads, head_dim) new keys.
+        value: (tokens, kv_heads, head_dim) new values.
+        k_cache: (num_blocks, block_size, kv_heads, head_dim), contiguous; written in place.
+        v_cache: same layout as `k_cache`.
+        slot_mapping: (tokens,) integer slot `block * block_size + row` per token, or -1.
+    """
+    valid = slot_mapping >= 0
+    slots = slot_mapping[valid].long()
+    k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, slots, key[valid])
+    v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, slots, value[valid])
+
+
+def _gather_blocks(cache: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+    # (..., n_blocks) block ids -> (..., n_blocks * block_size, kv_heads, head_dim)
+    gathered = cache[blocks]
+    return gathered.flatten(-4, -3)
+
+
+def prefill_attention_reference(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    meta: AttentionMetadata,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Causal attention of each sequence's new tokens over its whole paged context.
+
+    Sequence `i` owns query rows `cu_seqlens_q[i]:cu_seqlens_q[i+1]`, which are the last `q_len`
+    of its `seq_lens[i]` tokens: query `j` sees keys `0 .. seq_len - q_len + j`. Heads share
+    K/V in groups of `heads // kv_heads` (GQA). Rows not owned by any sequence come back zero.
+
+    Args:
+        q: (tokens, heads, head_dim) queries.
+        k_cache: (num_blocks, block_size, kv_heads, head_dim) keys, new ones already stored.
+        v_cache: same layout as `k_cache`.
+        meta: the step's paged-KV description.
+        scale: softmax scale; `head_dim ** -0.5` when None.
+
+    Returns:
+        (tokens, heads, head_dim) attention output in `q.dtype`.
+    """
+    num_heads, head_dim = q.shape[1], q.shape[2]
+    block_size, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
+    scale = head_dim**-0.5 if scale is None else scale
+    out = torch.zeros_like(q)
+    cu_seqlens = meta.cu_seqlens_q.tolist()
+    for i, seq_len in enumerate(meta.seq_lens.tolist()):
+        start, end = cu_seqlens[i], cu_seqlens[i + 1]
+        q_len = end - start
+        if q_len == 0:
+            continue
+        context_len = seq_len - q_len
+        blocks = meta.block_tables[i, : -(-seq_len // block_size)].long()
+        k = _gather_blocks(k_cache, blocks)[:seq_len].transpose(0, 1)  # (kv_heads, seq, dim)
+        v = _gather_blocks(v_cache, blocks)[:seq_len].transpose(0, 1)
+        mask = None
+        if context_len > 0:
+            positions = torch.arange(seq_len, device=q.device)
+            mask = positions <= (context_len + positions[:q_len, None])
+        o = F.scaled_dot_product_attention(
+            q[start:end].transpose(0, 1),  # (heads, q_len, dim)
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=context_len == 0,
+            scale=scale,
+            enable_gqa=num_heads != num_kv_heads,
+        )
+        out[start:end] = o.transpose(0, 1)
+    return out
+
+
+def decode_attention_reference(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    meta: AttentionMetadata,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Attention of each sequence's one new token over all of its `seq_lens[i]` cached tokens.
+
+    Args:
+        q: (num_seqs, heads, head_dim), one query per sequence.
+        k_cache: (num_blocks, block_size, kv_heads, head_dim) keys, new ones already stored.
+        v_cache: same layout as `k_cache`.
+        meta: the step's paged-KV description; a sequence with `seq_len == 0` (batch padding)
+            gets a zero output.
+        scale: softmax scale; `head_dim ** -0.5` when None.
+
+    Returns:
+        (num_seqs, heads, head_dim) attention output in `q.dtype`.
+    """
+    num_heads, head_dim = q.shape[1], q.shape[2]
+    block_size, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
+    scale = head_dim**-0.5 if scale is None else scale
+    max_blocks = min(-(-meta.max_seqlen_k // block_size), meta.block_tables.shape[1])
+    max_blocks = max(max_blocks, 1)
+    tables = meta.block_tables[:, :max_blocks].long()
+    k = _gather_blocks(k_cache, tables).transpose(1, 2)  # (seqs, kv_heads, keys, dim)
+    v = _gather_blocks(v_cache, tables).transpose(1, 2)
+    seq_lens = meta.seq_lens.to(q.device).long()
+    visible = torch.arange(k.shape[2], device=q.device) < seq_lens[:, None]  # (seqs, keys)
+    # A padding row sees nothing; let it see key 0 so softmax stays finite, then zero it.
+    visible[:, 0] = True
+    o = F.scaled_dot_product_attention(
+        q.unsqueeze(2),  # (seqs, heads, 1, dim)
+        k,
+        v,
+        attn_mask=visible[:, None, None, :],
+        scale=scale,
+        enable_gqa=num_heads != num_kv_heads,
+    ).squeeze(2)
+    return torch.where((seq_lens > 0)[:, None, None], o, torch.zeros((), dtype=o.dtype))
+
+
+def _umulhi32(a: int, b: torch.Tensor) -> torch.Tensor:
+    # High 32 bits of a * b for a 32-bit constant and an int64 tensor of 32-bit values,
+    # through 16-bit halves so nothing overflows int64.
+    a_hi, a_lo = a >> 16, a & 0xFFFF
+    b_hi, b_lo = b >> 16, b & 0xFFFF
+    lo = a_lo * b_lo
+    mid = a_hi * b_lo + a_lo * b_hi + (lo >> 16)
+    return a_hi * b_hi + (mid >> 16)
+
+
+def _mullo32(a: int, b: torch.Tensor) -> torch.Tensor:
+    # Low 32 bits of a * b, again without int64 overflow.
+    a_hi, a_lo = a >> 16, a & 0xFFFF
+    return (a_lo * b + (((a_hi * b) & 0xFFFF) << 16)) & _MASK32
+
+
+def philox4x32(
+    seeds: torch.Tensor, c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Philox4x32-10 bit-exactly as Triton's `tl.philox(seed, c0, c1, c2, 0)`.
+
+    Args:
+        seeds: int64 keys, broadcastable against the counters.
+        c0, c1, c2: int64 tensors holding 32-bit counter words (c3 is 0).
+
+    Returns:
+        The four output words, int64 tensors of 32-bit values.
+    """
+    k0 = seeds & _MASK32
+    k1 = (seeds >> 32) & _MASK32
+    shape = torch.broadcast_shapes(c0.shape, c1.shape, c2.shape)
+    c0, c1, c2 = ((c & _MASK32).expand(shape) for c in (c0, c1, c2))
+    c3 = torch.zeros_like(c0)
+    for _ in range(10):
+        c0, c1, c2, c3 = (
+            _umulhi32(_PHILOX_ROUND_B, c2) ^ c1 ^ k0,
+            _mullo32(_PHILOX_ROUND_B, c2),
+            _umulhi32(_PHILOX_ROUND_A, c0) ^ c3 ^ k1,
+            _mullo32(_PHILOX_ROUND_A, c0),
+        )
+        k0 = (k0 + _PHILOX_KEY_A) & _MASK32
+        k1 = (k1 + _PHILOX_KEY_B) & _MASK32
+    return c0, c1, c2, c3
+
+
+def _bits_to_gumbel(bits: torch.Tensor) -> torch.Tensor:
+    uniform = ((bits >> 9).to(torch.float32) + 0.5) * (2.0**-23)
+    return -torch.log(-torch.log(uniform))
+
+
+def gumbel_noise(
+    seeds: torch.Tensor, steps: torch.Tensor, vocab_size: int, tokens: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Gumbel(0, 1) noise per (row, token), a pure function of (seed, step, token index).
+
+    Token `t` takes word `t % 4` of `philox(seed; t // 4, step_lo, step_hi, 0)`, and the uniform
+    is `((word >> 9) + 0.5) / 2**23`: 23 random bits, exact in float32 and strictly inside
+    (0, 1). The uniforms are therefore bit-identical to the Triton kernel's; only `log`
+    rounding can differ between backends.
+
+    Args:
+        seeds: (rows,) int64.
+        steps: (rows,) int64.
+        vocab_size: tokens per row (used when `tokens` is None).
+        tokens: optional (rows, n) token indices; noise is made only for them (cheaper when a
+            filter keeps few tokens). The default is every token of the vocabulary.
+
+    Returns:
+        (rows, vocab_size) or (rows, n) float32 noise.
+    """
+    seeds, step_lo, step_hi = seeds[:, None], steps[:, None], steps[:, None] >> 32
+    if tokens is None:
+        # One Philox call gives four tokens' words: the dense case does a quarter of the work.
+        groups = torch.arange(-(-vocab_size // 4), dtype=torch.int64, device=seeds.device)
+        words = philox4x32(seeds, groups[None, :], step_lo, step_hi)
+        bits = torch.stack(words, dim=-1).flatten(-2)[:, :vocab_size]
+    else:
+        words = philox4x32(seeds, tokens >> 2, step_lo, step_hi)
+        bits = torch.stack(words, dim=-1).gather(-1, (tokens & 3)[..., None]).squeeze(-1)
+    return _bits_to_gumbel(bits)
+
+
+def kept_mask(
+    x: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor
+) -> torch.Tensor:
+    """Which tokens survive min-p, top-k and top-p on temperature-scaled logits `x` (rows, V).
+
+    Every filter is a threshold on the value of `x`, and ties at a threshold are kept:
+    - min-p keeps `x >= max(x) + log(min_p)` (that is, `p >= min_p * p_max`);
+    - top-k keeps `x >= ` the k-th largest value (off when k <= 0 or k >= V);
+    - top-p, on the set left by the two above (renormalised), keeps `x >= t` for the largest
+      value `t` whose tail mass `sum(p[x >= t])` reaches `top_p` (off when top_p >= 1).
+
+    Args:
+        x: (rows, vocab) float32 logits divided by temperature.
+        top_k: (rows,) integer, 0 = off.
+        top_p: (rows,) float, 1 = off.
+        min_p: (rows,) float, 0 = off.
+
+    Returns:
+        (rows, vocab) bool mask of kept tokens.
+    """
+    vocab = x.shape[1]
+    neg_inf = torch.tensor(float("-inf"), device=x.device)
+    x_max = x.max(dim=-1, keepdim=True).values
+    threshold = torch.where(min_p[:, None] > 0, x_max + torch.log(min_p[:, None]), neg_inf)
+    use_k = (top_k > 0) & (top_k < vocab)
+    use_p = top_p < 1
+    if bool(use_k.any()) or bool(use_p.any()):
+        ordered = x.sort(dim=-1, descending=True).values
+        kth = ordered.gather(-1, (top_k.long().clamp(1, vocab) - 1)[:, None])
+        threshold = torch.maximum(threshold, torch.where(use_k[:, None], kth, neg_inf))
+        if bool(use_p.any()):
+            probs = torch.where(ordered >= threshold, torch.exp(ordered - x_max), 0.0)
+            tail_mass = probs.cumsum(dim=-1)
+            target = top_p[:, None] * tail_mass[:, -1:]
+            first = (tail_mass < target).sum(dim=-1, keepdim=True).clamp(max=vocab - 1)
+            cut = ordered.gather(-1, first)
+            threshold = torch.maximum(threshold, torch.where(use_p[:, None], cut, neg_inf))
+    return x >= threshold
+
+
+def sample_reference(
+    logits: torch.Tensor,
+    temperature: torch.Tensor,
+    top_k: torch.Tensor,
+    top_p: torch.Tensor,
+    min_p: torch.Tensor,
+    seeds: torch.Tensor,
+    steps: torch.Tensor,
+) -> torch.Tensor:
+    """Draw one token per row: greedy where temperature is 0, else Gumbel-max over kept tokens.
+
+    A sampled row returns `argmax over kept tokens of (logits / temperature + gumbel)`, which is
+    an exact draw from the renormalised softmax over the kept set (the Gumbel-max trick). The
+    noise depends only on (seed, step, token index), so a row's draw does not depend on which
+    other rows share the batch.
+
+    Args:
+        logits: (rows, vocab) float logits.
+        temperature: (rows,) float; <= 0 means greedy (first index of the maximum).
+        top_k: (rows,) integer, 0 = off.
+        top_p: (rows,) float, 1 = off.
+        min_p: (rows,) float, 0 = off.
+        seeds: (rows,) int64 per-request seed.
+        steps: (rows,) int64 per-request step (e.g. the number of tokens generated so far).
+
+    Returns:
+        (rows,) int64 token ids.
+    """
+    logits = logits.float()
+    tokens = logits.argmax(dim=-1)
+    sampled = (temperature > 0).nonzero().squeeze(1)
+    if sampled.numel() == 0:
+        return tokens
+    x = logits[sampled] / temperature[sampled, None].float()
+    keep = kept_mask(x, top_k[sampled], top_p[sampled].float(), min_p[sampled].float())
+    seeds, steps = seeds[sampled].long(), steps[sampled].long()
+    vocab = x.shape[1]
+    kept_per_row = int(keep.sum(dim=-1).max())
+    scores = torch.full_like(x, float("-inf"))
+    if kept_per_row * 4 < vocab:
+        # Few survivors (top-k / top-p): make noise for the kept tokens only.
+        kept = keep.float().topk(kept_per_row, dim=-1)
+        ids = kept.indices
+        noisy = x.gather(-1, ids) + gumbel_noise(seeds, steps, vocab, tokens=ids)
+        scores.scatter_(-1, ids, torch.where(kept.values > 0, noisy, float("-inf")))
+    else:
+        scores = torch.where(keep, x + gumbel_noise(seeds, steps, vocab), scores)
+    best = scores.argmax(dim=-1)
+    # A row with no finite logit has nothing to draw from: fall back to its argmax (index 0).
+    tokens[sampled] = torch.where(
+        scores.gather(-1, best[:, None]).squeeze(-1) > float("-inf"), best, tokens[sampled]
+    )
+    return tokens
