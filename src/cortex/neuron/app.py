@@ -1,0 +1,412 @@
+"""The neuron's Starlette app: the wire API of DESIGN.md over a `Harness`.
+
+`create_neuron_app(harness)` returns the app; every route is a thin call into the harness, and
+one error handler turns `CortexError`s into the OpenAI error envelope with their status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Literal, TypeVar
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from cortex import __version__
+from cortex.errors import (
+    AuthenticationError,
+    CortexError,
+    InvalidRequestError,
+    NotFoundError,
+    OverloadedError,
+)
+from cortex.neuron.completions import SSE_DONE, CompletionBuilder, sse
+from cortex.neuron.harness import GenerationStream, Harness
+from cortex.neuron.metrics import NeuronMetrics
+from cortex.neuron.openapi import openapi_document
+from cortex.neuron.requests import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    ModelRequest,
+    parse_body,
+    to_generate_request,
+)
+from cortex.neuron.types import GenerationEvent
+
+__all__ = ["create_neuron_app"]
+
+logger = logging.getLogger("cortex.neuron")
+
+_T = TypeVar("_T")
+
+
+class _Neuron:
+    """The state and handlers of one app (no module globals: two apps live side by side)."""
+
+    def __init__(
+        self,
+        harness: Harness,
+        *,
+        name: str,
+        token: str | None,
+        preload: Sequence[str],
+        drain_timeout_s: float,
+    ) -> None:
+        self.harness = harness
+        self.name = name
+        self.token = token.encode() if token else None
+        self.preload = list(preload)
+        self.drain_timeout_s = drain_timeout_s
+        self.metrics = NeuronMetrics(harness)
+        self.started = time.monotonic()
+        self._preloads: list[asyncio.Task[None]] = []
+
+    # --- node ---------------------------------------------------------------------------------
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "version": __version__, "uptime_s": self._uptime()})
+
+    async def status(self, request: Request) -> Response:
+        stats = self.harness.stats()
+        devices = await anyio.to_thread.run_sync(self.harness.devices)
+        return JSONResponse(
+            {
+                "name": self.name,
+                "version": __version__,
+                "uptime_s": self._uptime(),
+                "harness": self.harness.kind,
+                "devices": [device.to_json() for device in devices],
+                "memory": {
+                    "limit_mb": stats.memory_limit_mb,
+                    "used_mb": round(stats.memory_used_mb, 1),
+                    "free_mb": round(stats.memory_free_mb, 1),
+                },
+                "models": [entry.to_json() for entry in self.harness.models()],
+                "requests": {"running": stats.running, "waiting": stats.waiting},
+                "load_cycles": stats.load_cycles,
+                "loads_started": stats.loads_started,
+            }
+        )
+
+    def _uptime(self) -> float:
+        return round(time.monotonic() - self.started, 3)
+
+    async def metrics_route(self, request: Request) -> Response:
+        body = self.metrics.exposition()
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    # --- models -------------------------------------------------------------------------------
+
+    async def models(self, request: Request) -> Response:
+        entries = await anyio.to_thread.run_sync(self.harness.models)
+        return JSONResponse({"object": "list", "data": [e.to_json() for e in entries]})
+
+    async def load(self, request: Request) -> Response:
+        self._authorize(request)
+        body = parse_body(await request.body(), ModelRequest)
+        entry = await self.harness.load(body.model)
+        return JSONResponse(entry.to_json())
+
+    async def unload(self, request: Request) -> Response:
+        self._authorize(request)
+        body = parse_body(await request.body(), ModelRequest)
+        timeout_s = body.drain_timeout_s
+        entry = await self.harness.unload(body.model, drain_timeout_s=timeout_s)
+        return JSONResponse(entry.to_json())
+
+    def _authorize(self, request: Request) -> None:
+        if self.token is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), self.token
+        ):
+            raise AuthenticationError(
+                "this route needs the node's token: `Authorization: Bearer <token>`"
+            )
+
+    async def openai_models(self, request: Request) -> Response:
+        data = [
+            {
+                "id": entry.id,
+                "object": "model",
+                "created": int(entry.last_used_at or 0),
+                "owned_by": self.name,
+                "context_length": entry.context_length,
+            }
+            for entry in self.harness.models()
+            if entry.state == "loaded"
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    # --- generation ---------------------------------------------------------------------------
+
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._complete(request, "chat")
+
+    async def completions(self, request: Request) -> Response:
+        return await self._complete(request, "text")
+
+    async def _complete(self, request: Request, kind: Literal["chat", "text"]) -> Response:
+        arrived = time.perf_counter()
+        endpoint = request.url.path
+        model = "unknown"
+        try:
+            raw = await request.body()
+            body: ChatCompletionRequest | CompletionRequest = (
+                parse_body(raw, ChatCompletionRequest)
+                if kind == "chat"
+                else parse_body(raw, CompletionRequest)
+            )
+            model = body.model
+            request_id = uuid.uuid4().hex
+            stream = self.harness.generate(to_generate_request(body, request_id))
+        except CortexError as exc:
+            self.metrics.requests.labels(model, endpoint, str(exc.status)).inc()
+            raise
+        prefix = "chatcmpl-" if kind == "chat" else "cmpl-"
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        builder = CompletionBuilder(
+            kind, prefix + request_id, int(time.time()), model, include_usage=include_usage
+        )
+        run = _Run(self, stream, builder, endpoint, arrived)
+        headers = {"x-request-id": request_id}
+        if body.stream:
+            first = await _until_disconnect(request, run.first)
+            if first is None:
+                return Response(status_code=499)
+            return StreamingResponse(
+                run.sse(first),
+                media_type="text/event-stream",
+                headers={**headers, "cache-control": "no-cache"},
+            )
+        result = await _until_disconnect(request, run.collect)
+        if result is None:
+            return Response(status_code=499)
+        return JSONResponse(result, headers=headers)
+
+    # --- lifespan -----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        for model_id in self.preload:
+            task = asyncio.get_running_loop().create_task(self._preload(model_id))
+            self._preloads.append(task)
+        try:
+            yield
+        finally:
+            for task in self._preloads:
+                task.cancel()
+            await self.harness.aclose(drain_timeout_s=self.drain_timeout_s)
+
+    async def _preload(self, model_id: str) -> None:
+        try:
+            await self.harness.load(model_id)
+            logger.info("preloaded %s", model_id)
+        except CortexError as exc:
+            logger.error("preload of %s failed: %s", model_id, exc.message)
+
+
+class _Run:
+    """One generation being answered: metrics, the first event, the SSE stream or the body."""
+
+    def __init__(
+        self,
+        neuron: _Neuron,
+        stream: GenerationStream,
+        builder: CompletionBuilder,
+        endpoint: str,
+        arrived: float,
+    ) -> None:
+        self.neuron = neuron
+        self.stream = stream
+        self.builder = builder
+        self.endpoint = endpoint
+        self.arrived = arrived
+        self.model = stream.model
+        self.status = "499"  # until it ends otherwise: the client went away
+        self._first_token_seen = False
+
+    def _observe(self, event: GenerationEvent) -> None:
+        metrics = self.neuron.metrics
+        if event.token_count:
+            if not self._first_token_seen:
+                self._first_token_seen = True
+                elapsed = time.perf_counter() - self.arrived
+                metrics.time_to_first_token.labels(self.model).observe(elapsed)
+            metrics.batch_size.observe(max(1, self.stream.batch_size()))
+        if event.finish_reason == "cancelled":
+            raise OverloadedError("the generation was cancelled by the engine", code="cancelled")
+
+    async def _next(self) -> GenerationEvent | None:
+        try:
+            event = await self.stream.__anext__()
+        except StopAsyncIteration:
+            return None
+        self._observe(event)
+        return event
+
+    async def first(self) -> GenerationEvent:
+        """The first event, so that errors (context length, queue full) get their status."""
+        try:
+            event = await self._next()
+        except BaseException as exc:
+            await self._finish(exc)
+            raise
+        if event is None:
+            await self._finish(None)
+            raise CortexError("the generation ended without any event")
+        return event
+
+    async def collect(self) -> dict[str, Any]:
+        """The whole completion (non-streamed)."""
+        try:
+            event: GenerationEvent | None = await self.first()
+            while event is not None:
+                self.builder.add(event)
+                event = await self._next()
+        except BaseException as exc:
+            await self._finish(exc)
+            raise
+        await self._finish(None)
+        return self.builder.body()
+
+    async def sse(self, first: GenerationEvent) -> AsyncIterator[bytes]:
+        """The streamed completion; an error after the first byte is sent as an error event."""
+        error: BaseException | None = None
+        try:
+            event: GenerationEvent | None = first
+            while event is not None:
+                for chunk in self.builder.chunks(event):
+                    yield sse(chunk)
+                event = await self._next()
+            for chunk in self.builder.final_chunks():
+                yield sse(chunk)
+            yield SSE_DONE
+        except CortexError as exc:
+            error = exc
+            yield sse(exc.to_openai())
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            await self._finish(error)
+
+    async def _finish(self, error: BaseException | None) -> None:
+        await self.stream.aclose()
+        if isinstance(error, CortexError):
+            self.status = str(error.status)
+        elif error is None:
+            self.status = "200"
+        elif not isinstance(error, asyncio.CancelledError):
+            self.status = "500"
+        metrics = self.neuron.metrics
+        metrics.requests.labels(self.model, self.endpoint, self.status).inc()
+        usage = self.builder.usage
+        if usage is not None:
+            metrics.tokens.labels(self.model, "prompt").inc(usage.prompt_tokens)
+            metrics.tokens.labels(self.model, "completion").inc(usage.completion_tokens)
+        elif self.builder.completion_tokens:
+            metrics.tokens.labels(self.model, "completion").inc(self.builder.completion_tokens)
+
+
+async def _until_disconnect(request: Request, work: Callable[[], Awaitable[_T]]) -> _T | None:
+    """Run `work`, cancelling it if the client disconnects first (then None)."""
+    with anyio.CancelScope() as scope:
+
+        async def watch() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            scope.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            return await work()
+        finally:
+            watcher.cancel()
+    return None
+
+
+def _error_response(error: CortexError) -> Response:
+    return JSONResponse(error.to_openai(), status_code=error.status, headers=error.headers())
+
+
+async def _cortex_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, CortexError)
+    if isinstance(exc, AuthenticationError):
+        response = _error_response(exc)
+        response.headers["www-authenticate"] = "Bearer"
+        return response
+    return _error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        error: CortexError = NotFoundError(f"no route {request.method} {request.url.path}")
+    else:
+        error = InvalidRequestError(str(exc.detail))
+        return JSONResponse(error.to_openai(), status_code=exc.status_code, headers=exc.headers)
+    return _error_response(error)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _error_response(CortexError(f"internal error: {type(exc).__name__}: {exc}"))
+
+
+def create_neuron_app(
+    harness: Harness,
+    *,
+    name: str = "neuron",
+    token: str | None = None,
+    preload: Sequence[str] = (),
+    drain_timeout_s: float = 30.0,
+) -> Starlette:
+    """Build the neuron's ASGI app over `harness`.
+
+    Args:
+        harness: serves the models (`EngineHarness`, `cortex.testing.FakeHarness`, ...).
+        name: the node name shown in `/status`.
+        token: when set, `/models/load` and `/models/unload` need `Authorization: Bearer <token>`.
+        preload: model ids loaded in the background at startup.
+        drain_timeout_s: at shutdown, how long in-flight requests may finish before cancellation.
+    """
+    neuron = _Neuron(
+        harness, name=name, token=token, preload=preload, drain_timeout_s=drain_timeout_s
+    )
+    routes = [
+        Route("/health", neuron.health, methods=["GET"]),
+        Route("/status", neuron.status, methods=["GET"]),
+        Route("/models", neuron.models, methods=["GET"]),
+        Route("/models/load", neuron.load, methods=["POST"]),
+        Route("/models/unload", neuron.unload, methods=["POST"]),
+        Route("/v1/chat/completions", neuron.chat_completions, methods=["POST"]),
+        Route("/v1/completions", neuron.completions, methods=["POST"]),
+        Route("/v1/models", neuron.openai_models, methods=["GET"]),
+        Route("/metrics", neuron.metrics_route, methods=["GET"]),
+        Route("/openapi.json", neuron.openapi, methods=["GET"]),
+    ]
+    handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+        CortexError: _cortex_error,
+        HTTPException: _http_error,
+        Exception: _server_error,
+    }
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=neuron.lifespan)
+    app.state.neuron = neuron
+    app.state.harness = harness
+    app.state.metrics = neuron.metrics
+    return app

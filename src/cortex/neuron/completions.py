@@ -1,0 +1,192 @@
+"""OpenAI response bodies and stream chunks built from a harness's `GenerationEvent`s."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from cortex.neuron.types import GenerationEvent, TokenUsage, ToolCall
+
+__all__ = ["CompletionBuilder", "sse", "usage_json"]
+
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+def sse(payload: dict[str, Any]) -> bytes:
+    """One server-sent event carrying `payload` as JSON."""
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+def usage_json(usage: TokenUsage) -> dict[str, Any]:
+    """OpenAI's `usage` object (prompt tokens include the cached ones)."""
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+    }
+
+
+def _tool_call_json(call: ToolCall, index: int | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+    }
+    return body if index is None else {"index": index, **body}
+
+
+class CompletionBuilder:
+    """Collects the events of one generation into a chat or text completion, or its chunks.
+
+    Args:
+        kind: `chat` (`/v1/chat/completions`) or `text` (`/v1/completions`).
+        completion_id: `chatcmpl-...` or `cmpl-...`.
+        created: unix time of the request.
+        include_usage: streamed: add the usage chunk (`stream_options.include_usage`).
+    """
+
+    def __init__(
+        self,
+        kind: Literal["chat", "text"],
+        completion_id: str,
+        created: int,
+        model: str,
+        *,
+        include_usage: bool = False,
+    ) -> None:
+        self.kind = kind
+        self.id = completion_id
+        self.created = created
+        self.model = model
+        self.include_usage = include_usage
+        self.text: list[str] = []
+        self.tool_calls: list[ToolCall] = []
+        self.logprobs: list[dict[str, Any]] = []
+        self.finish_reason: str | None = None
+        self.usage: TokenUsage | None = None
+        self.completion_tokens = 0
+        self._started = False
+
+    def add(self, event: GenerationEvent) -> None:
+        """Take one event (for the non-streamed body)."""
+        if event.text:
+            self.text.append(event.text)
+        self.tool_calls.extend(event.tool_calls)
+        if event.logprobs:
+            self.logprobs.extend(event.logprobs)
+        self.completion_tokens += event.token_count
+        if event.finish_reason is not None:
+            self.finish_reason = event.finish_reason
+        if event.usage is not None:
+            self.usage = event.usage
+
+    def body(self) -> dict[str, Any]:
+        """The whole (non-streamed) completion."""
+        usage = usage_json(self.usage) if self.usage else None
+        if self.kind == "chat":
+            text = "".join(self.text)
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": text if text or not self.tool_calls else None,
+                "refusal": None,
+            }
+            if self.tool_calls:
+                message["tool_calls"] = [_tool_call_json(call) for call in self.tool_calls]
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": message,
+                "finish_reason": self.finish_reason,
+                "logprobs": {"content": self.logprobs} if self.logprobs else None,
+            }
+            obj = "chat.completion"
+        else:
+            choice = {
+                "index": 0,
+                "text": "".join(self.text),
+                "finish_reason": self.finish_reason,
+                "logprobs": _text_logprobs(self.logprobs) if self.logprobs else None,
+            }
+            obj = "text_completion"
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+            "usage": usage,
+            "system_fingerprint": None,
+        }
+
+    def chunks(self, event: GenerationEvent) -> list[dict[str, Any]]:
+        """The stream chunks for one event (the first one opens with the assistant role)."""
+        self.add(event)
+        out: list[dict[str, Any]] = []
+        if self.kind == "chat":
+            if not self._started:
+                self._started = True
+                out.append(self._chunk({"role": "assistant", "content": ""}))
+            if event.text:
+                out.append(self._chunk({"content": event.text}, event.logprobs))
+            if event.tool_calls:
+                first = len(self.tool_calls) - len(event.tool_calls)
+                calls = [_tool_call_json(c, first + i) for i, c in enumerate(event.tool_calls)]
+                out.append(self._chunk({"tool_calls": calls}))
+            if event.finish_reason is not None:
+                out.append(self._chunk({}, finish_reason=event.finish_reason))
+        else:
+            if event.text or event.finish_reason is not None:
+                out.append(self._chunk(event.text, event.logprobs, event.finish_reason))
+        return out
+
+    def final_chunks(self) -> list[dict[str, Any]]:
+        """After the last event: the usage chunk, when asked for."""
+        if not self.include_usage or self.usage is None:
+            return []
+        return [{**self._envelope(), "choices": [], "usage": usage_json(self.usage)}]
+
+    def _envelope(self) -> dict[str, Any]:
+        obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
+
+    def _chunk(
+        self,
+        delta: dict[str, Any] | str,
+        logprobs: list[dict[str, Any]] | None = None,
+        finish_reason: str | None = None,
+    ) -> dict[str, Any]:
+        if self.kind == "chat":
+            assert isinstance(delta, dict)
+            choice: dict[str, Any] = {
+                "index": 0,
+                "delta": delta,
+                "finish_reason": finish_reason,
+                "logprobs": {"content": logprobs} if logprobs else None,
+            }
+        else:
+            choice = {
+                "index": 0,
+                "text": delta,
+                "finish_reason": finish_reason,
+                "logprobs": _text_logprobs(logprobs) if logprobs else None,
+            }
+        chunk = {**self._envelope(), "choices": [choice]}
+        if self.include_usage:
+            chunk["usage"] = None
+        return chunk
+
+
+def _text_logprobs(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Chat-style logprob entries in the legacy completions shape."""
+    offsets, position = [], 0
+    for entry in entries:
+        offsets.append(position)
+        position += len(entry.get("token", ""))
+    return {
+        "tokens": [e.get("token", "") for e in entries],
+        "token_logprobs": [e.get("logprob") for e in entries],
+        "top_logprobs": [
+            {t["token"]: t["logprob"] for t in e.get("top_logprobs") or []} for e in entries
+        ],
+        "text_offset": offsets,
+    }

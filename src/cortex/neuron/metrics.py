@@ -1,0 +1,134 @@
+"""The neuron's Prometheus metrics, in one `CollectorRegistry` per app (no globals).
+
+Counters and histograms are updated as requests run; gauges (KV cache use, queue depth, running
+requests, memory) are read from the harness when `/metrics` is scraped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from cortex.neuron.harness import Harness
+from cortex.neuron.types import LoadEvent
+
+__all__ = ["NeuronMetrics"]
+
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_LOAD_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class NeuronMetrics:
+    """The metrics of one neuron app.
+
+    `cortex_neuron_requests_total{model,endpoint,status}`,
+    `cortex_neuron_tokens_total{model,kind=prompt|completion}`,
+    `cortex_neuron_time_to_first_token_seconds{model}`, `cortex_neuron_batch_size` (the batch
+    each generated token came from), `cortex_neuron_model_loads_total{model,outcome}`,
+    `cortex_neuron_model_load_seconds{model}`, and at scrape time
+    `cortex_neuron_kv_cache_usage_ratio{model}`, `cortex_neuron_queue_depth{model}`,
+    `cortex_neuron_running_requests{model}`, `cortex_neuron_memory_used_bytes`,
+    `cortex_neuron_memory_free_bytes`, `cortex_neuron_load_cycles`.
+    """
+
+    def __init__(self, harness: Harness) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "cortex_neuron_requests",
+            "Requests served, by model, endpoint and HTTP status.",
+            ["model", "endpoint", "status"],
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "cortex_neuron_tokens",
+            "Tokens processed, by model and kind (prompt or completion).",
+            ["model", "kind"],
+            registry=self.registry,
+        )
+        self.time_to_first_token = Histogram(
+            "cortex_neuron_time_to_first_token_seconds",
+            "Seconds from a request's arrival to its first generated token.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "cortex_neuron_batch_size",
+            "Requests in the batch each generated token came from.",
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.model_loads = Counter(
+            "cortex_neuron_model_loads",
+            "Model loads finished, by model and outcome (ok or error).",
+            ["model", "outcome"],
+            registry=self.registry,
+        )
+        self.model_load_seconds = Histogram(
+            "cortex_neuron_model_load_seconds",
+            "Seconds each model load took.",
+            ["model"],
+            buckets=_LOAD_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_HarnessCollector(harness))
+        harness.subscribe(self.observe_load)
+
+    def observe_load(self, event: LoadEvent) -> None:
+        """Count a finished load and its duration."""
+        self.model_loads.labels(event.model, event.outcome).inc()
+        self.model_load_seconds.labels(event.model).observe(event.seconds)
+
+    def exposition(self) -> bytes:
+        """The text format of every metric."""
+        return bytes(generate_latest(self.registry))
+
+
+class _HarnessCollector(Collector):
+    """Gauges read from the harness at scrape time."""
+
+    def __init__(self, harness: Harness) -> None:
+        self._harness = harness
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._harness.stats()
+        kv = GaugeMetricFamily(
+            "cortex_neuron_kv_cache_usage_ratio",
+            "Fraction of each loaded model's KV cache in use.",
+            labels=["model"],
+        )
+        queue = GaugeMetricFamily(
+            "cortex_neuron_queue_depth",
+            "Requests waiting to be scheduled, by model.",
+            labels=["model"],
+        )
+        running = GaugeMetricFamily(
+            "cortex_neuron_running_requests",
+            "Requests being generated, by model.",
+            labels=["model"],
+        )
+        for model, usage in sorted(stats.kv_usage.items()):
+            kv.add_metric([model], usage)
+            queue.add_metric([model], stats.waiting_by_model.get(model, 0))
+            running.add_metric([model], stats.batch_size.get(model, 0))
+        yield kv
+        yield queue
+        yield running
+        mb = 1024.0 * 1024.0
+        yield GaugeMetricFamily(
+            "cortex_neuron_memory_used_bytes",
+            "Memory held by loading, loaded and unloading models.",
+            value=stats.memory_used_mb * mb,
+        )
+        yield GaugeMetricFamily(
+            "cortex_neuron_memory_free_bytes",
+            "Memory left for another model.",
+            value=stats.memory_free_mb * mb,
+        )
+        yield GaugeMetricFamily(
+            "cortex_neuron_load_cycles",
+            "Load/unload cycles completed since start.",
+            value=stats.load_cycles,
+        )

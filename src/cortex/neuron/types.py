@@ -1,0 +1,192 @@
+"""The values that pass between a neuron's app, its harness and its registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "FinishReason",
+    "GenerateRequest",
+    "GenerationEvent",
+    "HarnessStats",
+    "LoadEvent",
+    "ModelEntry",
+    "ModelState",
+    "SamplingOptions",
+    "TokenUsage",
+    "ToolCall",
+]
+
+ModelState = Literal["available", "loading", "loaded", "unloading", "failed"]
+FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How to pick tokens; None means "the model's default" (its generation_config, else OpenAI's).
+
+    Args:
+        max_tokens: tokens to generate at most; None lets the reply run to the context's end.
+        stop: strings that end the reply (not included in it).
+    """
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    max_tokens: int | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """One generation: a chat (`messages`) or a completion (`prompt`), never both.
+
+    Args:
+        model: the model id.
+        messages: chat messages (`role`, `content` as text, optional `tool_calls`...); the chat
+            template of the model turns them into the prompt.
+        prompt: the raw prompt of a completion, as text or token ids.
+        tools: OpenAI function tools offered to the model (`{"type": "function", "function": ...}`).
+        request_id: an id for logs and cancellation.
+    """
+
+    model: str
+    messages: list[dict[str, Any]] | None = None
+    prompt: str | list[int] | None = None
+    tools: list[dict[str, Any]] | None = None
+    sampling: SamplingOptions = field(default_factory=SamplingOptions)
+    request_id: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("a GenerateRequest has either messages or a prompt")
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """Tokens a request used; `prompt_tokens` includes the prefix cache's `cached_tokens`."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A call of a function tool the model made; `arguments` is a JSON object as text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class GenerationEvent:
+    """A step of a reply: new text, tool calls, and on the last event the finish reason and usage.
+
+    Args:
+        text: the new text (may be empty, e.g. while a multi-byte character is incomplete).
+        token_count: how many tokens this event stands for.
+        logprobs: OpenAI `logprobs.content` entries of those tokens, when asked for.
+    """
+
+    text: str = ""
+    token_count: int = 0
+    tool_calls: tuple[ToolCall, ...] = ()
+    logprobs: list[dict[str, Any]] | None = None
+    finish_reason: FinishReason | None = None
+    usage: TokenUsage | None = None
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model as `/models` shows it.
+
+    Args:
+        memory_mb: the estimate (weights + KV cache budget) until loaded, then what it holds.
+        progress: while loading, `{"phase": ..., "fraction": 0..1}` (e.g. a GGUF import).
+        generation_config: the model's own sampling defaults, when it ships them.
+    """
+
+    id: str
+    state: ModelState
+    memory_mb: float
+    context_length: int | None
+    architecture: str | None
+    device: str
+    pinned: bool = False
+    in_flight: int = 0
+    last_used_at: float | None = None
+    error: str | None = None
+    progress: dict[str, Any] | None = None
+    generation_config: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form: every field, `progress`/`generation_config` only when present."""
+        body: dict[str, Any] = {
+            "id": self.id,
+            "state": self.state,
+            "memory_mb": round(self.memory_mb, 1),
+            "context_length": self.context_length,
+            "architecture": self.architecture,
+            "device": self.device,
+            "pinned": self.pinned,
+            "in_flight": self.in_flight,
+            "last_used_at": self.last_used_at,
+            "error": self.error,
+        }
+        if self.progress is not None:
+            body["progress"] = self.progress
+        if self.generation_config:
+            body["generation_config"] = self.generation_config
+        return body
+
+
+@dataclass(frozen=True)
+class LoadEvent:
+    """A finished load: its model, outcome (`ok` or `error`) and how long it took."""
+
+    model: str
+    outcome: Literal["ok", "error"]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class HarnessStats:
+    """A snapshot of the harness: requests running and waiting, KV cache use, memory, cycles.
+
+    Args:
+        running: requests being generated, over all models.
+        waiting: requests queued, over all models.
+        kv_usage: per loaded model, the fraction of its KV cache in use (0..1).
+        batch_size: per loaded model, the requests in its current batch.
+        memory_limit_mb: the `memory_mb` cap, or None when the device's free memory is the limit.
+        memory_used_mb: memory held by loading, loaded and unloading models.
+        memory_free_mb: memory left for another model.
+        load_cycles: unloads completed since start (each closes a load/unload cycle).
+        loads_started: loads begun since start (coalesced loads count once).
+    """
+
+    running: int
+    waiting: int
+    kv_usage: dict[str, float]
+    batch_size: dict[str, int]
+    waiting_by_model: dict[str, int]
+    memory_limit_mb: float | None
+    memory_used_mb: float
+    memory_free_mb: float
+    load_cycles: int
+    loads_started: int
