@@ -1,0 +1,65 @@
+"""Model implementations and `load_model`, which builds one from a Hugging Face directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from cortex.engine.models.config import SUPPORTED_MODEL_TYPES, LlamaConfig
+from cortex.engine.models.llama import Llama
+from cortex.engine.safetensors import load_checkpoint
+from cortex.errors import CortexError
+
+__all__ = ["SUPPORTED_MODEL_TYPES", "Llama", "LlamaConfig", "load_model", "resolve_dtype"]
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+}
+
+
+def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """`torch.bfloat16` from `torch.bfloat16`, `"bfloat16"` or `"bf16"` (float32/16 likewise).
+
+    Raises:
+        CortexError: not one of float32, bfloat16, float16.
+    """
+    if isinstance(dtype, torch.dtype):
+        resolved: torch.dtype | None = dtype
+    else:
+        resolved = _DTYPES.get(dtype.lower().removeprefix("torch."))
+    if resolved not in (torch.float32, torch.bfloat16, torch.float16):
+        raise CortexError(f"dtype {dtype!r} is not supported; use float32, bfloat16 or float16")
+    assert resolved is not None
+    return resolved
+
+
+def load_model(
+    model_dir: str | Path,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | str = torch.float32,
+) -> Llama:
+    """Build a Llama-family model from `config.json` and its safetensors weights.
+
+    Args:
+        model_dir: a Hugging Face model directory (`config.json`, `model.safetensors` or shards).
+        device: `cpu`, `cuda`, `cuda:1`...
+        dtype: float32, bfloat16 or float16 (a `torch.dtype` or its name).
+
+    Returns:
+        The model, in inference mode, weights on `device`.
+
+    Raises:
+        CortexError: unsupported architecture or dtype, or a checkpoint that does not fit.
+        SafetensorsError: a malformed weights file.
+    """
+    config = LlamaConfig.from_dir(model_dir)
+    model = Llama(config, device=device, dtype=resolve_dtype(dtype))
+    model.load_weights(load_checkpoint(model_dir))
+    return model.eval()

@@ -1,0 +1,128 @@
+"""Where attention keeps keys and values: nowhere, contiguous (one sequence) or paged (batched).
+
+Each cache answers `attend(layer, q, k, v)`: store this step's keys and values, then attend the
+step's queries over everything the sequence has so far. The model's `Attention` layer is the
+same for all three; only this choice differs.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+from cortex.engine import kernels
+from cortex.engine.kernels.metadata import AttentionMetadata
+
+__all__ = ["ContiguousKVCache", "KVCache", "NoCache", "PagedKVCache"]
+
+
+class KVCache(Protocol):
+    """Stores a step's keys and values and attends its queries over the whole sequence."""
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Attention output for this step.
+
+        Args:
+            layer: index of the transformer block.
+            q: (tokens, heads, head_dim), already rotated.
+            k: (tokens, kv_heads, head_dim), already rotated.
+            v: (tokens, kv_heads, head_dim).
+
+        Returns:
+            (tokens, heads, head_dim).
+        """
+        ...
+
+
+class NoCache:
+    """Causal attention over exactly the tokens of this call (a whole sequence from position 0)."""
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """See `KVCache.attend`."""
+        out = F.scaled_dot_product_attention(
+            q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), is_causal=True, enable_gqa=True
+        )  # (heads, tokens, head_dim)
+        return out.transpose(0, 1)
+
+
+class ContiguousKVCache:
+    """Keys and values of one sequence in one preallocated tensor per layer.
+
+    Args:
+        num_layers: transformer blocks.
+        num_kv_heads: key/value heads.
+        head_dim: width of one head.
+        max_tokens: capacity in tokens (prompt plus everything generated).
+        device: where the cache lives.
+        dtype: the model's dtype.
+
+    Attributes:
+        start: position of the first token of the step being run; the caller advances it.
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        num_kv_heads: int,
+        head_dim: int,
+        max_tokens: int,
+        *,
+        device: torch.device | str,
+        dtype: torch.dtype,
+    ) -> None:
+        shape = (num_layers, num_kv_heads, max_tokens, head_dim)
+        self.keys = torch.empty(shape, device=device, dtype=dtype)
+        self.values = torch.empty(shape, device=device, dtype=dtype)
+        self.max_tokens = max_tokens
+        self.start = 0
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """See `KVCache.attend`."""
+        tokens = q.shape[0]
+        end = self.start + tokens
+        if end > self.max_tokens:
+            raise ValueError(f"KV cache holds {self.max_tokens} tokens, step needs {end}")
+        keys = self.keys[layer]  # (kv_heads, max_tokens, head_dim)
+        values = self.values[layer]
+        keys[:, self.start : end] = k.transpose(0, 1)
+        values[:, self.start : end] = v.transpose(0, 1)
+        mask = None
+        if tokens > 1 and self.start > 0:
+            # A chunk after a cached prefix: query i sees every key up to position start + i.
+            key_positions = torch.arange(end, device=q.device)
+            query_positions = torch.arange(self.start, end, device=q.device)
+            mask = key_positions[None, :] <= query_positions[:, None]  # (tokens, end)
+        out = F.scaled_dot_product_attention(
+            q.transpose(0, 1),
+            keys[:, :end],
+            values[:, :end],
+            attn_mask=mask,
+            is_causal=tokens > 1 and self.start == 0,
+            enable_gqa=True,
+        )  # (heads, tokens, head_dim)
+        return out.transpose(0, 1)
+
+
+class PagedKVCache:
+    """One batched step over the engine's paged cache, through `cortex.engine.kernels`.
+
+    Args:
+        kv_caches: per layer, K and V of shape (num_blocks, block_size, kv_heads, head_dim).
+        meta: where each sequence's tokens live and which of them are new.
+    """
+
+    def __init__(
+        self, kv_caches: list[tuple[torch.Tensor, torch.Tensor]], meta: AttentionMetadata
+    ) -> None:
+        self.kv_caches = kv_caches
+        self.meta = meta
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """See `KVCache.attend`; `tokens` are the packed new tokens of every sequence."""
+        k_cache, v_cache = self.kv_caches[layer]
+        kernels.store_kv(k, v, k_cache, v_cache, self.meta.slot_mapping)
+        if self.meta.is_decode:
+            return kernels.decode_attention(q, k_cache, v_cache, self.meta)
+        return kernels.prefill_attention(q, k_cache, v_cache, self.meta)

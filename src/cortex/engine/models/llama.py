@@ -1,0 +1,355 @@
+"""The Llama family (Llama 2/3, Mistral, Qwen2, SmolLM): RMSNorm, rotary GQA attention, SwiGLU MLP.
+
+Weights keep Hugging Face's layout, except that q/k/v and gate/up are fused into one matrix
+each at load time, so a step runs two matmuls where it would run five (same sums, same result).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cortex.engine.kernels.metadata import AttentionMetadata
+from cortex.engine.models.config import LlamaConfig
+from cortex.engine.models.kv_cache import ContiguousKVCache, KVCache, NoCache, PagedKVCache
+from cortex.engine.models.rope import apply_rotary, inverse_frequencies, rotary_table
+from cortex.errors import ContextLengthExceededError, CortexError, InvalidRequestError
+
+__all__ = ["MLP", "Attention", "Llama", "RMSNorm", "TransformerBlock"]
+
+
+def _weight(shape: tuple[int, ...], device: torch.device | str, dtype: torch.dtype) -> nn.Parameter:
+    # Filled by `Llama.load_weights`; inference only, so no gradients.
+    return nn.Parameter(torch.empty(shape, device=device, dtype=dtype), requires_grad=False)
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square normalisation with a learned gain (no mean subtraction, no bias)."""
+
+    def __init__(
+        self, dim: int, eps: float, *, device: torch.device | str, dtype: torch.dtype
+    ) -> None:
+        super().__init__()
+        self.weight = _weight((dim,), device, dtype)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in float32 and cast back before the gain, exactly as Hugging Face does.
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+class Attention(nn.Module):
+    """Grouped-query self-attention with rotary positions; K/V storage is the cache's business."""
+
+    def __init__(
+        self, config: LlamaConfig, layer: int, *, device: torch.device | str, dtype: torch.dtype
+    ) -> None:
+        super().__init__()
+        self.layer = layer
+        self.num_heads = config.num_heads
+        self.num_kv_heads = config.num_kv_heads
+        self.head_dim = config.head_dim
+        q_width = config.num_heads * config.head_dim
+        kv_width = config.num_kv_heads * config.head_dim
+        self.qk_width = q_width + kv_width
+        # Rows: q heads, then k heads, then v heads.
+        self.qkv_weight = _weight((q_width + 2 * kv_width, config.hidden_size), device, dtype)
+        self.qkv_bias = (
+            _weight((q_width + 2 * kv_width,), device, dtype) if config.qkv_bias else None
+        )
+        self.o_weight = _weight((config.hidden_size, q_width), device, dtype)
+        self.o_bias = _weight((config.hidden_size,), device, dtype) if config.o_bias else None
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache
+    ) -> torch.Tensor:
+        tokens = x.shape[0]
+        qkv = F.linear(x, self.qkv_weight, self.qkv_bias)  # (tokens, (heads + 2 kv_heads) head_dim)
+        # q and k sit side by side in qkv, so one rotation covers both.
+        qk = qkv[:, : self.qk_width].view(tokens, self.num_heads + self.num_kv_heads, self.head_dim)
+        qk = apply_rotary(qk, cos, sin)
+        q, k = torch.split(qk, [self.num_heads, self.num_kv_heads], dim=1)  # (tokens, h|kv_h, hd)
+        v = qkv[:, self.qk_width :].view(tokens, self.num_kv_heads, self.head_dim)
+        out = cache.attend(self.layer, q, k, v)  # (tokens, heads, head_dim)
+        return F.linear(out.reshape(tokens, -1), self.o_weight, self.o_bias)
+
+
+class MLP(nn.Module):
+    """SwiGLU: `down(silu(gate(x)) * up(x))`, with gate and up fused into one matmul."""
+
+    def __init__(
+        self, config: LlamaConfig, *, device: torch.device | str, dtype: torch.dtype
+    ) -> None:
+        super().__init__()
+        width = config.intermediate_size
+        self.gate_up_weight = _weight((2 * width, config.hidden_size), device, dtype)
+        self.gate_up_bias = _weight((2 * width,), device, dtype) if config.mlp_bias else None
+        self.down_weight = _weight((config.hidden_size, width), device, dtype)
+        self.down_bias = _weight((config.hidden_size,), device, dtype) if config.mlp_bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = F.linear(x, self.gate_up_weight, self.gate_up_bias).chunk(2, dim=-1)
+        return F.linear(F.silu(gate) * up, self.down_weight, self.down_bias)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: `x + attn(norm(x))`, then `x + mlp(norm(x))`."""
+
+    def __init__(
+        self, config: LlamaConfig, layer: int, *, device: torch.device | str, dtype: torch.dtype
+    ) -> None:
+        super().__init__()
+        eps = config.rms_norm_eps
+        self.input_norm = RMSNorm(config.hidden_size, eps, device=device, dtype=dtype)
+        self.attn = Attention(config, layer, device=device, dtype=dtype)
+        self.post_attention_norm = RMSNorm(config.hidden_size, eps, device=device, dtype=dtype)
+        self.mlp = MLP(config, device=device, dtype=dtype)
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache
+    ) -> torch.Tensor:
+        attended: torch.Tensor = self.attn(self.input_norm(x), cos, sin, cache)
+        x = x + attended
+        mixed: torch.Tensor = self.mlp(self.post_attention_norm(x))
+        return x + mixed
+
+
+class Llama(nn.Module):
+    """A Llama-family decoder, built empty; `cortex.engine.load_model` fills it from a checkpoint.
+
+    Args:
+        config: the model's shape and numerics.
+        device: where the weights live.
+        dtype: the weights' and activations' dtype (logits are always float32).
+    """
+
+    def __init__(
+        self, config: LlamaConfig, *, device: torch.device | str = "cpu", dtype: torch.dtype
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.embed_tokens = _weight((config.vocab_size, config.hidden_size), device, dtype)
+        self.layers = nn.ModuleList(
+            TransformerBlock(config, i, device=device, dtype=dtype)
+            for i in range(config.num_layers)
+        )
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, device=device, dtype=dtype)
+        if config.tie_word_embeddings:
+            self.lm_head = self.embed_tokens
+        else:
+            self.lm_head = _weight((config.vocab_size, config.hidden_size), device, dtype)
+        inv_freq = inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
+        table = rotary_table(inv_freq, config.context_length, dtype, device)
+        self.rope_table: torch.Tensor  # (positions, 2, head_dim // 2): cos, sin
+        self.register_buffer("rope_table", table, persistent=False)
+
+    # -- the forward pass -------------------------------------------------------------------
+
+    def hidden_states(
+        self, input_ids: torch.Tensor, rope: torch.Tensor, cache: KVCache
+    ) -> torch.Tensor:
+        """Run every block and the final norm.
+
+        Args:
+            input_ids: (tokens,) int64.
+            rope: (tokens, 2, head_dim // 2), the rows of `rope_table` at the tokens' positions.
+            cache: where keys and values go.
+
+        Returns:
+            (tokens, hidden_size), normalised.
+        """
+        x = F.embedding(input_ids, self.embed_tokens)  # (tokens, hidden_size)
+        cos, sin = rope[:, 0], rope[:, 1]
+        for block in self.layers:
+            x = block(x, cos, sin, cache)
+        return self.norm(x)  # type: ignore[no-any-return]
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LM head: (N, hidden_size) -> (N, vocab_size) float32."""
+        return F.linear(hidden, self.lm_head).float()
+
+    def forward(self, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """Logits at every position of one sequence starting at position 0.
+
+        Args:
+            ids: token ids, a list or a (tokens,) tensor.
+
+        Returns:
+            (len(ids), vocab_size) float32.
+        """
+        input_ids = self._as_ids(ids)
+        self._check_fits(len(input_ids), 0)
+        with torch.inference_mode():
+            rope = self.rope_table[: len(input_ids)]
+            return self.compute_logits(self.hidden_states(input_ids, rope, NoCache()))
+
+    def forward_paged(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        meta: AttentionMetadata,
+        kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
+    ) -> torch.Tensor:
+        """One batched step of the engine over its paged KV cache.
+
+        Args:
+            input_ids: (tokens,) int64, the new tokens of every sequence, packed.
+            positions: (tokens,) int64, each token's position in its sequence.
+            meta: the step's attention metadata (slot mapping, block tables, lengths).
+            kv_caches: per layer, K and V of shape (num_blocks, block_size, kv_heads, head_dim).
+
+        Returns:
+            (tokens, hidden_size), after the final norm; pass rows to `compute_logits`.
+        """
+        with torch.inference_mode():
+            rope = self.rope_table[positions]
+            return self.hidden_states(input_ids, rope, PagedKVCache(kv_caches, meta))
+
+    # -- the plain generate loop ------------------------------------------------------------
+
+    def generate(
+        self,
+        ids: Sequence[int],
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> list[int]:
+        """Continue one sequence, greedily or by sampling, with a contiguous KV cache.
+
+        Args:
+            ids: the prompt's token ids.
+            max_new_tokens: most tokens to add.
+            temperature: 0 is greedy; above 0 samples from `softmax(logits / temperature)`.
+            seed: makes sampling reproducible.
+
+        Returns:
+            The new tokens only; the last is an end-of-turn token when the model stopped.
+
+        Raises:
+            ContextLengthExceededError: prompt plus `max_new_tokens` exceed the context.
+        """
+        input_ids = self._as_ids(ids)
+        self._check_fits(len(input_ids), max_new_tokens)
+        if max_new_tokens <= 0:
+            return []
+        config = self.config
+        generator = None
+        if temperature > 0 and seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        stop = set(config.eos_token_ids)
+        cache = ContiguousKVCache(
+            config.num_layers,
+            config.num_kv_heads,
+            config.head_dim,
+            len(input_ids) + max_new_tokens,
+            device=self.device,
+            dtype=self.dtype,
+        )
+        new_tokens: list[int] = []
+        with torch.inference_mode():
+            hidden = self.hidden_states(input_ids, self.rope_table[: len(input_ids)], cache)
+            while True:
+                logits = self.compute_logits(hidden[-1:])  # (1, vocab)
+                token = _pick(logits, temperature, generator)
+                new_tokens.append(token)
+                if token in stop or len(new_tokens) == max_new_tokens:
+                    return new_tokens
+                cache.start += hidden.shape[0]
+                step = torch.tensor([token], device=self.device)
+                hidden = self.hidden_states(
+                    step, self.rope_table[cache.start : cache.start + 1], cache
+                )
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Copy Hugging Face-named tensors into the (fused) parameters, converting dtype/device.
+
+        Raises:
+            CortexError: a tensor is unknown, misshapen or missing.
+        """
+        slots = self._weight_slots()
+        with torch.no_grad():
+            for name, tensor in weights:
+                slot = slots.pop(name, None)
+                if slot is None:
+                    if name.endswith("rotary_emb.inv_freq") or (
+                        name == "lm_head.weight" and self.config.tie_word_embeddings
+                    ):
+                        continue
+                    raise CortexError(f"checkpoint tensor {name!r} does not belong to this model")
+                if tuple(tensor.shape) != tuple(slot.shape):
+                    raise CortexError(
+                        f"checkpoint tensor {name!r} has shape {tuple(tensor.shape)}, "
+                        f"expected {tuple(slot.shape)}"
+                    )
+                slot.copy_(tensor)
+        if slots:
+            missing = ", ".join(sorted(slots)[:5])
+            raise CortexError(f"checkpoint lacks {len(slots)} tensors, e.g. {missing}")
+
+    def _weight_slots(self) -> dict[str, torch.Tensor]:
+        """Each checkpoint name mapped to the view of our parameter it fills."""
+        config = self.config
+        q_rows = config.num_heads * config.head_dim
+        kv_rows = config.num_kv_heads * config.head_dim
+        width = config.intermediate_size
+        slots: dict[str, torch.Tensor] = {
+            "model.embed_tokens.weight": self.embed_tokens,
+            "model.norm.weight": self.norm.weight,
+        }
+        if not config.tie_word_embeddings:
+            slots["lm_head.weight"] = self.lm_head
+        for i, block in enumerate(self.layers):
+            assert isinstance(block, TransformerBlock)
+            prefix = f"model.layers.{i}."
+            attn, mlp = block.attn, block.mlp
+            fused = {"weight": attn.qkv_weight, "bias": attn.qkv_bias}
+            for kind, tensor in fused.items():
+                if tensor is None:
+                    continue
+                slots[f"{prefix}self_attn.q_proj.{kind}"] = tensor[:q_rows]
+                slots[f"{prefix}self_attn.k_proj.{kind}"] = tensor[q_rows : q_rows + kv_rows]
+                slots[f"{prefix}self_attn.v_proj.{kind}"] = tensor[q_rows + kv_rows :]
+            slots[f"{prefix}self_attn.o_proj.weight"] = attn.o_weight
+            if attn.o_bias is not None:
+                slots[f"{prefix}self_attn.o_proj.bias"] = attn.o_bias
+            for kind, tensor in {"weight": mlp.gate_up_weight, "bias": mlp.gate_up_bias}.items():
+                if tensor is None:
+                    continue
+                slots[f"{prefix}mlp.gate_proj.{kind}"] = tensor[:width]
+                slots[f"{prefix}mlp.up_proj.{kind}"] = tensor[width:]
+            slots[f"{prefix}mlp.down_proj.weight"] = mlp.down_weight
+            if mlp.down_bias is not None:
+                slots[f"{prefix}mlp.down_proj.bias"] = mlp.down_bias
+            slots[f"{prefix}input_layernorm.weight"] = block.input_norm.weight
+            slots[f"{prefix}post_attention_layernorm.weight"] = block.post_attention_norm.weight
+        return slots
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _as_ids(self, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        input_ids = torch.as_tensor(ids, dtype=torch.int64, device=self.device).reshape(-1)
+        if input_ids.numel() == 0:
+            raise InvalidRequestError("the prompt has no tokens", param="messages")
+        return input_ids
+
+    def _check_fits(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        context = self.config.context_length
+        if prompt_tokens + max_new_tokens > context:
+            raise ContextLengthExceededError(prompt_tokens, max_new_tokens, context)
+
+
+def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> int:
+    """The next token from (1, vocab) float32 logits: argmax, or a draw at `temperature`."""
+    if temperature <= 0:
+        return int(logits.argmax(dim=-1).item())
+    probs = torch.softmax(logits / temperature, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator).item())
