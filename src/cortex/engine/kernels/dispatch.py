@@ -66,8 +66,8 @@ def store_kv(
         v_cache: same layout as `k_cache`.
         slot_mapping: (tokens,) int64 `block * block_size + row`, or -1.
     """
-    check_store_kv(key, value, k_cache, v_cache, slot_mapping)
     if backend_for(key) == "torch":
+        check_store_kv(key, value, k_cache, v_cache, slot_mapping)
         reference.store_kv_reference(key, value, k_cache, v_cache, slot_mapping)
         return
     from cortex.engine.kernels.kv_store import store_kv_triton
@@ -81,6 +81,8 @@ def prefill_attention(
     v_cache: torch.Tensor,
     meta: AttentionMetadata,
     scale: float | None = None,
+    *,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal paged attention of a ragged batch of new tokens (prefill, extend, chunked prefill).
 
@@ -94,16 +96,18 @@ def prefill_attention(
         v_cache: same layout as `k_cache`.
         meta: the step's paged-KV description.
         scale: softmax scale; `head_dim ** -0.5` when None.
+        out: optional buffer of the result's shape and dtype to write into (e.g. a CUDA
+            graph's static output); returned.
 
     Returns:
         (tokens, heads, head_dim) in `q.dtype`; rows of no sequence are zero.
     """
-    check_attention(q, k_cache, v_cache, meta, decode=False)
     if backend_for(q) == "torch":
-        return reference.prefill_attention_reference(q, k_cache, v_cache, meta, scale)
+        check_attention(q, k_cache, v_cache, meta, decode=False)
+        return reference.prefill_attention_reference(q, k_cache, v_cache, meta, scale, out=out)
     from cortex.engine.kernels.attention import prefill_attention_triton
 
-    return prefill_attention_triton(q, k_cache, v_cache, meta, scale)
+    return prefill_attention_triton(q, k_cache, v_cache, meta, scale, out=out)
 
 
 def decode_attention(
@@ -112,6 +116,8 @@ def decode_attention(
     v_cache: torch.Tensor,
     meta: AttentionMetadata,
     scale: float | None = None,
+    *,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Paged attention of one new token per sequence over its whole context (decode).
 
@@ -125,16 +131,18 @@ def decode_attention(
         v_cache: same layout as `k_cache`.
         meta: the step's paged-KV description; `seq_lens[i] == 0` (padding) gives zeros.
         scale: softmax scale; `head_dim ** -0.5` when None.
+        out: optional buffer of the result's shape and dtype to write into (e.g. a CUDA
+            graph's static output); returned.
 
     Returns:
         (num_seqs, heads, head_dim) in `q.dtype`.
     """
-    check_attention(q, k_cache, v_cache, meta, decode=True)
     if backend_for(q) == "torch":
-        return reference.decode_attention_reference(q, k_cache, v_cache, meta, scale)
+        check_attention(q, k_cache, v_cache, meta, decode=True)
+        return reference.decode_attention_reference(q, k_cache, v_cache, meta, scale, out=out)
     from cortex.engine.kernels.attention import decode_attention_triton
 
-    return decode_attention_triton(q, k_cache, v_cache, meta, scale)
+    return decode_attention_triton(q, k_cache, v_cache, meta, scale, out=out)
 
 
 def sample(
@@ -145,6 +153,8 @@ def sample(
     min_p: torch.Tensor,
     seeds: torch.Tensor,
     steps: torch.Tensor,
+    *,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Draw one token per row with per-row temperature, top-k, top-p, min-p and seed.
 
@@ -161,13 +171,16 @@ def sample(
         min_p: (rows,) float, 0 = off.
         seeds: (rows,) int64 per-request seeds.
         steps: (rows,) int64 per-request step counters.
+        out: optional (rows,) int64 buffer to write the tokens into; returned.
 
     Returns:
         (rows,) int64 token ids.
     """
-    check_sample(logits, temperature, top_k, top_p, min_p, seeds, steps)
     if backend_for(logits) == "torch":
-        return reference.sample_reference(logits, temperature, top_k, top_p, min_p, seeds, steps)
+        check_sample(logits, temperature, top_k, top_p, min_p, seeds, steps)
+        return reference.sample_reference(
+            logits, temperature, top_k, top_p, min_p, seeds, steps, out=out
+        )
     from cortex.engine.kernels.sampling import sample_triton
 
-    return sample_triton(logits, temperature, top_k, top_p, min_p, seeds, steps)
+    return sample_triton(logits, temperature, top_k, top_p, min_p, seeds, steps, out=out)

@@ -64,6 +64,8 @@ def prefill_attention_reference(
     v_cache: torch.Tensor,
     meta: AttentionMetadata,
     scale: float | None = None,
+    *,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal attention of each sequence's new tokens over its whole paged context.
 
@@ -77,6 +79,7 @@ def prefill_attention_reference(
         v_cache: same layout as `k_cache`.
         meta: the step's paged-KV description.
         scale: softmax scale; `head_dim ** -0.5` when None.
+        out: optional buffer of the result's shape and dtype to write into; returned.
 
     Returns:
         (tokens, heads, head_dim) attention output in `q.dtype`.
@@ -84,7 +87,7 @@ def prefill_attention_reference(
     num_heads, head_dim = q.shape[1], q.shape[2]
     block_size, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
     scale = head_dim**-0.5 if scale is None else scale
-    out = torch.zeros_like(q)
+    out = torch.zeros_like(q) if out is None else out.zero_()
     cu_seqlens = meta.cu_seqlens_q.tolist()
     for i, seq_len in enumerate(meta.seq_lens.tolist()):
         start, end = cu_seqlens[i], cu_seqlens[i + 1]
@@ -118,6 +121,8 @@ def decode_attention_reference(
     v_cache: torch.Tensor,
     meta: AttentionMetadata,
     scale: float | None = None,
+    *,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention of each sequence's one new token over all of its `seq_lens[i]` cached tokens.
 
@@ -128,6 +133,7 @@ def decode_attention_reference(
         meta: the step's paged-KV description; a sequence with `seq_len == 0` (batch padding)
             gets a zero output.
         scale: softmax scale; `head_dim ** -0.5` when None.
+        out: optional buffer of the result's shape and dtype to write into; returned.
 
     Returns:
         (num_seqs, heads, head_dim) attention output in `q.dtype`.
@@ -152,7 +158,8 @@ def decode_attention_reference(
         scale=scale,
         enable_gqa=num_heads != num_kv_heads,
     ).squeeze(2)
-    return torch.where((seq_lens > 0)[:, None, None], o, torch.zeros((), dtype=o.dtype))
+    o = torch.where((seq_lens > 0)[:, None, None], o, torch.zeros((), dtype=o.dtype))
+    return o if out is None else out.copy_(o)
 
 
 def _umulhi32(a: int, b: torch.Tensor) -> torch.Tensor:
@@ -185,7 +192,7 @@ def philox4x32(
     """
     k0 = seeds & _MASK32
     k1 = (seeds >> 32) & _MASK32
-    shape = torch.broadcast_shapes(c0.shape, c1.shape, c2.shape)
+    shape = torch.broadcast_shapes(c0.shape, c1.shape, c2.shape)  # type: ignore[no-untyped-call]
     c0, c1, c2 = ((c & _MASK32).expand(shape) for c in (c0, c1, c2))
     c3 = torch.zeros_like(c0)
     for _ in range(10):
@@ -285,6 +292,8 @@ def sample_reference(
     min_p: torch.Tensor,
     seeds: torch.Tensor,
     steps: torch.Tensor,
+    *,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Draw one token per row: greedy where temperature is 0, else Gumbel-max over kept tokens.
 
@@ -301,12 +310,13 @@ def sample_reference(
         min_p: (rows,) float, 0 = off.
         seeds: (rows,) int64 per-request seed.
         steps: (rows,) int64 per-request step (e.g. the number of tokens generated so far).
+        out: optional (rows,) int64 buffer to write the tokens into; returned.
 
     Returns:
         (rows,) int64 token ids.
     """
     logits = logits.float()
-    tokens = logits.argmax(dim=-1)
+    tokens = logits.argmax(dim=-1) if out is None else torch.argmax(logits, dim=-1, out=out)
     sampled = (temperature > 0).nonzero().squeeze(1)
     if sampled.numel() == 0:
         return tokens
