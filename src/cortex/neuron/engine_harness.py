@@ -1,0 +1,293 @@
+"""`EngineHarness`: the neuron's models served by the cortex engine (`cortex.engine.Engine`).
+
+Each loaded model is one `Engine` (continuous batching over a paged KV cache on its own worker
+thread), wrapped by an `EngineRunner` that turns OpenAI-level requests into token ids and
+`SamplingParams`, and engine `TokenEvent`s into `GenerationEvent`s. Weights load in bfloat16 on
+CUDA and float32 on CPU; GGUF files are imported to safetensors on first load, the import's
+progress visible in `/models`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from cortex.errors import ContextLengthExceededError
+from cortex.neuron.catalog import ModelCatalog, read_generation_config
+from cortex.neuron.gpus import device_free_mb
+from cortex.neuron.harness import RegistryHarness
+from cortex.neuron.registry import ModelRegistry, ModelSpec, ProgressCallback, RunnerLoad
+from cortex.neuron.types import FinishReason, GenerateRequest, GenerationEvent, TokenUsage
+
+if TYPE_CHECKING:
+    from cortex.config import NeuronConfig
+    from cortex.engine.engine import Engine
+    from cortex.engine.output import TokenEvent
+    from cortex.engine.sampling import SamplingParams
+
+__all__ = ["EngineHarness", "EngineRunner", "resolve_device"]
+
+_MB = 1024 * 1024
+_FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "cancelled": "cancelled"}
+
+
+def resolve_device(device: str) -> str:
+    """`auto` -> `cuda:0` when torch sees a GPU, else `cpu`; `cuda` -> `cuda:0`."""
+    if device == "auto":
+        import torch
+
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    return "cuda:0" if device == "cuda" else device
+
+
+class EngineRunner:
+    """A loaded model: an `Engine` and the model's sampling defaults.
+
+    Args:
+        engine: the running engine.
+        generation_config: the model's defaults for omitted sampling fields.
+    """
+
+    def __init__(self, engine: Engine, generation_config: dict[str, Any] | None = None) -> None:
+        self.engine = engine
+        self.generation_config = dict(generation_config or {})
+        stats = engine.stats()
+        kv_tokens = int(stats["kv_blocks_total"]) * int(stats["block_size"])
+        self._memory_mb = (engine.weights_bytes + kv_tokens * engine.kv_bytes_per_token) / _MB
+
+    @property
+    def context_length(self) -> int:
+        """The engine's context window (the model's, bounded by its KV cache)."""
+        return int(self.engine.context_length)
+
+    @property
+    def memory_mb(self) -> float:
+        """Weights plus the KV cache, as allocated."""
+        return self._memory_mb
+
+    def load(self) -> RunnerLoad:
+        """The engine's running and waiting requests and KV cache use."""
+        stats = self.engine.stats()
+        return RunnerLoad(int(stats["running"]), int(stats["waiting"]), float(stats["kv_usage"]))
+
+    async def close(self) -> None:
+        """Stop the engine and free its memory (on a thread: it joins the worker)."""
+        await anyio.to_thread.run_sync(self.engine.close)
+
+    def generate(self, request: GenerateRequest) -> AsyncIterator[GenerationEvent]:
+        """Tokenize (chat template for messages), then stream the engine's events."""
+        return self._generate(request)
+
+    async def _generate(self, request: GenerateRequest) -> AsyncIterator[GenerationEvent]:
+        prompt_ids = await asyncio.to_thread(self._prompt_ids, request)
+        params = self._params(request, len(prompt_ids))
+        tokenizer = self.engine.tokenizer
+        events = self.engine.generate(prompt_ids, params, request_id=request.request_id)
+        try:
+            async for event in events:
+                yield _event(event, tokenizer if params.logprobs else None)
+        finally:  # leaving early (client gone, unload) cancels the engine request at once
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def _prompt_ids(self, request: GenerateRequest) -> list[int]:
+        tokenizer = self.engine.tokenizer
+        if request.messages is not None:
+            return list(tokenizer.apply_chat_template(request.messages, tools=request.tools))
+        if isinstance(request.prompt, str):
+            return list(tokenizer.encode(request.prompt, add_special_tokens=True))
+        return list(request.prompt or [])
+
+    def _params(self, request: GenerateRequest, prompt_tokens: int) -> SamplingParams:
+        from cortex.engine.sampling import SamplingParams
+
+        options, defaults = request.sampling, self.generation_config
+        room = self.context_length - prompt_tokens
+        max_tokens = options.max_tokens if options.max_tokens is not None else room
+        if max_tokens < 1:
+            raise ContextLengthExceededError(prompt_tokens, 1, self.context_length)
+        greedy_default = defaults.get("do_sample") is False
+        temperature = options.temperature
+        if temperature is None:
+            temperature = 0.0 if greedy_default else float(defaults.get("temperature", 1.0))
+
+        def pick(value: Any, key: str, fallback: Any) -> Any:
+            return value if value is not None else defaults.get(key, fallback)
+
+        return SamplingParams(
+            temperature=temperature,
+            top_p=float(pick(options.top_p, "top_p", 1.0)),
+            top_k=int(pick(options.top_k, "top_k", 0)),
+            min_p=float(pick(options.min_p, "min_p", 0.0)),
+            repetition_penalty=float(pick(options.repetition_penalty, "repetition_penalty", 1.0)),
+            presence_penalty=options.presence_penalty,
+            frequency_penalty=options.frequency_penalty,
+            seed=options.seed,
+            stop=options.stop,
+            max_tokens=max_tokens,
+            logprobs=options.logprobs,
+            top_logprobs=options.top_logprobs,
+        )
+
+
+def _event(event: TokenEvent, tokenizer: Any) -> GenerationEvent:
+    usage = None
+    if event.usage is not None:
+        usage = TokenUsage(
+            event.usage.prompt_tokens, event.usage.completion_tokens, event.usage.cached_tokens
+        )
+    logprobs = None
+    if tokenizer is not None and event.logprobs:
+        logprobs = [_logprob_json(entry, tokenizer) for entry in event.logprobs]
+    finish: FinishReason | None = None
+    if event.finish_reason is not None:
+        finish = _FINISH.get(event.finish_reason, "cancelled")
+    return GenerationEvent(
+        text=event.text,
+        token_count=0 if event.token_id is None else 1,
+        logprobs=logprobs,
+        finish_reason=finish,
+        usage=usage,
+    )
+
+
+def _logprob_json(entry: Any, tokenizer: Any) -> dict[str, Any]:
+    def one(token_id: int, logprob: float) -> dict[str, Any]:
+        token = tokenizer.decode([token_id])
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    return {
+        **one(entry.token_id, entry.logprob),
+        "top_logprobs": [one(top.token_id, top.logprob) for top in entry.top_logprobs],
+    }
+
+
+class EngineHarness(RegistryHarness):
+    """The models of `models_dirs` (and the default model), served by the cortex engine.
+
+    Args:
+        models_dirs: folders to scan (see `cortex.neuron.catalog`).
+        device: `auto`, `cpu`, `cuda` or `cuda:N`.
+        memory_mb: cap on the memory models may take; None: the device's free memory.
+        kv_cache_mb: KV cache budget per model; None: one full context window.
+        pinned: ids shown as pinned (the preloads).
+        drain_timeout_s: how long an unload waits for in-flight requests.
+        max_num_seqs: most requests in a model's running batch.
+        max_waiting: most requests queued per model (more: 503).
+        include_default: serve the default model too.
+    """
+
+    kind = "engine"
+
+    def __init__(
+        self,
+        models_dirs: Sequence[Path] = (),
+        *,
+        device: str = "auto",
+        memory_mb: float | None = None,
+        kv_cache_mb: float | None = None,
+        pinned: Sequence[str] = (),
+        drain_timeout_s: float = 30.0,
+        max_num_seqs: int = 64,
+        max_waiting: int = 256,
+        include_default: bool = True,
+    ) -> None:
+        from cortex.engine.models.config import SUPPORTED_MODEL_TYPES
+
+        self.device = resolve_device(device)
+        self.dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
+        self.max_num_seqs = max_num_seqs
+        self.max_waiting = max_waiting
+        self.catalog = ModelCatalog(
+            models_dirs,
+            dtype_bytes=2 if self.dtype == "bfloat16" else 4,
+            kv_cache_mb=kv_cache_mb,
+            include_default=include_default,
+            model_types=SUPPORTED_MODEL_TYPES,
+        )
+        super().__init__(
+            ModelRegistry(
+                scan=self.catalog.scan,
+                opener=self._open,
+                device=self.device,
+                limit_mb=memory_mb,
+                device_free_mb=lambda: device_free_mb(self.device),
+                pinned=pinned,
+                drain_timeout_s=drain_timeout_s,
+            )
+        )
+
+    @classmethod
+    def from_config(cls, config: NeuronConfig, *, drain_timeout_s: float = 30.0) -> EngineHarness:
+        """The engine harness of a neuron.toml."""
+        return cls(
+            config.models_dirs,
+            device=config.device,
+            memory_mb=config.memory_mb,
+            kv_cache_mb=config.kv_cache_mb,
+            pinned=config.preload,
+            drain_timeout_s=drain_timeout_s,
+        )
+
+    async def _open(self, spec: ModelSpec, progress: ProgressCallback) -> EngineRunner:
+        folder = spec.path
+        if spec.source in ("gguf", "default"):
+            folder = await self._import(spec, progress)
+        assert folder is not None
+        progress("loading", None)
+        engine = await anyio.to_thread.run_sync(self._engine, spec, folder)
+        return EngineRunner(engine, spec.generation_config or read_generation_config(folder))
+
+    def _engine(self, spec: ModelSpec, folder: Path) -> Engine:
+        from cortex.engine.engine import Engine
+
+        return Engine.from_pretrained(
+            folder,
+            device=self.device,
+            dtype=self.dtype,
+            kv_cache_mb=spec.kv_cache_mb,
+            max_num_seqs=self.max_num_seqs,
+            max_waiting=self.max_waiting,
+            model_id=spec.id,
+        )
+
+    async def _import(self, spec: ModelSpec, progress: ProgressCallback) -> Path:
+        """Import a GGUF into safetensors (cached), reporting progress from the bytes written."""
+        from cortex.engine import gguf
+
+        assert spec.path is not None
+        if spec.source == "default":
+            out = gguf.cache_dir() / "models" / gguf.DEFAULT_MODEL_ID
+            dtype = "float32"
+        else:
+            suffix = "-bf16" if self.dtype == "bfloat16" else ""
+            out = gguf.cache_dir() / "models" / (spec.path.stem.lower() + suffix)
+            dtype = self.dtype
+        expected = spec.weights_mb * _MB * (1 if dtype == self.dtype else 2)
+        progress("importing", 0.0)
+        task = asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: gguf.import_gguf(spec.path, out, dtype=dtype, progress=False),  # type: ignore[arg-type]
+        )
+        while not task.done():
+            progress("importing", _written_fraction(out, expected))
+            await asyncio.wait([task], timeout=0.25)
+        return Path(await task)
+
+
+def _written_fraction(out: Path, expected_bytes: float) -> float | None:
+    """How much of an import is on disk: bytes in its temporary folders over the expected size."""
+    written = 0
+    try:
+        for work in out.parent.glob(f".{out.name}.tmp-*"):
+            written += sum(p.stat().st_size for p in work.iterdir() if p.is_file())
+    except OSError:
+        return None
+    if not written or expected_bytes <= 0:
+        return None
+    return round(min(0.99, written / expected_bytes), 3)
