@@ -144,10 +144,14 @@ def decode_attention_reference(
     max_blocks = min(-(-meta.max_seqlen_k // block_size), meta.block_tables.shape[1])
     max_blocks = max(max_blocks, 1)
     tables = meta.block_tables[:, :max_blocks].long()
-    k = _gather_blocks(k_cache, tables).transpose(1, 2)  # (seqs, kv_heads, keys, dim)
-    v = _gather_blocks(v_cache, tables).transpose(1, 2)
     seq_lens = meta.seq_lens.to(q.device).long()
-    visible = torch.arange(k.shape[2], device=q.device) < seq_lens[:, None]  # (seqs, keys)
+    num_keys = max_blocks * block_size
+    visible = torch.arange(num_keys, device=q.device) < seq_lens[:, None]  # (seqs, keys)
+    # Slots past a sequence's end hold whatever the cache held (maybe NaN): zero them, since
+    # a masked score still multiplies its value by 0 and NaN * 0 is NaN.
+    hidden = ~visible[:, :, None, None]
+    k = _gather_blocks(k_cache, tables).masked_fill_(hidden, 0).transpose(1, 2)
+    v = _gather_blocks(v_cache, tables).masked_fill_(hidden, 0).transpose(1, 2)
     # A padding row sees nothing; let it see key 0 so softmax stays finite, then zero it.
     visible[:, 0] = True
     o = F.scaled_dot_product_attention(

@@ -33,7 +33,7 @@ import triton.language as tl
 from cortex.engine.kernels.checks import check_sample
 from cortex.engine.kernels.tuning import sample_config
 
-__all__ = ["sample_triton"]
+__all__ = ["kept_mask_triton", "ordered_key", "sample_triton"]
 
 _INT32_MIN = -2147483648
 
@@ -112,8 +112,8 @@ def _gumbel(seed, step, offs):
 @triton.jit
 def _sample_kernel(
     logits_ptr, stride_row, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr, seeds_ptr,
-    steps_ptr, out_ptr, vocab,
-    BLOCK_V: tl.constexpr, NUM_PIVOTS: tl.constexpr,
+    steps_ptr, out_ptr, threshold_ptr, vocab,
+    BLOCK_V: tl.constexpr, NUM_PIVOTS: tl.constexpr, WRITE_THRESHOLD: tl.constexpr,
 ):  # fmt: skip
     row = tl.program_id(0)
     row_ptr = logits_ptr + row.to(tl.int64) * stride_row
@@ -157,6 +157,8 @@ def _sample_kernel(
                 top_p * kept_mass, True, BLOCK_V, NUM_PIVOTS,
             )  # fmt: skip
             floor_key = tl.maximum(floor_key, cut)
+        if WRITE_THRESHOLD:  # for tests of the kept set: keys >= floor_key survive
+            tl.store(threshold_ptr + row, floor_key)
         # Last pass: Gumbel-max over the kept tokens, first index on ties.
         seed = tl.load(seeds_ptr + row).to(tl.int64)
         step = tl.load(steps_ptr + row).to(tl.int64)
@@ -190,17 +192,60 @@ def sample_triton(
         out: optional (rows,) int64 buffer for the tokens (e.g. a CUDA graph's static buffer).
     """
     check_sample(logits, temperature, top_k, top_p, min_p, seeds, steps)
-    rows, vocab = logits.shape
+    rows = logits.shape[0]
     if out is None:
         out = torch.empty(rows, dtype=torch.int64, device=logits.device)
     elif out.shape != (rows,) or out.dtype != torch.int64 or out.device != logits.device:
         raise ValueError(f"out must be ({rows},) int64 on {logits.device}")
     if rows == 0:
         return out
-    cfg = sample_config(vocab)
-    params = [t.contiguous() for t in (temperature, top_k, top_p, min_p, seeds, steps)]
-    _sample_kernel[(rows,)](
-        logits, logits.stride(0), *params, out, vocab,
-        BLOCK_V=cfg.block_v, NUM_PIVOTS=cfg.num_pivots, num_warps=cfg.num_warps,
-    )  # fmt: skip
+    _launch(logits, (temperature, top_k, top_p, min_p, seeds, steps), out, None)
     return out
+
+
+def _launch(
+    logits: torch.Tensor,
+    params: tuple[torch.Tensor, ...],
+    out: torch.Tensor,
+    thresholds: torch.Tensor | None,
+) -> None:
+    rows, vocab = logits.shape
+    cfg = sample_config(vocab)
+    _sample_kernel[(rows,)](
+        logits, logits.stride(0), *(t.contiguous() for t in params), out,
+        out if thresholds is None else thresholds, vocab,
+        BLOCK_V=cfg.block_v, NUM_PIVOTS=cfg.num_pivots, WRITE_THRESHOLD=thresholds is not None,
+        num_warps=cfg.num_warps,
+    )  # fmt: skip
+
+
+def ordered_key(x: torch.Tensor) -> torch.Tensor:
+    """The kernel's order-preserving float32 -> int32 map, in torch."""
+    bits = x.float().contiguous().view(torch.int32)
+    return bits ^ ((bits >> 31) & 0x7FFFFFFF)
+
+
+def kept_mask_triton(
+    logits: torch.Tensor,
+    temperature: torch.Tensor,
+    top_k: torch.Tensor,
+    top_p: torch.Tensor,
+    min_p: torch.Tensor,
+) -> torch.Tensor:
+    """The kernel's kept set (min-p, top-k, top-p) for rows with temperature > 0.
+
+    Runs the sampling kernel with its threshold output on; the twin of `reference.kept_mask`
+    applied to `logits / temperature`, for tests and debugging.
+
+    Returns:
+        (rows, vocab) bool mask; rows with temperature <= 0 are all False.
+    """
+    rows = logits.shape[0]
+    zeros = torch.zeros(rows, dtype=torch.int64, device=logits.device)
+    check_sample(logits, temperature, top_k, top_p, min_p, zeros, zeros)
+    thresholds = torch.full((rows,), 2**31 - 1, dtype=torch.int32, device=logits.device)
+    tokens = torch.empty(rows, dtype=torch.int64, device=logits.device)
+    if rows:
+        _launch(logits, (temperature, top_k, top_p, min_p, zeros, zeros), tokens, thresholds)
+    keys = ordered_key(logits.float() / temperature[:, None].float())
+    return (keys >= thresholds[:, None]) & (temperature > 0)[:, None]
