@@ -152,6 +152,14 @@ class _Neuron:
         ]
         return JSONResponse({"object": "list", "data": data})
 
+    async def tokenize(self, request: Request) -> Response:
+        """vLLM's `POST /tokenize` for chats: the prompt's token count (the gateway's
+        count_tokens and context checks use it)."""
+        body = parse_body(await request.body(), ChatCompletionRequest)
+        count = await self.harness.count_prompt_tokens(to_generate_request(body, "tokenize"))
+        context = self.harness.model(body.model).context_length
+        return JSONResponse({"count": count, "max_model_len": context})
+
     # --- generation ---------------------------------------------------------------------------
 
     async def chat_completions(self, request: Request) -> Response:
@@ -397,6 +405,7 @@ def create_neuron_app(
         Route("/v1/chat/completions", neuron.chat_completions, methods=["POST"]),
         Route("/v1/completions", neuron.completions, methods=["POST"]),
         Route("/v1/models", neuron.openai_models, methods=["GET"]),
+        Route("/tokenize", neuron.tokenize, methods=["POST"]),
         Route("/metrics", neuron.metrics_route, methods=["GET"]),
         Route("/openapi.json", neuron.openapi, methods=["GET"]),
     ]

@@ -133,6 +133,10 @@ class Harness(Protocol):
         """What the model needs loaded: weights plus its KV cache budget, in MB."""
         ...
 
+    async def count_prompt_tokens(self, request: GenerateRequest) -> int:
+        """Prompt tokens of `request` by its loaded model's tokenizer and chat template."""
+        ...
+
     def stats(self) -> HarnessStats:
         """Requests, KV cache use, memory and load counters now."""
         ...
@@ -188,6 +192,15 @@ class RegistryHarness:
     def memory_estimate_mb(self, model_id: str) -> float:
         """The model's memory estimate: weights plus KV cache budget."""
         return self.registry.spec(model_id).memory_mb
+
+    async def count_prompt_tokens(self, request: GenerateRequest) -> int:
+        """Prompt tokens of `request` (chat template applied) on its loaded model (404 if not)."""
+        lease = self.registry.acquire(request.model)
+        try:
+            count: int = await anyio.to_thread.run_sync(lease.runner.count_prompt_tokens, request)
+            return count
+        finally:
+            lease.release()
 
     def stats(self) -> HarnessStats:
         """Requests, KV use, memory and load counters over every loaded model."""

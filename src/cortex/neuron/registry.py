@@ -92,6 +92,10 @@ class ModelRunner(Protocol):
         """Stream the reply to `request`; leaving the iteration early cancels it."""
         ...
 
+    def count_prompt_tokens(self, request: GenerateRequest) -> int:
+        """Prompt tokens of `request`, as `generate` would see them (for `POST /tokenize`)."""
+        ...
+
     def load(self) -> RunnerLoad:
         """Its requests running and waiting, and its KV cache use."""
         ...
