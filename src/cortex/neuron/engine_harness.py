@@ -95,6 +95,10 @@ class EngineRunner:
             if aclose is not None:
                 await aclose()
 
+    def count_prompt_tokens(self, request: GenerateRequest) -> int:
+        """Prompt tokens of `request` (chat template applied), as `generate` would see them."""
+        return len(self._prompt_ids(request))
+
     def _prompt_ids(self, request: GenerateRequest) -> list[int]:
         tokenizer = self.engine.tokenizer
         if request.messages is not None:
