@@ -1,0 +1,421 @@
+"""Clients the fleet talks to nodes through: cortex neurons, external OpenAI servers, in-process.
+
+All three speak HTTP through one pooled `httpx.AsyncClient` each; the in-process one reaches the
+embedded neuron's app through `StreamingASGITransport`, so nothing differs but the transport.
+Errors come back as `cortex.errors` classes: the node's own error (its status, message and code
+kept, so a context-limit sentence reaches the client verbatim) or `UpstreamError` with code
+`node_unreachable` when the node could not be reached at all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import httpx
+
+from cortex.errors import (
+    ConflictError,
+    CortexError,
+    ModelNotFoundError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    error_from_status,
+)
+from cortex.fleet.state import DeviceInfo, ModelOnNode, NodeKind, NodeSnapshot
+from cortex.fleet.transport import ASGIApp, StreamingASGITransport
+
+__all__ = [
+    "HTTPNodeClient",
+    "NeuronClient",
+    "NodeClient",
+    "OpenAIServerClient",
+    "Timeouts",
+    "in_process_client",
+]
+
+UNREACHABLE = "node_unreachable"
+_MODEL_STATES = {"available", "loading", "loaded", "unloading", "failed"}
+
+
+class Timeouts:
+    """Seconds each kind of call may take.
+
+    Args:
+        connect_s: to open a connection.
+        request_s: between bytes of an answer (a stream may last longer, never go silent longer).
+        load_s: for a model load to finish.
+        poll_s: for a status poll.
+    """
+
+    def __init__(
+        self,
+        *,
+        connect_s: float = 5.0,
+        request_s: float = 600.0,
+        load_s: float = 600.0,
+        poll_s: float = 5.0,
+    ) -> None:
+        self.connect_s = connect_s
+        self.request_s = request_s
+        self.load_s = load_s
+        self.poll_s = poll_s
+
+
+class NodeClient(Protocol):
+    """What the fleet needs from a node, whatever it runs."""
+
+    name: str
+    kind: NodeKind
+    endpoint: str
+
+    async def fetch(self) -> NodeSnapshot:
+        """Poll the node: its devices, memory and models (raises when it does not answer)."""
+        ...
+
+    async def load(self, model: str) -> None:
+        """Load `model` there; returns once it is loaded."""
+        ...
+
+    async def unload(self, model: str) -> None:
+        """Unload `model` there (the node drains its in-flight requests first)."""
+        ...
+
+    async def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST JSON, return the JSON answer (non-streamed inference)."""
+        ...
+
+    def stream(self, path: str, body: Mapping[str, Any]) -> Any:
+        """POST JSON and stream the answer: `async with client.stream(...) as chunks`."""
+        ...
+
+    async def count_tokens(
+        self, model: str, messages: Sequence[Any], tools: Sequence[Any] | None
+    ) -> int:
+        """Prompt tokens of a chat with the model's own tokenizer and chat template."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close its connections."""
+        ...
+
+
+class HTTPNodeClient:
+    """The HTTP plumbing shared by every kind of node: pooled connections, errors, streams.
+
+    Args:
+        name: the node's name.
+        endpoint: its base URL.
+        token: sent as `Authorization: Bearer` when set.
+        timeouts: how long calls may take.
+        transport: an httpx transport (in-process apps, tests); default: real connections.
+    """
+
+    kind: NodeKind = "neuron"
+
+    def __init__(
+        self,
+        name: str,
+        endpoint: str,
+        *,
+        token: str | None = None,
+        timeouts: Timeouts | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self.endpoint = endpoint.rstrip("/")
+        self.timeouts = timeouts or Timeouts()
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        t = self.timeouts
+        self._http = httpx.AsyncClient(
+            base_url=self.endpoint,
+            headers=headers,
+            transport=transport,
+            timeout=httpx.Timeout(t.request_s, connect=t.connect_s, pool=t.request_s),
+            limits=httpx.Limits(max_connections=2048, max_keepalive_connections=512),
+        )
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> Any:
+        timeout = (
+            httpx.Timeout(timeout_s, connect=min(timeout_s, self.timeouts.connect_s))
+            if timeout_s is not None
+            else httpx.USE_CLIENT_DEFAULT
+        )
+        try:
+            response = await self._http.request(
+                method, path, json=body if body is not None else None, timeout=timeout
+            )
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeoutError(
+                f"node {self.name!r} did not answer {method} {path} in time"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        if response.status_code >= 400:
+            raise self._error(response.status_code, response.content)
+        if not response.content:
+            return {}
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise UpstreamError(f"node {self.name!r} sent invalid JSON for {path}") from exc
+
+    def _unreachable(self, exc: Exception) -> UpstreamError:
+        return UpstreamError(
+            f"node {self.name!r} ({self.endpoint}) is unreachable: {exc!r}", code=UNREACHABLE
+        )
+
+    def _error(self, status: int, content: bytes) -> CortexError:
+        """The node's error as a cortex error: status, message and code kept."""
+        message = f"node {self.name!r} answered HTTP {status}"
+        fields: dict[str, Any] = {}
+        try:
+            data = json.loads(content)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            error = data.get("error", data)
+            if isinstance(error, dict):
+                message = str(error.get("message") or message)
+                fields = error
+            elif isinstance(data.get("detail"), str):
+                message = data["detail"]
+        details = {k: fields[k] for k in ("required_mb", "free_mb") if k in fields}
+        kwargs: dict[str, Any] = {}
+        if details:
+            kwargs["details"] = details
+        if status != 507:
+            for key in ("code", "param"):
+                if isinstance(fields.get(key), str):
+                    kwargs[key] = fields[key]
+        return error_from_status(status, message, **kwargs)
+
+    async def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST JSON, return the JSON answer."""
+        result = await self._call("POST", path, body)
+        if not isinstance(result, dict):
+            raise UpstreamError(f"node {self.name!r} sent a non-object answer for {path}")
+        return result
+
+    @asynccontextmanager
+    async def stream(
+        self, path: str, body: Mapping[str, Any]
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """POST JSON and yield the answer's raw bytes as they arrive.
+
+        Raises the node's error (before yielding) when it answers with an error status. Leaving
+        the block early closes the connection, which tells the node to stop generating.
+        """
+        request = self._http.build_request("POST", path, json=body)
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeoutError(f"node {self.name!r} did not answer {path} in time") from exc
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        try:
+            if response.status_code >= 400:
+                raise self._error(response.status_code, await response.aread())
+            yield _raw(response, self.name)
+        finally:
+            await response.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+
+async def _raw(response: httpx.Response, name: str) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.aiter_raw():
+            yield chunk
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeoutError(f"node {name!r} went silent mid-stream") from exc
+    except httpx.TransportError as exc:
+        raise UpstreamError(f"node {name!r} broke the stream: {exc!r}", code=UNREACHABLE) from exc
+
+
+class NeuronClient(HTTPNodeClient):
+    """A cortex neuron: the wire API of DESIGN.md, lifecycle included."""
+
+    kind: NodeKind = "neuron"
+
+    async def fetch(self) -> NodeSnapshot:
+        """`GET /status` and `GET /models`, as one node snapshot."""
+        timeout = self.timeouts.poll_s
+        status = await self._call("GET", "/status", timeout_s=timeout)
+        listing = await self._call("GET", "/models", timeout_s=timeout)
+        return parse_neuron(self.name, self.endpoint, status, listing)
+
+    async def load(self, model: str) -> None:
+        """`POST /models/load`: returns once loaded (404 unknown, 507 no memory, 409 unloading)."""
+        await self._call("POST", "/models/load", {"model": model}, timeout_s=self.timeouts.load_s)
+
+    async def unload(self, model: str) -> None:
+        """`POST /models/unload`: the neuron drains in-flight requests first."""
+        await self._call("POST", "/models/unload", {"model": model}, timeout_s=self.timeouts.load_s)
+
+    async def count_tokens(
+        self, model: str, messages: Sequence[Any], tools: Sequence[Any] | None
+    ) -> int:
+        """`POST /tokenize` (vLLM's shape): the chat template applied, generation prompt added."""
+        body: dict[str, Any] = {"model": model, "messages": list(messages)}
+        if tools:
+            body["tools"] = list(tools)
+        result = await self._call("POST", "/tokenize", body)
+        return int(result["count"])
+
+
+class OpenAIServerClient(HTTPNodeClient):
+    """An external OpenAI-compatible server (vLLM, llama.cpp, SGLang, Ollama).
+
+    It joins the catalogue and routing with whatever models it lists; it has no lifecycle, so
+    its models count as loaded and pinned, and the fleet never loads or evicts there.
+    """
+
+    kind: NodeKind = "openai"
+
+    async def fetch(self) -> NodeSnapshot:
+        """`GET /v1/models`: every listed model is loaded there."""
+        listing = await self._call("GET", "/v1/models", timeout_s=self.timeouts.poll_s)
+        entries = listing.get("data", []) if isinstance(listing, dict) else []
+        models = {}
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+                continue
+            context = entry.get("max_model_len") or entry.get("context_length")
+            models[entry["id"]] = ModelOnNode(
+                id=entry["id"],
+                state="loaded",
+                context_length=int(context) if isinstance(context, int | float) else None,
+                pinned=True,
+            )
+        return NodeSnapshot(name=self.name, kind="openai", endpoint=self.endpoint, models=models)
+
+    async def load(self, model: str) -> None:
+        """Nothing to do when the server lists the model; it cannot load others."""
+        snapshot = await self.fetch()
+        if model not in snapshot.models:
+            raise ModelNotFoundError(f"external server {self.name!r} does not serve {model!r}")
+
+    async def unload(self, model: str) -> None:
+        """External servers have no lifecycle: always a conflict."""
+        raise ConflictError(f"node {self.name!r} is an external server; it cannot unload models")
+
+    async def count_tokens(
+        self, model: str, messages: Sequence[Any], tools: Sequence[Any] | None
+    ) -> int:
+        """vLLM's `POST /tokenize` (servers without it answer 404, passed on)."""
+        body: dict[str, Any] = {"model": model, "messages": list(messages)}
+        if tools:
+            body["tools"] = list(tools)
+        result = await self._call("POST", "/tokenize", body)
+        return int(result["count"])
+
+
+def in_process_client(
+    name: str, app: ASGIApp, *, token: str | None = None, timeouts: Timeouts | None = None
+) -> NeuronClient:
+    """A client for a neuron app living in this process (the embedded default neuron)."""
+    return NeuronClient(
+        name,
+        f"http://{name}.in-process",
+        token=token,
+        timeouts=timeouts,
+        transport=StreamingASGITransport(app),
+    )
+
+
+def parse_neuron(name: str, endpoint: str, status: Any, listing: Any) -> NodeSnapshot:
+    """A neuron's `/status` and `/models` answers as a `NodeSnapshot`."""
+    status = status if isinstance(status, dict) else {}
+    entries: Any = listing
+    if isinstance(listing, dict):
+        entries = listing.get("models", listing.get("data"))
+    if not isinstance(entries, list):
+        entries = []
+    models: dict[str, ModelOnNode] = {}
+    for entry in entries:
+        if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+            models[entry["id"]] = _parse_model(entry)
+    devices = tuple(
+        _parse_device(i, d)
+        for i, d in enumerate(status.get("devices") or [])
+        if isinstance(d, dict)
+    )
+    used = sum(
+        m.memory_mb or 0.0 for m in models.values() if m.state in ("loaded", "loading", "unloading")
+    )
+    memory = status.get("memory") if isinstance(status.get("memory"), dict) else status
+    capacity = _number(memory, "capacity_mb", "memory_mb", "limit_mb", "total_mb")
+    if capacity is None:
+        totals = [d.memory_total_mb for d in devices if d.memory_total_mb is not None]
+        capacity = sum(totals) if totals else None
+    free = _number(memory, "free_mb", "memory_free_mb", "available_mb")
+    if free is None and capacity is not None:
+        free = max(0.0, capacity - used)
+    requests = status.get("requests") if isinstance(status.get("requests"), dict) else status
+    return NodeSnapshot(
+        name=name,
+        kind="neuron",
+        endpoint=endpoint,
+        models=models,
+        devices=devices,
+        memory_capacity_mb=capacity,
+        memory_free_mb=free,
+        in_flight=int(_number(requests, "running") or 0),
+        waiting=int(_number(requests, "waiting") or 0),
+        load_cycles=int(_number(status, "load_cycles", "cycles") or 0),
+        version=status.get("version") if isinstance(status.get("version"), str) else None,
+    )
+
+
+def _number(data: Any, *keys: str) -> float | None:
+    if not isinstance(data, dict):
+        return None
+    for key in keys:
+        value = data.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def _parse_model(entry: dict[str, Any]) -> ModelOnNode:
+    state = entry.get("state")
+    generation = entry.get("generation_config")
+    context = entry.get("context_length")
+    return ModelOnNode(
+        id=entry["id"],
+        state=state if state in _MODEL_STATES else "available",
+        memory_mb=_number(entry, "memory_mb"),
+        context_length=int(context) if isinstance(context, int | float) else None,
+        architecture=entry.get("architecture"),
+        device=str(entry["device"]) if entry.get("device") is not None else None,
+        pinned=bool(entry.get("pinned", False)),
+        in_flight=int(_number(entry, "in_flight") or 0),
+        last_used_at=_number(entry, "last_used_at"),
+        error=entry.get("error"),
+        generation_config=dict(generation) if isinstance(generation, dict) else {},
+        progress=_number(entry, "progress"),
+    )
+
+
+def _parse_device(index: int, entry: dict[str, Any]) -> DeviceInfo:
+    return DeviceInfo(
+        index=int(_number(entry, "index") or index),
+        kind=str(entry.get("kind", "cpu")),
+        name=str(entry.get("name", "")),
+        memory_total_mb=_number(entry, "memory_total_mb", "total_mb"),
+        memory_used_mb=_number(entry, "memory_used_mb", "used_mb"),
+        memory_free_mb=_number(entry, "memory_free_mb", "free_mb"),
+        utilization=_number(entry, "utilization"),
+    )

@@ -1,0 +1,222 @@
+"""Sending one inference request through the fleet, failing over until the first token.
+
+A node that cannot be reached, a load that fails, a node that answers 5xx, 404 (the model left)
+or 409 (it is unloading), or a stream that breaks before its first token: the request moves to
+the next candidate. Once a token has been passed on, a failure is the caller's to report (the
+gateway closes the stream with an error event in the client's dialect).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from cortex.errors import (
+    ConflictError,
+    CortexError,
+    InsufficientMemoryError,
+    NotFoundError,
+    OverloadedError,
+    UpstreamError,
+    error_from_status,
+)
+from cortex.fleet.clients import UNREACHABLE
+from cortex.translate.sse import SSEDecoder
+
+if TYPE_CHECKING:
+    from cortex.fleet.fleet import Fleet, Lease
+
+__all__ = ["Chunk", "Route", "complete", "stream"]
+
+RETRYABLE = (UpstreamError, OverloadedError, NotFoundError, ConflictError, InsufficientMemoryError)
+"""Errors that say "not this node, not now" rather than "not this request"."""
+
+
+@dataclass(slots=True)
+class Route:
+    """Where a request went: filled in as it is dispatched (for metrics and logs).
+
+    Args:
+        model: the resolved model id.
+        node: the node serving it (the last one tried).
+        failures: `node: reason` for each node that failed before the first token.
+    """
+
+    model: str
+    node: str | None = None
+    failures: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One event of a node's OpenAI stream.
+
+    Args:
+        data: the event's data as sent (`[DONE]` for the terminator).
+        payload: the data parsed (None for `[DONE]`).
+    """
+
+    data: str
+    payload: Any
+
+    @property
+    def done(self) -> bool:
+        """Whether this is the `[DONE]` terminator."""
+        return self.payload is None
+
+
+def _starts_reply(payload: Any) -> bool:
+    """Whether a chunk carries a token (or ends the reply): after it, no more failover."""
+    if not isinstance(payload, dict):
+        return True
+    choices = payload.get("choices")
+    if not choices:
+        return "usage" in payload
+    choice = choices[0]
+    if choice.get("finish_reason") is not None or choice.get("text"):
+        return True
+    delta = choice.get("delta") or {}
+    return bool(
+        delta.get("content")
+        or delta.get("tool_calls")
+        or delta.get("reasoning_content")
+        or delta.get("reasoning")
+        or delta.get("refusal")
+    )
+
+
+def _stream_error(payload: Mapping[str, Any]) -> CortexError:
+    error = payload.get("error")
+    error = error if isinstance(error, dict) else {}
+    status = error.get("status")
+    return error_from_status(
+        status if isinstance(status, int) else 502,
+        str(error.get("message") or "the node's stream failed"),
+    )
+
+
+def _body_for(lease: Lease, body: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(body)
+    out["model"] = lease.model
+    return out
+
+
+async def _next_lease(fleet: Fleet, route: Route, excluded: set[str]) -> Lease:
+    try:
+        return await fleet.acquire(route.model, exclude=excluded)
+    except OverloadedError as exc:
+        if route.failures:
+            raise OverloadedError(
+                f"{exc.message}; failed before the first token on: {'; '.join(route.failures)}",
+                details=exc.details,
+            ) from exc
+        raise
+
+
+def _failed(fleet: Fleet, lease: Lease, exc: CortexError, route: Route) -> None:
+    route.failures.append(f"{lease.node}: {exc.message}")
+    if isinstance(exc, UpstreamError) and exc.code == UNREACHABLE:
+        fleet.mark_down(lease.node, exc.message)
+    else:
+        fleet.refresh_soon(lease.node)
+
+
+async def complete(
+    fleet: Fleet,
+    path: str,
+    body: Mapping[str, Any],
+    route: Route,
+    *,
+    lease: Lease | None = None,
+) -> dict[str, Any]:
+    """Send a non-streamed request, failing over to the next candidate on node failures.
+
+    Args:
+        fleet: the fleet.
+        path: the node's route, e.g. `/v1/chat/completions`.
+        body: the OpenAI request (its `model` is replaced by the resolved id).
+        route: filled in with where it went.
+        lease: a lease already held for the first attempt (released here).
+    """
+    excluded: set[str] = set()
+    while True:
+        if lease is None:
+            lease = await _next_lease(fleet, route, excluded)
+        route.node = lease.node
+        try:
+            with lease:
+                return await lease.client.post(path, _body_for(lease, body))
+        except RETRYABLE as exc:
+            _failed(fleet, lease, exc, route)
+            excluded.add(lease.node)
+            lease = None
+
+
+async def stream(
+    fleet: Fleet,
+    path: str,
+    body: Mapping[str, Any],
+    route: Route,
+    *,
+    lease: Lease | None = None,
+) -> AsyncIterator[Chunk]:
+    """Send a streamed request and yield the node's events, failing over before the first token.
+
+    Events before the first token (the role chunk) are held back until it comes, so a retry on
+    another node never repeats them. Closing the iterator closes the node's connection, which
+    cancels the generation there.
+
+    Args:
+        fleet: the fleet.
+        path: the node's route, e.g. `/v1/chat/completions`.
+        body: the OpenAI request, with `stream: true`.
+        route: filled in with where it went.
+        lease: a lease already held for the first attempt (released here).
+    """
+    excluded: set[str] = set()
+    while True:
+        if lease is None:
+            lease = await _next_lease(fleet, route, excluded)
+        route.node = lease.node
+        started = False
+        held: list[Chunk] = []
+        try:
+            with lease:
+                async with lease.client.stream(path, _body_for(lease, body)) as raw:
+                    decoder = SSEDecoder()
+                    async for piece in raw:
+                        for event in decoder.feed(piece):
+                            chunk = _chunk(event.data, lease.node)
+                            if started:
+                                yield chunk
+                                continue
+                            if isinstance(chunk.payload, dict) and "error" in chunk.payload:
+                                raise _stream_error(chunk.payload)
+                            held.append(chunk)
+                            if _starts_reply(chunk.payload):
+                                started = True
+                                for item in held:
+                                    yield item
+                                held.clear()
+                    if not started:
+                        raise UpstreamError(f"node {lease.node!r} ended the stream without a reply")
+                    for event in decoder.finish():
+                        yield _chunk(event.data, lease.node)
+            return
+        except RETRYABLE as exc:
+            if started:
+                raise
+            _failed(fleet, lease, exc, route)
+            excluded.add(lease.node)
+            lease = None
+
+
+def _chunk(data: str, node: str) -> Chunk:
+    if data == "[DONE]":
+        return Chunk(data, None)
+    try:
+        return Chunk(data, json.loads(data))
+    except ValueError as exc:
+        raise UpstreamError(f"node {node!r} sent an event that is not JSON: {data[:80]!r}") from exc

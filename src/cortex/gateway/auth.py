@@ -1,0 +1,112 @@
+"""API keys: `Authorization: Bearer <key>` or `x-api-key: <key>`, refused in the client's dialect.
+
+With `[auth] keys` set, every API route needs one of them; `/admin/*` needs an admin key when
+`admin_keys` is set (else an API key). Probes (`HEAD /`, `/api/hello`) and `/health` stay open so
+load balancers and Claude Code's connection warm-up work without credentials.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from cortex.errors import AuthenticationError, Dialect
+
+__all__ = ["AuthMiddleware", "KeyRing", "dialect_of", "request_key"]
+
+OPEN_PATHS = frozenset({"/", "/health", "/api/hello"})
+
+
+class KeyRing:
+    """The accepted keys, compared in constant time.
+
+    Args:
+        keys: API keys (empty: the API is open).
+        admin_keys: keys for `/admin/*` (empty: admin routes take the API keys).
+    """
+
+    def __init__(self, keys: Iterable[str] = (), admin_keys: Iterable[str] = ()) -> None:
+        self.keys = [k.encode() for k in keys if k]
+        self.admin_keys = [k.encode() for k in admin_keys if k]
+
+    def required(self, admin: bool) -> list[bytes]:
+        """The keys a route accepts (empty when it is open)."""
+        return (self.admin_keys or self.keys) if admin else self.keys
+
+    def accepts(self, given: str | None, *, admin: bool) -> bool:
+        """Whether `given` opens a route (of the admin kind or not)."""
+        wanted = self.required(admin)
+        if not wanted:
+            return True
+        if not given:
+            return False
+        key = given.encode()
+        # Compare against every key (no early exit) so timing says nothing of which matched.
+        return any([hmac.compare_digest(key, k) for k in wanted])
+
+
+def request_key(headers: MutableMapping[str, str] | Any) -> str | None:
+    """The key a request carries: `x-api-key`, else the `Authorization: Bearer` token."""
+    key = headers.get("x-api-key")
+    if key:
+        return str(key).strip()
+    scheme, _, token = str(headers.get("authorization") or "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def dialect_of(path: str, headers: MutableMapping[str, str] | Any) -> Dialect:
+    """The dialect a request speaks: Anthropic for `/v1/messages*` and for `/v1/models` asked
+    with `anthropic-version`, OpenAI otherwise."""
+    if path.startswith("/v1/messages"):
+        return "anthropic"
+    if path.startswith("/v1/models") and "anthropic-version" in headers:
+        return "anthropic"
+    return "openai"
+
+
+class AuthMiddleware:
+    """ASGI middleware refusing requests without an accepted key (401 in their dialect)."""
+
+    def __init__(self, app: ASGIApp, keyring: KeyRing) -> None:
+        self.app = app
+        self.keyring = keyring
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        admin = path.startswith("/admin")
+        if path in OPEN_PATHS or not self.keyring.required(admin):
+            await self.app(scope, receive, send)
+            return
+        headers = _Headers(scope)
+        if self.keyring.accepts(request_key(headers), admin=admin):
+            await self.app(scope, receive, send)
+            return
+        what = "an admin key" if admin and self.keyring.admin_keys else "an API key"
+        error = AuthenticationError(
+            f"this route needs {what}: send `Authorization: Bearer <key>` or `x-api-key: <key>`"
+        )
+        dialect = dialect_of(path, headers)
+        response = JSONResponse(
+            error.to_dialect(dialect),
+            status_code=error.status_for(dialect),
+            headers={"www-authenticate": "Bearer"},
+        )
+        await response(scope, receive, send)
+
+
+class _Headers(dict[str, str]):
+    """The request headers of an ASGI scope, lower-cased (the last value wins)."""
+
+    def __init__(self, scope: Scope) -> None:
+        super().__init__(
+            (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
+        )

@@ -1,0 +1,216 @@
+"""The gateway's Prometheus metrics, in one `CollectorRegistry` per app (no globals).
+
+Names follow DESIGN.md: `cortex_requests_total{model,node,dialect,status}`,
+`cortex_tokens_total{model,node,kind}`, `cortex_time_to_first_token_seconds{model,node}`,
+`cortex_request_duration_seconds{model,node}`, `cortex_tokens_per_second{model,node}`,
+`cortex_inflight_requests{model,node}`, `cortex_model_loads_total{model,node,outcome}`,
+`cortex_model_load_seconds{model,node}`, `cortex_evictions_total{model,node,reason}`,
+`cortex_node_up{node}`. Labels stay bounded: a model no node knows is `unknown`, a request that
+never reached a node is `none`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cortex.fleet.events import FleetObserver
+
+__all__ = ["GatewayMetrics", "RequestRecord", "create_metrics_app"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_RATE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+_LOAD_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class GatewayMetrics(FleetObserver):
+    """The metrics of one gateway; also the fleet's observer (loads, evictions, nodes)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "cortex_requests",
+            "Requests answered, by model, node, dialect and HTTP status (499: client left).",
+            ["model", "node", "dialect", "status"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            "cortex_tokens",
+            "Tokens processed, by model, node and kind (prompt or completion).",
+            ["model", "node", "kind"],
+            registry=r,
+        )
+        self.time_to_first_token = Histogram(
+            "cortex_time_to_first_token_seconds",
+            "Seconds from a streamed request's arrival to its first content token.",
+            ["model", "node"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "cortex_request_duration_seconds",
+            "Seconds from a request's arrival to its last byte.",
+            ["model", "node"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens_per_second = Histogram(
+            "cortex_tokens_per_second",
+            "Completion tokens per second over each streamed generation window.",
+            ["model", "node"],
+            buckets=_RATE_BUCKETS,
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "cortex_inflight_requests",
+            "Requests being answered now.",
+            ["model", "node"],
+            registry=r,
+        )
+        self.model_loads = Counter(
+            "cortex_model_loads",
+            "Model loads the gateway asked for, by outcome (ok or error).",
+            ["model", "node", "outcome"],
+            registry=r,
+        )
+        self.model_load_seconds = Histogram(
+            "cortex_model_load_seconds",
+            "Seconds each model load took (evictions before it included).",
+            ["model", "node"],
+            buckets=_LOAD_BUCKETS,
+            registry=r,
+        )
+        self.evictions = Counter(
+            "cortex_evictions",
+            "Models unloaded to make room (lru, priority) or to defragment (defrag).",
+            ["model", "node", "reason"],
+            registry=r,
+        )
+        self.node_up = Gauge(
+            "cortex_node_up", "1 when the node answered its last poll.", ["node"], registry=r
+        )
+
+    def exposition(self) -> bytes:
+        """The metrics in the Prometheus text format."""
+        return bytes(generate_latest(self.registry))
+
+    # FleetObserver
+
+    def on_load(self, model: str, node: str, outcome: str, seconds: float) -> None:
+        """Count a load and its duration."""
+        self.model_loads.labels(model, node, outcome).inc()
+        self.model_load_seconds.labels(model, node).observe(seconds)
+
+    def on_eviction(self, model: str, node: str, reason: str) -> None:
+        """Count an eviction."""
+        self.evictions.labels(model, node, reason).inc()
+
+    def on_node(self, node: str, up: bool) -> None:
+        """Set the node's up gauge."""
+        self.node_up.labels(node).set(1 if up else 0)
+
+
+class RequestRecord:
+    """One request's measurements, written to the metrics once when it ends.
+
+    Call `token()` at each content token of a streamed reply (the first one sets TTFT),
+    `usage()` when the reply says what it used, set `status`, and `finish()` at the end,
+    whatever happened; `node` is read at the end, so failover can change it until then.
+    """
+
+    __slots__ = (
+        "completion_tokens",
+        "dialect",
+        "finished",
+        "first_token_at",
+        "last_token_at",
+        "metrics",
+        "model",
+        "node",
+        "prompt_tokens",
+        "started",
+        "status",
+        "streamed_tokens",
+    )
+
+    def __init__(
+        self, metrics: GatewayMetrics | None, dialect: str, model: str = "unknown"
+    ) -> None:
+        self.metrics = metrics
+        self.dialect = dialect
+        self.model = model
+        self.node = "none"
+        self.started = time.perf_counter()
+        self.first_token_at: float | None = None
+        self.last_token_at: float | None = None
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.streamed_tokens = 0
+        self.status: int = 499  # until told otherwise: the client went away
+        self.finished = False
+
+    def token(self, count: int = 1) -> None:
+        """A content token (or several) went out."""
+        now = time.perf_counter()
+        if self.first_token_at is None:
+            self.first_token_at = now
+        self.last_token_at = now
+        self.streamed_tokens += count
+
+    def usage(self, usage: Mapping[str, Any] | None) -> None:
+        """Take token counts from an OpenAI `usage` object."""
+        if not usage:
+            return
+        self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        self.completion_tokens = int(usage.get("completion_tokens") or 0)
+
+    def finish(self, status: int | None = None) -> None:
+        """Write the request to the metrics (once), with `status` or the one set on it."""
+        if status is not None:
+            self.status = status
+        if self.finished or self.metrics is None:
+            self.finished = True
+            return
+        self.finished = True
+        m, model, node = self.metrics, self.model, self.node
+        end = time.perf_counter()
+        m.requests.labels(model, node, self.dialect, str(self.status)).inc()
+        m.request_duration.labels(model, node).observe(end - self.started)
+        if self.first_token_at is not None:
+            m.time_to_first_token.labels(model, node).observe(self.first_token_at - self.started)
+            completion = self.completion_tokens or self.streamed_tokens
+            window = end - self.first_token_at
+            if completion > 0 and window > 0:
+                m.tokens_per_second.labels(model, node).observe(completion / window)
+        if self.prompt_tokens:
+            m.tokens.labels(model, node, "prompt").inc(self.prompt_tokens)
+        if self.completion_tokens:
+            m.tokens.labels(model, node, "completion").inc(self.completion_tokens)
+
+    def track(self) -> Callable[[], None]:
+        """Count the request in flight on its (model, node) now; returns the undo."""
+        if self.metrics is None:
+            return lambda: None
+        gauge = self.metrics.inflight.labels(self.model, self.node)
+        gauge.inc()
+        return gauge.dec
+
+
+def create_metrics_app(metrics: GatewayMetrics) -> Starlette:
+    """The app of the metrics listener: `GET /metrics` (and `/` for convenience)."""
+
+    async def scrape(request: Request) -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(
+        routes=[Route("/metrics", scrape, methods=["GET"]), Route("/", scrape, methods=["GET"])]
+    )
