@@ -246,6 +246,14 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
             },
         },
     },
+    "TokenCount": {
+        "type": "object",
+        "required": ["count", "max_model_len"],
+        "properties": {
+            "count": {**_INTEGER, "description": "Prompt tokens, chat template applied."},
+            "max_model_len": _nullable({**_INTEGER, "description": "The context window."}),
+        },
+    },
     "OpenAIModelList": {
         "type": "object",
         "required": ["object", "data"],
@@ -379,6 +387,16 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "OpenAI list of the loaded models.",
                     "responses": {"200": _json(_ref("OpenAIModelList"), "Loaded models.")},
+                }
+            },
+            "/tokenize": {
+                "post": {
+                    "summary": "Count a chat's prompt tokens on its loaded model (vLLM's shape).",
+                    "requestBody": _body(ChatCompletionRequest),
+                    "responses": {
+                        "200": _json(_ref("TokenCount"), "The count and the context window."),
+                        **_errors(400, 404),
+                    },
                 }
             },
             "/metrics": {
