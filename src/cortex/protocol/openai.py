@@ -184,7 +184,10 @@ class ChatMessage(WireModel):
 
     One permissive class instead of a union per role: the translator checks what each role
     needs. `reasoning_content` / `reasoning` carry a local model's thinking in history.
+    `content` is always sent (`null` for an assistant turn with only tool calls).
     """
+
+    wire_nulls: ClassVar[frozenset[str]] = frozenset({"content"})
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None

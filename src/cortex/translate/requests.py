@@ -300,11 +300,9 @@ def openai_request_to_anthropic(
         elif msg.role == "user":
             _append_turn(turns, "user", _openai_user_blocks(msg.content))
         elif msg.role == "assistant":
-            blocks = _openai_assistant_blocks(msg, ids)
             if msg.function_call is not None:
                 legacy_call_id = ids.tool_use_id()
-                blocks.append(_tool_use(legacy_call_id, msg.function_call))
-            _append_turn(turns, "assistant", blocks)
+            _append_turn(turns, "assistant", _openai_assistant_blocks(msg, ids, legacy_call_id))
         else:
             call_id = msg.tool_call_id or legacy_call_id
             result = {
@@ -395,7 +393,9 @@ def _file_to_document(part: O.FilePart) -> dict[str, Any]:
     raise InvalidRequestError("only inline (file_data) files are supported", param="messages")
 
 
-def _openai_assistant_blocks(msg: O.ChatMessage, ids: IdFactory) -> list[dict[str, Any]]:
+def _openai_assistant_blocks(
+    msg: O.ChatMessage, ids: IdFactory, legacy_call_id: str
+) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     thinking = msg.reasoning_content or msg.reasoning
     if thinking:
@@ -405,6 +405,8 @@ def _openai_assistant_blocks(msg: O.ChatMessage, ids: IdFactory) -> list[dict[st
         blocks.append({"type": "text", "text": text})
     for call in msg.tool_calls or ():
         blocks.append(_tool_use(call.id, call.function))
+    if msg.function_call is not None:
+        blocks.append(_tool_use(legacy_call_id, msg.function_call))
     if not blocks:
         blocks.append({"type": "text", "text": ""})
     return blocks
