@@ -9,6 +9,7 @@ kept, so a context-limit sentence reaches the client verbatim) or `UpstreamError
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -47,7 +48,8 @@ class Timeouts:
         connect_s: to open a connection.
         request_s: between bytes of an answer (a stream may last longer, never go silent longer).
         load_s: for a model load to finish.
-        poll_s: for a status poll.
+
+    A status poll has no timeout of its own: the poller bounds each round.
     """
 
     def __init__(
@@ -56,12 +58,10 @@ class Timeouts:
         connect_s: float = 5.0,
         request_s: float = 600.0,
         load_s: float = 600.0,
-        poll_s: float = 5.0,
     ) -> None:
         self.connect_s = connect_s
         self.request_s = request_s
         self.load_s = load_s
-        self.poll_s = poll_s
 
 
 class NodeClient(Protocol):
@@ -251,9 +251,9 @@ class NeuronClient(HTTPNodeClient):
 
     async def fetch(self) -> NodeSnapshot:
         """`GET /status` and `GET /models`, as one node snapshot."""
-        timeout = self.timeouts.poll_s
-        status = await self._call("GET", "/status", timeout_s=timeout)
-        listing = await self._call("GET", "/models", timeout_s=timeout)
+        status, listing = await asyncio.gather(
+            self._call("GET", "/status"), self._call("GET", "/models")
+        )
         return parse_neuron(self.name, self.endpoint, status, listing)
 
     async def load(self, model: str) -> None:
@@ -286,7 +286,7 @@ class OpenAIServerClient(HTTPNodeClient):
 
     async def fetch(self) -> NodeSnapshot:
         """`GET /v1/models`: every listed model is loaded there."""
-        listing = await self._call("GET", "/v1/models", timeout_s=self.timeouts.poll_s)
+        listing = await self._call("GET", "/v1/models")
         entries = listing.get("data", []) if isinstance(listing, dict) else []
         models = {}
         for entry in entries:

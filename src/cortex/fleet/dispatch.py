@@ -104,15 +104,8 @@ def _body_for(lease: Lease, body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def _next_lease(fleet: Fleet, route: Route, excluded: set[str]) -> Lease:
-    try:
-        return await fleet.acquire(route.model, exclude=excluded)
-    except OverloadedError as exc:
-        if route.failures:
-            raise OverloadedError(
-                f"{exc.message}; failed before the first token on: {'; '.join(route.failures)}",
-                details=exc.details,
-            ) from exc
-        raise
+    """The next candidate; when none is left, the error names every failure so far."""
+    return await fleet.acquire(route.model, exclude=excluded, failures=route.failures)
 
 
 def _failed(fleet: Fleet, lease: Lease, exc: CortexError, route: Route) -> None:

@@ -129,6 +129,7 @@ class Fleet:
         observer: receives loads, evictions and node up/down (the gateway's metrics).
         default_model: what an unknown `claude-*` model name means (default: the first pinned
             profile, else the first profile, else the catalogue's only model).
+        first_poll_s: how long the first poll at start waits for slow nodes.
 
     Example:
         ```python
@@ -148,6 +149,7 @@ class Fleet:
         load_timeout_s: float = 600.0,
         observer: FleetObserver | None = None,
         default_model: str | None = None,
+        first_poll_s: float = 5.0,
     ) -> None:
         names = [c.name for c in clients]
         if len(set(names)) != len(names):
@@ -173,6 +175,11 @@ class Fleet:
         self._measured_mb: dict[str, float] = {}
         self._defrag_base: dict[str, int] = {}
         self._changed_at: dict[str, float] = {}
+        self._polled_at: dict[str, float] = {}
+        self._released_at: dict[Key, float] = {}
+        self._pinning: set[str] = set()
+        self._pin_retry_at: dict[str, float] = {}
+        self._first_poll_s = first_poll_s
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
@@ -199,7 +206,6 @@ class Fleet:
             connect_s=g.connect_timeout_s,
             request_s=g.request_timeout_s,
             load_s=g.load_timeout_s,
-            poll_s=g.poll_interval_s,
         )
         clients: list[NodeClient] = []
         for node in config.neurons:
@@ -220,11 +226,9 @@ class Fleet:
         if self._started:
             return
         self._started = True
-        await self.poller.poll_once()
+        await self.poller.poll_once(timeout_s=max(self.poller.interval_s, self._first_poll_s))
         self.poller.start()
-        for policy in self._policies.values():
-            if policy.pinned:
-                self._spawn(self._load_pinned(policy.id))
+        self._keep_pinned()
 
     async def close(self) -> None:
         """Stop polling and background work, close every client."""
@@ -253,12 +257,32 @@ class Fleet:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _keep_pinned(self) -> None:
+        """Load every pinned model that is loaded nowhere (at start, and when a node returns)."""
+        now = time.monotonic()
+        for policy in self._policies.values():
+            if not policy.pinned or policy.id in self._pinning:
+                continue
+            if now < self._pin_retry_at.get(policy.id, 0.0):
+                continue
+            states = [
+                node.models[policy.id].state
+                for node in self._nodes.values()
+                if node.up and policy.id in node.models
+            ]
+            if states and not any(s in ("loaded", "loading") for s in states):
+                self._pinning.add(policy.id)
+                self._spawn(self._load_pinned(policy.id))
+
     async def _load_pinned(self, model: str) -> None:
         try:
             lease = await self.acquire(model)
             lease.release()
         except CortexError as exc:
             log.warning("pinned model %s could not be loaded: %s", model, exc)
+            self._pin_retry_at[model] = time.monotonic() + 10 * self.poller.interval_s
+        finally:
+            self._pinning.discard(model)
 
     # -- the view -----------------------------------------------------------------------------
 
@@ -268,8 +292,15 @@ class Fleet:
         for name, node in self._nodes.items():
             models: dict[str, ModelOnNode] = {}
             reserved = 0.0
+            polled = self._polled_at.get(name, 0.0)
+
+            def fresh(key: Key, polled: float = polled) -> bool:
+                # A node's in-flight count from before our last request there ended is stale.
+                return polled > self._released_at.get(key, 0.0)
+
             for model_id, model in node.models.items():
                 key = (model_id, name)
+                reported = model.in_flight
                 state = model.state
                 if key in self._evicting:
                     state = "unloading"
@@ -283,7 +314,7 @@ class Fleet:
                     model,
                     state=state,
                     pinned=model.pinned or self.policy(model_id).pinned,
-                    in_flight=max(model.in_flight, self._in_flight[key]),
+                    in_flight=max(reported if fresh(key) else 0, self._in_flight[key]),
                     last_used_at=max(last, used) if last and used else (used or last),
                 )
             ours = sum(n for (_, node_name), n in self._in_flight.items() if node_name == name)
@@ -379,18 +410,29 @@ class Fleet:
 
     # -- routing ------------------------------------------------------------------------------
 
-    async def acquire(self, model: str, *, exclude: Collection[str] = ()) -> Lease:
+    async def acquire(
+        self,
+        model: str,
+        *,
+        exclude: Collection[str] = (),
+        failures: list[str] | None = None,
+    ) -> Lease:
         """Find (or make) a node serving `model` and hold it for one request.
 
         Loads the model if needed, evicting as placement says; a load that fails moves on to
         the next candidate. Every request for a model that is loading waits on the one load.
+
+        Args:
+            model: a model id or alias.
+            exclude: nodes not to use.
+            failures: `node: reason` of each failed load is appended to it.
 
         Raises:
             ModelNotFoundError: no node knows the model.
             OverloadedError: no node can take it now (every candidate failed or is full).
         """
         excluded = set(exclude)
-        failures: list[str] = []
+        failures = failures if failures is not None else []
         while True:
             async with self._lock:
                 try:
@@ -425,6 +467,7 @@ class Fleet:
         if self._in_flight[key] <= 0:
             del self._in_flight[key]
         self._last_used[key] = time.time()
+        self._released_at[key] = time.monotonic()
 
     def _begin_load(self, decision: Plan) -> asyncio.Task[None]:
         """Start one load (after its evictions); called under the lock."""
@@ -612,6 +655,7 @@ class Fleet:
         if not previous.up:
             log.info("node %s is up", name)
         self._nodes[name] = replace(snap, up=True, error=None, last_seen_at=time.time())
+        self._polled_at[name] = started_at
         self._defrag_base.setdefault(name, snap.load_cycles)
         if snap.load_cycles < self._defrag_base[name]:
             self._defrag_base[name] = snap.load_cycles  # the node restarted
@@ -620,6 +664,7 @@ class Fleet:
                 self._measured_mb[model.id] = model.memory_mb
         self.observer.on_node(name, True)
         self._maybe_defrag(name)
+        self._keep_pinned()
 
     def _maybe_defrag(self, name: str) -> None:
         snapshot = self.snapshot()

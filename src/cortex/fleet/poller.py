@@ -27,7 +27,8 @@ class Poller:
         on_result: called with (node name, snapshot, None, started_at) or (node name, None,
             error, started_at), where started_at is the `time.monotonic()` the poll began.
         interval_s: seconds from the start of one round to the start of the next.
-        timeout_s: seconds one node may take to answer (default 0.8 x the interval).
+        timeout_s: seconds one node may take to answer (at most the interval, its default), so
+            a node that stops answering is reported down within two intervals.
     """
 
     def __init__(
@@ -41,24 +42,27 @@ class Poller:
         self.clients = list(clients)
         self.on_result = on_result
         self.interval_s = interval_s
-        self.timeout_s = min(timeout_s or interval_s * 0.8, interval_s * 0.8)
+        self.timeout_s = min(timeout_s or interval_s, interval_s)
         self._task: asyncio.Task[None] | None = None
         self.rounds = 0
 
-    async def poll_node(self, client: NodeClient) -> NodeSnapshot | None:
+    async def poll_node(
+        self, client: NodeClient, *, timeout_s: float | None = None
+    ) -> NodeSnapshot | None:
         """Poll one node now; report and return its snapshot (None when it failed)."""
         started = time.monotonic()
         try:
-            snapshot = await asyncio.wait_for(client.fetch(), self.timeout_s)
+            snapshot = await asyncio.wait_for(client.fetch(), timeout_s or self.timeout_s)
         except Exception as exc:
             self.on_result(client.name, None, exc, started)
             return None
         self.on_result(client.name, snapshot, None, started)
         return snapshot
 
-    async def poll_once(self) -> None:
-        """One round: every node at once."""
-        await asyncio.gather(*(self.poll_node(c) for c in self.clients))
+    async def poll_once(self, *, timeout_s: float | None = None) -> None:
+        """One round: every node at once (`timeout_s` overrides the poll timeout, e.g. at start,
+        when a node's first answer may be slow)."""
+        await asyncio.gather(*(self.poll_node(c, timeout_s=timeout_s) for c in self.clients))
         self.rounds += 1
 
     async def _run(self) -> None:
