@@ -375,9 +375,10 @@ OutputItem = Annotated[
 
 
 class InputTokensDetails(WireModel):
-    """Prompt tokens served from the prefix cache."""
+    """Prompt tokens read from the prefix cache (written: not reported by local engines)."""
 
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 class OutputTokensDetails(WireModel):

@@ -26,6 +26,7 @@ from cortex.errors import (
     InvalidRequestError,
     OverloadedError,
     RateLimitError,
+    UpstreamError,
 )
 from cortex.protocol.openai import (
     ChatCompletion,
@@ -67,23 +68,25 @@ from cortex.translate.ids import IdFactory
 from cortex.translate.responses_input import input_to_messages
 
 __all__ = [
-    "chat_to_response",
+    "openai_response_to_responses",
     "parse_responses_request",
     "response_error",
     "response_shell",
     "response_status",
     "response_usage",
-    "responses_to_chat",
+    "responses_request_to_openai",
     "tool_arguments",
 ]
 
 
-def parse_responses_request(body: Mapping[str, Any]) -> ResponsesRequest:
+def parse_responses_request(body: ResponsesRequest | Mapping[str, Any]) -> ResponsesRequest:
     """Validate a `POST /v1/responses` body; a malformed one raises a 400 naming the field.
 
     The field is named as OpenAI names it (`input[2].call_id`), from the most specific of
-    pydantic's errors.
+    pydantic's errors. A `ResponsesRequest` is returned as it is.
     """
+    if isinstance(body, ResponsesRequest):
+        return body
     try:
         return ResponsesRequest.model_validate(body)
     except ValidationError as exc:
@@ -112,14 +115,20 @@ def _field_path(loc: tuple[int | str, ...], body: Any) -> str:
 # -- request: Responses -> Chat ----------------------------------------------------------------
 
 
-def responses_to_chat(request: ResponsesRequest) -> ChatCompletionRequest:
-    """The Chat request that serves `request`.
+def responses_request_to_openai(
+    request: ResponsesRequest | Mapping[str, Any],
+) -> ChatCompletionRequest:
+    """The OpenAI chat request that serves a Responses request (model or dict).
+
+    `stream` is kept, with `stream_options.include_usage` when streaming; `max_tokens` is
+    `max_output_tokens` as is (clamping it to the context is the caller's business).
 
     Raises:
         InvalidRequestError: for what needs stored state or uploaded files, a `tool_choice`
             naming a hosted tool or an absent function, a `function_call_output` without its
             `function_call`, or an input with no message at all.
     """
+    request = parse_responses_request(request)
     _refuse_stateful(request)
     messages = input_to_messages(request)
     tools, tool_choice = _tools(request)
@@ -293,18 +302,42 @@ def response_error(error: BaseException) -> ResponseError:
     return ResponseError(code=code, message=error.message)
 
 
-def chat_to_response(chat: ChatCompletion, request: ResponsesRequest, ids: IdFactory) -> Response:
-    """The Responses `Response` for a non-streamed Chat reply to `responses_to_chat(request)`.
+def openai_response_to_responses(
+    response: ChatCompletion | Mapping[str, Any],
+    *,
+    request: ResponsesRequest | Mapping[str, Any],
+    ids: IdFactory | None = None,
+) -> Response:
+    """The Responses `Response` for a non-streamed OpenAI chat reply.
 
-    Output order: a reasoning item, a message item (when there is text or a refusal), then
-    one `function_call` item per tool call. Ids come from `ids` in that order, after the
-    response id, exactly as the stream translator draws them.
+    Output order: a reasoning item (from `reasoning_content` or `reasoning`), a message item
+    (when there is text or a refusal), then one `function_call` item per tool call (the
+    upstream call id is kept as `call_id`, so the next turn's `function_call_output`
+    matches; empty arguments become `{}`). `finish_reason` length or content_filter make
+    the response `incomplete`, its last item too. Ids come from `ids` in output order after
+    the response id, exactly as `ResponsesStreamTranslator` draws them.
+
+    Args:
+        response: the OpenAI reply, as an envelope model or a dict.
+        request: the Responses request it answers (echoed in the response).
+        ids: makes the response id, item ids, call ids the upstream lacked, `created_at`.
+
+    Raises:
+        UpstreamError: when `response` is not a chat completion.
     """
-    response = response_shell(request, ids.new("resp_"), ids.created())
+    request = parse_responses_request(request)
+    ids = ids or IdFactory()
+    if not isinstance(response, ChatCompletion):
+        try:
+            response = ChatCompletion.model_validate(response)
+        except ValidationError as exc:
+            raise UpstreamError(f"upstream reply is not a chat completion: {exc}") from exc
+    chat = response
+    result = response_shell(request, ids.new("resp_"), ids.created())
+    result.usage = response_usage(chat.usage)
     if not chat.choices:
-        response.status = "completed"
-        response.usage = response_usage(chat.usage)
-        return response
+        result.status = "completed"
+        return result
     choice = chat.choices[0]
     message = choice.message
     status, incomplete = response_status(choice.finish_reason)
@@ -335,11 +368,10 @@ def chat_to_response(chat: ChatCompletion, request: ResponsesRequest, ids: IdFac
         )
     if output and status == "incomplete":
         output[-1].status = "incomplete"
-    response.output = output
-    response.status = status
-    response.incomplete_details = incomplete
-    response.usage = response_usage(chat.usage)
-    return response
+    result.output = output
+    result.status = status
+    result.incomplete_details = incomplete
+    return result
 
 
 def tool_arguments(arguments: Any) -> str:

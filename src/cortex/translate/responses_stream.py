@@ -1,22 +1,23 @@
-"""OpenAI Chat stream chunks -> Responses API stream events: a `feed`/`finish`/`fail` machine.
+"""OpenAI chat chunks in, Responses API stream events out: a feed/finish/fail state machine.
 
-One output item is open at a time, as OpenAI streams them: reasoning, then the message, then
-one `function_call` per tool index. Each chunk is read whole, in the order reasoning, content,
-refusal, tool calls, finish reason, usage (a chunk may carry several). The stream always
-starts with `response.created` and `response.in_progress` and always ends with exactly one
-terminal event: `response.completed`, `response.incomplete` (token limit, content filter) or
-`response.failed` (`fail`), each carrying the whole response with its usage.
+One output item is open at a time, as OpenAI streams them. Reasoning and text stream live
+until the first tool call; that call streams live too, and whatever comes after it (more tool
+calls, possibly interleaved, or more text) is held and written when the upstream finishes, so
+an item is never closed while the upstream may still add to it. Each chunk is read whole, in
+the order reasoning, text, refusal, tool calls, finish reason, usage.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cortex.errors import UpstreamError
-from cortex.protocol.openai import ChatCompletionChunk, ToolCallDelta, Usage
+from pydantic import BaseModel, ValidationError
+
+from cortex.protocol.openai import Usage
 from cortex.protocol.responses import (
     FunctionCallItem,
     ItemStatus,
@@ -48,344 +49,363 @@ from cortex.protocol.responses_events import (
     ResponseFailedEvent,
     ResponseIncompleteEvent,
     ResponseInProgressEvent,
-    ResponseStreamEvent,
 )
+from cortex.translate.errors import error_from_openai
 from cortex.translate.ids import IdFactory
 from cortex.translate.responses_api import (
+    parse_responses_request,
     response_error,
     response_shell,
     response_status,
     response_usage,
     tool_arguments,
 )
+from cortex.translate.stream_items import StreamEvent, StreamItem, item_payload
 
 __all__ = ["ResponsesStreamTranslator"]
 
-_PartKind = Literal["output_text", "refusal"]
+_Kind = Literal["reasoning", "output_text", "refusal", "function_call"]
 
 
 @dataclass
-class _OpenItem:
-    """The output item being streamed, with what it has gathered so far."""
+class _Call:
+    """A tool call as its fragments arrive: id and name once, arguments in pieces."""
 
-    kind: Literal["reasoning", "message", "function_call"]
-    id: str
-    output_index: int
-    text: str = ""  # reasoning text, or the open part's text
-    parts: list[OutputContent] = field(default_factory=list)  # closed message parts
-    part: _PartKind | None = None  # the open message part
-    tool_index: int = -1
-    call_id: str = ""
-    name: str = ""
-
-
-@dataclass
-class _PendingCall:
-    """A tool call seen but not yet opened: its name may still be arriving."""
-
-    index: int
     id: str = ""
     name: str = ""
     arguments: str = ""
 
 
+@dataclass
+class _Open:
+    """The output item being streamed, with what it has gathered so far."""
+
+    kind: Literal["reasoning", "message", "function_call"]
+    id: str
+    output_index: int
+    text: str = ""  # the open part's text, the reasoning text, or the arguments
+    part: _Kind | None = None  # the open content part of a message
+    parts: list[OutputContent] = field(default_factory=list)  # closed message parts
+    call: _Call | None = None
+
+
 class ResponsesStreamTranslator:
-    """Turns the chunks of one streamed Chat reply into Responses API events.
+    """Turns an OpenAI chat stream into the Responses API event stream a client expects.
+
+    Feed it every upstream item (chunk dicts, envelope models, `SSEEvent`s from
+    `SSEDecoder`, or `DONE`); each call returns the events to send now, JSON-ready dicts for
+    `encode_sse` (which writes the `event:` line from their `type`).
+
+    What it guarantees, whatever the upstream does: `response.created` and
+    `response.in_progress` first; `sequence_number` 0, 1, 2, ...; output items at
+    `output_index` 0, 1, 2, ... one open at a time, each `added` then `done`, its content
+    parts `added` then `done`; no item for empty text; every tool-call argument fragment
+    sent as `function_call_arguments.delta`, and the whole as `.done` (`{}` when there were
+    none); exactly one terminal event carrying the whole response with usage:
+    `response.completed`, `response.incomplete` (`finish_reason` length or content_filter)
+    or `response.failed` (`fail`, or an error object in the upstream stream).
 
     Args:
-        request: the Responses request being served (echoed in the response object).
-        ids: where the response id, item ids and `created_at` come from; drawn in output
-            order, as `chat_to_response` draws them.
+        request: the client's Responses request (model or dict), echoed in the response.
+        ids: makes the response id, item ids and call ids the upstream lacked, and
+            `created_at`; drawn in output order, as `openai_response_to_responses` does.
 
     Example:
-        >>> t = ResponsesStreamTranslator(request, IdFactory(seed=0, created=0))
-        >>> events = t.start()  # response.created, response.in_progress: send them at once
-        >>> for chunk in chunks:
-        ...     events += t.feed(chunk)
-        >>> events += t.finish()  # or t.fail(error) when the upstream broke
+        >>> t = ResponsesStreamTranslator({"model": "m", "input": "hi"}, ids=IdFactory(seed=0))
+        >>> [e["type"] for e in t.feed({"choices": [{"delta": {"content": "Hi"}}]})][:3]
+        ['response.created', 'response.in_progress', 'response.output_item.added']
+        >>> [e["type"] for e in t.feed(DONE)][-1]
+        'response.completed'
     """
 
-    def __init__(self, request: ResponsesRequest, ids: IdFactory) -> None:
-        self._ids = ids
-        self._response = response_shell(request, ids.new("resp_"), ids.created())
+    def __init__(
+        self, request: ResponsesRequest | Mapping[str, Any], *, ids: IdFactory | None = None
+    ) -> None:
+        self._ids = ids or IdFactory()
+        self.response = response_shell(
+            parse_responses_request(request), self._ids.new("resp_"), self._ids.created()
+        )
+        """The response as it stands; final once the stream has ended."""
         self._sequence = 0
         self._started = False
         self._ended = False
-        self._open: _OpenItem | None = None
-        self._pending: _PendingCall | None = None
-        self._closed_tools: set[int] = set()
+        self._open: _Open | None = None
+        self._calls: dict[int, _Call] = {}
+        self._live: _Call | None = None  # the first tool call, streamed as it comes
+        # After the first tool call began, the rest waits here in arrival order.
+        self._held: list[tuple[_Kind, Any]] = []
         self._finish_reason: str | None = None
         self._usage: Usage | None = None
 
     @property
-    def response(self) -> Response:
-        """The response as it stands (final once `finish` or `fail` returned)."""
-        return self._response
-
-    @property
-    def ended(self) -> bool:
+    def done(self) -> bool:
         """Whether the terminal event has been emitted."""
         return self._ended
 
-    def start(self) -> list[ResponseStreamEvent]:
-        """`response.created` and `response.in_progress` (once; later calls return nothing)."""
+    def start(self) -> list[StreamEvent]:
+        """`response.created` and `response.in_progress`, once; call it early to send bytes
+        before the upstream answers. `feed` calls it by itself when you have not."""
         if self._started:
             return []
         self._started = True
-        return [
+        return _dump(
             ResponseCreatedEvent(sequence_number=self._next(), response=self._snapshot()),
             ResponseInProgressEvent(sequence_number=self._next(), response=self._snapshot()),
-        ]
+        )
 
-    def feed(self, chunk: ChatCompletionChunk | Mapping[str, Any]) -> list[ResponseStreamEvent]:
-        """The events for one Chat chunk (a model or its parsed JSON).
-
-        Raises:
-            UpstreamError: arguments for a tool call that was already closed (the upstream
-                interleaved tool calls); call `fail` with it.
-        """
-        if isinstance(chunk, Mapping):
-            chunk = ChatCompletionChunk.model_validate(chunk)
-        events = self.start()
+    def feed(self, item: StreamItem) -> list[StreamEvent]:
+        """Translate one upstream item (chunk, `SSEEvent` or `DONE`) into events to send."""
         if self._ended:
-            return events
-        for choice in chunk.choices[:1]:
-            delta = choice.delta
-            reasoning = delta.reasoning_content or delta.reasoning
+            return []
+        chunk = item_payload(item)
+        out = self.start()
+        if chunk is None:
+            return out + self.finish()
+        if chunk.get("error"):
+            return out + self.fail(error_from_openai(None, chunk))
+        events: list[BaseModel] = []
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if reasoning:
-                events += self._reasoning(reasoning)
-            if delta.content:
-                events += self._message_text("output_text", delta.content)
-            if delta.refusal:
-                events += self._message_text("refusal", delta.refusal)
-            for call in _coalesce(delta.tool_calls or []):
-                events += self._tool_call(call)
-            if choice.finish_reason is not None:
-                self._finish_reason = choice.finish_reason
-        if chunk.usage is not None:
-            self._usage = chunk.usage
-        return events
+                self._piece("reasoning", reasoning, events)
+            if delta.get("content"):
+                self._piece("output_text", delta["content"], events)
+            if delta.get("refusal"):
+                self._piece("refusal", delta["refusal"], events)
+            for call in delta.get("tool_calls") or ():
+                self._tool_fragment(call, events)
+            if delta.get("function_call"):  # the deprecated single-function form
+                self._tool_fragment({"index": 0, "function": delta["function_call"]}, events)
+            if choice.get("finish_reason"):
+                self._finish_reason = choice["finish_reason"]
+        if chunk.get("usage"):
+            with contextlib.suppress(ValidationError):  # a malformed usage is not worth failing
+                self._usage = Usage.model_validate(chunk["usage"])
+        out += _dump(*events)
+        if self._finish_reason and self._usage:
+            out += self.finish()
+        return out
 
-    def finish(self) -> list[ResponseStreamEvent]:
-        """Close the open item and emit `response.completed` or `response.incomplete`."""
-        events = self.start()
+    def finish(self) -> list[StreamEvent]:
+        """The upstream ended: write what is open or held, then `response.completed` (or
+        `response.incomplete`). Idempotent."""
         if self._ended:
-            return events
+            return []
+        out = self.start()
         status, incomplete = response_status(self._finish_reason)
-        item_status: ItemStatus = "incomplete" if status == "incomplete" else "completed"
-        events += self._close(item_status)
+        events = self._flush("incomplete" if status == "incomplete" else "completed")
+        self.response.status = status
+        self.response.incomplete_details = incomplete
+        self.response.usage = response_usage(self._usage)
         self._ended = True
-        self._response.status = status
-        self._response.incomplete_details = incomplete
-        self._response.usage = response_usage(self._usage)
         final = self._snapshot()
         if status == "incomplete":
-            return [*events, ResponseIncompleteEvent(sequence_number=self._next(), response=final)]
-        return [*events, ResponseCompletedEvent(sequence_number=self._next(), response=final)]
+            events.append(ResponseIncompleteEvent(sequence_number=self._next(), response=final))
+        else:
+            events.append(ResponseCompletedEvent(sequence_number=self._next(), response=final))
+        return out + _dump(*events)
 
-    def fail(self, error: BaseException) -> list[ResponseStreamEvent]:
-        """Close the open item as incomplete and emit `response.failed` carrying `error`."""
-        events = self.start()
+    def fail(self, error: BaseException) -> list[StreamEvent]:
+        """A failure mid-stream: write what is open or held (the last item `incomplete`),
+        then `response.failed` carrying `error`. Idempotent."""
         if self._ended:
-            return events
-        events += self._close("incomplete")
+            return []
+        out = self.start()
+        events = self._flush("incomplete")
+        self.response.status = "failed"
+        self.response.error = response_error(error)
+        self.response.usage = response_usage(self._usage)
         self._ended = True
-        self._response.status = "failed"
-        self._response.error = response_error(error)
-        self._response.usage = response_usage(self._usage)
-        failed = ResponseFailedEvent(sequence_number=self._next(), response=self._snapshot())
-        return [*events, failed]
+        events.append(ResponseFailedEvent(sequence_number=self._next(), response=self._snapshot()))
+        return out + _dump(*events)
 
-    # -- items ---------------------------------------------------------------------------
+    # -- payloads ------------------------------------------------------------------------------
 
-    def _reasoning(self, text: str) -> list[ResponseStreamEvent]:
-        events: list[ResponseStreamEvent] = []
+    def _piece(self, kind: _Kind, text: str, events: list[BaseModel]) -> None:
+        """Reasoning, text or refusal: live before any tool call, held after."""
+        if self._calls:
+            last = self._held[-1] if self._held else None
+            if last is not None and last[0] == kind:
+                self._held[-1] = (kind, last[1] + text)
+            else:
+                self._held.append((kind, text))
+            return
+        self._write(kind, text, events)
+
+    def _tool_fragment(self, fragment: Mapping[str, Any], events: list[BaseModel]) -> None:
+        index = fragment.get("index")
+        if not isinstance(index, int):
+            index = self._index_without_index(fragment.get("id"))
+        call = self._calls.get(index)
+        if call is None:
+            call = self._calls[index] = _Call()
+            self._held.append(("function_call", call))
+        call.id = call.id or fragment.get("id") or ""
+        function = fragment.get("function") or {}
+        name = function.get("name")
+        if isinstance(name, str) and name != call.name:  # lax servers repeat the name whole
+            call.name += name
+        arguments = function.get("arguments")
+        if arguments is not None and not isinstance(arguments, str):
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        if not arguments:
+            return
+        if call is self._live:
+            self._write("function_call", arguments, events)
+            return
+        call.arguments += arguments
+        # The first call goes live once its arguments start (its name is whole by then).
+        if self._live is None and call.name and self._held[0][1] is call:
+            self._held.pop(0)
+            self._live = call
+            self._open_call(call, events)
+            pending, call.arguments = call.arguments, ""
+            self._write("function_call", pending, events)
+
+    def _index_without_index(self, call_id: Any) -> int:
+        """A lax server's tool fragment without `index`: a new id starts a new call."""
+        for index, call in self._calls.items():
+            if call_id and call.id == call_id:
+                return index
+        if call_id or not self._calls:
+            return len(self._calls)
+        return max(self._calls)
+
+    # -- items ---------------------------------------------------------------------------------
+
+    def _write(self, kind: _Kind, text: str, events: list[BaseModel]) -> None:
+        """Append `text` to the open item, opening the right item and part first."""
         item = self._open
-        if item is None or item.kind != "reasoning":
-            events += self._close("completed")
-            item = self._begin("reasoning", "rs_")
-            events.append(self._added(ReasoningItem(id=item.id, content=[], status="in_progress")))
-            events.append(self._part_added(item, 0, ReasoningText(text="")))
-        item.text += text
-        events.append(
-            ReasoningTextDeltaEvent(
-                sequence_number=self._next(),
-                item_id=item.id,
-                output_index=item.output_index,
-                content_index=0,
-                delta=text,
-            )
-        )
-        return events
-
-    def _message_text(self, kind: _PartKind, text: str) -> list[ResponseStreamEvent]:
-        events: list[ResponseStreamEvent] = []
-        item = self._open
-        if item is None or item.kind != "message":
-            events += self._close("completed")
-            item = self._begin("message", "msg_")
-            events.append(self._added(OutputMessage(id=item.id, status="in_progress")))
-        if item.part != kind:
-            events += self._close_part(item)
+        wanted = "message" if kind in ("output_text", "refusal") else kind
+        if item is None or item.kind != wanted:
+            assert kind != "function_call", "function calls are opened by _open_call"
+            self._close("completed", events)
+            item = self._begin("reasoning" if kind == "reasoning" else "message", events)
+        if item.kind == "message" and item.part != kind:
+            self._close_part(item, events)
             item.part = kind
-            empty: OutputContent = (
-                OutputText(text="") if kind == "output_text" else Refusal(refusal="")
-            )
+            empty = OutputText(text="") if kind == "output_text" else Refusal(refusal="")
             events.append(self._part_added(item, len(item.parts), empty))
         item.text += text
-        where: dict[str, Any] = {"item_id": item.id, "output_index": item.output_index}
-        if kind == "output_text":
+        at = {"item_id": item.id, "output_index": item.output_index}
+        seq = self._next()
+        if kind == "function_call":
+            events.append(FunctionCallArgumentsDeltaEvent(sequence_number=seq, delta=text, **at))
+        elif kind == "reasoning":
             events.append(
-                OutputTextDeltaEvent(
-                    sequence_number=self._next(), content_index=len(item.parts), delta=text, **where
-                )
+                ReasoningTextDeltaEvent(sequence_number=seq, content_index=0, delta=text, **at)
             )
         else:
+            delta_event = OutputTextDeltaEvent if kind == "output_text" else RefusalDeltaEvent
             events.append(
-                RefusalDeltaEvent(
-                    sequence_number=self._next(), content_index=len(item.parts), delta=text, **where
-                )
+                delta_event(sequence_number=seq, content_index=len(item.parts), delta=text, **at)
             )
-        return events
 
-    def _tool_call(self, call: _PendingCall) -> list[ResponseStreamEvent]:
-        events: list[ResponseStreamEvent] = []
-        item = self._open
-        if item is not None and item.kind == "function_call" and item.tool_index == call.index:
-            item.name += call.name
-            return events + self._arguments(item, call.arguments)
-        pending = self._pending
-        if pending is not None and pending.index == call.index:
-            pending.id = pending.id or call.id
-            pending.name += call.name
-            pending.arguments += call.arguments
+    def _begin(self, kind: Literal["reasoning", "message"], events: list[BaseModel]) -> _Open:
+        prefix = "rs_" if kind == "reasoning" else "msg_"
+        item = self._open = _Open(kind, self._ids.new(prefix), len(self.response.output))
+        if kind == "reasoning":
+            events.append(self._added(ReasoningItem(id=item.id, content=[], status="in_progress")))
+            events.append(self._part_added(item, 0, ReasoningText(text="")))
         else:
-            if call.index in self._closed_tools:
-                raise UpstreamError(
-                    f"tool call {call.index} got more arguments after tool call "
-                    f"{(item.tool_index if item else call.index)} started"
-                )
-            events += self._close("completed")
-            self._pending = pending = call
-        # Open the call once its arguments start: its name (maybe sent in pieces) is whole.
-        if pending.arguments and pending.name:
-            events += self._open_pending()
-        return events
-
-    def _open_pending(self) -> list[ResponseStreamEvent]:
-        pending = self._pending
-        assert pending is not None
-        self._pending = None
-        self._closed_tools.add(pending.index)
-        item = self._begin("function_call", "fc_")
-        item.tool_index = pending.index
-        item.call_id = pending.id or self._ids.call_id()
-        item.name = pending.name
-        added = FunctionCallItem(
-            id=item.id, call_id=item.call_id, name=item.name, arguments="", status="in_progress"
-        )
-        return [self._added(added), *self._arguments(item, pending.arguments)]
-
-    def _arguments(self, item: _OpenItem, fragment: str) -> list[ResponseStreamEvent]:
-        if not fragment:
-            return []
-        item.text += fragment
-        return [
-            FunctionCallArgumentsDeltaEvent(
-                sequence_number=self._next(),
-                item_id=item.id,
-                output_index=item.output_index,
-                delta=fragment,
-            )
-        ]
-
-    # -- opening and closing -------------------------------------------------------------
-
-    def _begin(
-        self, kind: Literal["reasoning", "message", "function_call"], prefix: str
-    ) -> _OpenItem:
-        item = _OpenItem(
-            kind=kind, id=self._ids.new(prefix), output_index=len(self._response.output)
-        )
-        self._open = item
+            events.append(self._added(OutputMessage(id=item.id, status="in_progress")))
         return item
 
-    def _close(self, status: ItemStatus) -> list[ResponseStreamEvent]:
-        """Close the open item (and open, then close, a call still pending)."""
-        events: list[ResponseStreamEvent] = []
-        if self._pending is not None:
-            if self._open is not None:
-                events += self._close_open("completed")
-            events += self._open_pending()
-        if self._open is not None:
-            events += self._close_open(status)
+    def _open_call(self, call: _Call, events: list[BaseModel]) -> None:
+        self._close("completed", events)
+        item_id = self._ids.new("fc_")
+        call.id = call.id or self._ids.call_id()
+        self._open = _Open("function_call", item_id, len(self.response.output), call=call)
+        added = FunctionCallItem(
+            id=item_id, call_id=call.id, name=call.name, arguments="", status="in_progress"
+        )
+        events.append(self._added(added))
+
+    def _flush(self, last_status: ItemStatus) -> list[BaseModel]:
+        """Close the open item and write everything held; the last item gets `last_status`."""
+        events: list[BaseModel] = []
+        held, self._held = self._held, []
+        self._live = None
+        if held:
+            self._close("completed", events)
+        for position, (kind, value) in enumerate(held):
+            if kind == "function_call":
+                self._open_call(value, events)
+                pending, value.arguments = value.arguments, ""
+                if pending:
+                    self._write("function_call", pending, events)
+            else:
+                self._write(kind, value, events)
+            if position < len(held) - 1:
+                self._close("completed", events)
+        self._close(last_status, events)
         return events
 
-    def _close_open(self, status: ItemStatus) -> list[ResponseStreamEvent]:
-        item = self._open
-        assert item is not None
-        self._open = None
-        where: dict[str, Any] = {"item_id": item.id, "output_index": item.output_index}
-        events: list[ResponseStreamEvent] = []
+    def _close(self, status: ItemStatus, events: list[BaseModel]) -> None:
+        item, self._open = self._open, None
+        if item is None:
+            return
+        at = {"item_id": item.id, "output_index": item.output_index}
         final: OutputItem
         if item.kind == "reasoning":
             part = ReasoningText(text=item.text)
             events.append(
                 ReasoningTextDoneEvent(
-                    sequence_number=self._next(), content_index=0, text=item.text, **where
+                    sequence_number=self._next(), content_index=0, text=item.text, **at
                 )
             )
             events.append(
-                ContentPartDoneEvent(
-                    sequence_number=self._next(), content_index=0, part=part, **where
-                )
+                ContentPartDoneEvent(sequence_number=self._next(), content_index=0, part=part, **at)
             )
             final = ReasoningItem(id=item.id, content=[part], status=status)
         elif item.kind == "message":
-            events += self._close_part(item)
+            self._close_part(item, events)
             final = OutputMessage(id=item.id, status=status, content=item.parts)
         else:
+            assert item.call is not None
             arguments = tool_arguments(item.text)
             events.append(
                 FunctionCallArgumentsDoneEvent(
-                    sequence_number=self._next(), name=item.name, arguments=arguments, **where
+                    sequence_number=self._next(), name=item.call.name, arguments=arguments, **at
                 )
             )
             final = FunctionCallItem(
                 id=item.id,
-                call_id=item.call_id,
-                name=item.name,
+                call_id=item.call.id,
+                name=item.call.name,
                 arguments=arguments,
                 status=status,
             )
-        self._response.output.append(final)
-        done = OutputItemDoneEvent(
-            sequence_number=self._next(), output_index=item.output_index, item=final
+        self.response.output.append(final)
+        events.append(
+            OutputItemDoneEvent(
+                sequence_number=self._next(), output_index=item.output_index, item=final
+            )
         )
-        return [*events, done]
 
-    def _close_part(self, item: _OpenItem) -> list[ResponseStreamEvent]:
+    def _close_part(self, item: _Open, events: list[BaseModel]) -> None:
         if item.part is None:
-            return []
-        index = len(item.parts)
-        where: dict[str, Any] = {
+            return
+        at = {
             "item_id": item.id,
             "output_index": item.output_index,
-            "content_index": index,
+            "content_index": len(item.parts),
         }
         part: OutputContent
-        done: ResponseStreamEvent
         if item.part == "output_text":
             part = OutputText(text=item.text)
-            done = OutputTextDoneEvent(sequence_number=self._next(), text=item.text, **where)
+            events.append(OutputTextDoneEvent(sequence_number=self._next(), text=item.text, **at))
         else:
             part = Refusal(refusal=item.text)
-            done = RefusalDoneEvent(sequence_number=self._next(), refusal=item.text, **where)
+            events.append(RefusalDoneEvent(sequence_number=self._next(), refusal=item.text, **at))
+        events.append(ContentPartDoneEvent(sequence_number=self._next(), part=part, **at))
         item.parts.append(part)
         item.part, item.text = None, ""
-        return [done, ContentPartDoneEvent(sequence_number=self._next(), part=part, **where)]
 
-    # -- event helpers -------------------------------------------------------------------
+    # -- event helpers -------------------------------------------------------------------------
 
     def _next(self) -> int:
         number = self._sequence
@@ -393,7 +413,7 @@ class ResponsesStreamTranslator:
         return number
 
     def _snapshot(self) -> Response:
-        return self._response.model_copy(deep=True)
+        return self.response.model_copy(deep=True)
 
     def _added(self, item: OutputItem) -> OutputItemAddedEvent:
         assert self._open is not None
@@ -402,7 +422,7 @@ class ResponsesStreamTranslator:
         )
 
     def _part_added(
-        self, item: _OpenItem, index: int, part: OutputContent | ReasoningText
+        self, item: _Open, index: int, part: OutputContent | ReasoningText
     ) -> ContentPartAddedEvent:
         return ContentPartAddedEvent(
             sequence_number=self._next(),
@@ -413,16 +433,5 @@ class ResponsesStreamTranslator:
         )
 
 
-def _coalesce(deltas: list[ToolCallDelta]) -> list[_PendingCall]:
-    """One fragment per tool index, in index order (openai/openai-python#3201)."""
-    calls: dict[int, _PendingCall] = {}
-    for delta in deltas:
-        call = calls.setdefault(delta.index, _PendingCall(index=delta.index))
-        function = delta.function or {}
-        call.id = call.id or delta.id or ""
-        name = function.get("name")
-        call.name += name if isinstance(name, str) else ""
-        arguments = function.get("arguments")
-        if arguments is not None:
-            call.arguments += arguments if isinstance(arguments, str) else json.dumps(arguments)
-    return [calls[index] for index in sorted(calls)]
+def _dump(*events: BaseModel) -> list[StreamEvent]:
+    return [event.model_dump(mode="json") for event in events]
