@@ -3,9 +3,11 @@
 Requests (`anthropic_request_to_openai`, `openai_request_to_anthropic`), non-streamed replies
 (`openai_response_to_anthropic`, `anthropic_response_to_openai`), streams
 (`AnthropicStreamTranslator`, `OpenAIStreamTranslator`: `feed(item) -> list`,
-`finish() -> list`), SSE bytes (`encode_sse`, `SSEDecoder`), and errors both ways. Every
-function takes envelope models (`cortex.protocol`) or plain dicts of the same shape. Ids and
-timestamps come from an `IdFactory` the caller passes in (seeded in tests).
+`finish() -> list`), the Responses API (`responses_request_to_openai`,
+`openai_response_to_responses`, `ResponsesStreamTranslator`), SSE bytes (`encode_sse`,
+`SSEDecoder`), and errors both ways. Every function takes envelope models (`cortex.protocol`)
+or plain dicts of the same shape. Ids and timestamps come from an `IdFactory` the caller
+passes in (seeded in tests).
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ from cortex.translate.requests import (
     openai_request_to_anthropic,
 )
 from cortex.translate.responses import anthropic_response_to_openai, openai_response_to_anthropic
+from cortex.translate.responses_api import (
+    openai_response_to_responses,
+    parse_responses_request,
+    responses_request_to_openai,
+)
+from cortex.translate.responses_stream import ResponsesStreamTranslator
 from cortex.translate.sse import DONE, SSEDecoder, SSEEvent, encode_sse, encode_sse_comment
 from cortex.translate.stream_items import StreamEvent, StreamItem
 
@@ -39,6 +47,7 @@ __all__ = [
     "AnthropicStreamTranslator",
     "IdFactory",
     "OpenAIStreamTranslator",
+    "ResponsesStreamTranslator",
     "SSEDecoder",
     "SSEEvent",
     "StreamEvent",
@@ -55,4 +64,7 @@ __all__ = [
     "openai_error_to_anthropic",
     "openai_request_to_anthropic",
     "openai_response_to_anthropic",
+    "openai_response_to_responses",
+    "parse_responses_request",
+    "responses_request_to_openai",
 ]
