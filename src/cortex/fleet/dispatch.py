@@ -26,7 +26,8 @@ from cortex.fleet.clients import UNREACHABLE
 from cortex.translate.sse import SSEDecoder
 
 if TYPE_CHECKING:
-    from cortex.fleet.fleet import Fleet, Lease
+    from cortex.fleet.fleet import Fleet
+    from cortex.fleet.ledger import Lease
 
 __all__ = ["Chunk", "Route", "complete", "stream"]
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections import Counter
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
@@ -23,25 +22,21 @@ from cortex.errors import (
     CortexError,
     ModelNotFoundError,
     OverloadedError,
-    UpstreamError,
 )
 from cortex.fleet import dispatch, placement
+from cortex.fleet.build import clients_from_config, embedded_neuron
+from cortex.fleet.catalogue import CatalogueEntry, build_catalogue
 from cortex.fleet.clients import (
-    UNREACHABLE,
-    NeuronClient,
     NodeClient,
-    OpenAIServerClient,
-    Timeouts,
 )
 from cortex.fleet.dispatch import Chunk, Route
 from cortex.fleet.events import FleetObserver
-from cortex.fleet.eviction import defrag_due, defrag_victims
+from cortex.fleet.ledger import Lease, Ledger
+from cortex.fleet.lifecycle import Lifecycle
 from cortex.fleet.poller import Poller
 from cortex.fleet.sampling import resolve_sampling
 from cortex.fleet.state import (
-    Eviction,
     FleetSnapshot,
-    ModelOnNode,
     ModelPolicy,
     NodeSnapshot,
     Plan,
@@ -51,69 +46,6 @@ from cortex.fleet.state import (
 __all__ = ["CatalogueEntry", "Fleet", "Lease"]
 
 log = logging.getLogger("cortex.fleet")
-
-Key = tuple[str, str]  # (model, node)
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogueEntry:
-    """One model of the merged catalogue.
-
-    Args:
-        id: the model id.
-        aliases: other names from models.toml.
-        context_length: its context window (also what vLLM-style clients read as max_model_len).
-        loaded_on: nodes where it is loaded now.
-        loadable_on: nodes that could load it.
-        pinned: never evicted.
-    """
-
-    id: str
-    aliases: tuple[str, ...]
-    context_length: int | None
-    loaded_on: tuple[str, ...]
-    loadable_on: tuple[str, ...]
-    pinned: bool = False
-    priority: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form."""
-        return {
-            "id": self.id,
-            "aliases": list(self.aliases),
-            "context_length": self.context_length,
-            "max_model_len": self.context_length,
-            "loaded_on": list(self.loaded_on),
-            "loadable_on": list(self.loadable_on),
-            "pinned": self.pinned,
-            "priority": self.priority,
-        }
-
-
-class Lease:
-    """A request's hold on a model on one node: it counts as in flight until released.
-
-    Use it as a context manager (`with lease:`); `client` is where to send the request.
-    """
-
-    def __init__(self, fleet: Fleet, model: str, node: str, client: NodeClient) -> None:
-        self.fleet = fleet
-        self.model = model
-        self.node = node
-        self.client = client
-        self._released = False
-
-    def release(self) -> None:
-        """Stop counting the request as in flight (idempotent); marks the model used now."""
-        if not self._released:
-            self._released = True
-            self.fleet._release((self.model, self.node))
-
-    def __enter__(self) -> Lease:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 class Fleet:
@@ -161,25 +93,21 @@ class Fleet:
         self.load_timeout_s = load_timeout_s
         self.observer = observer or FleetObserver()
         self.poller = Poller(clients, self._on_poll, interval_s=poll_interval_s)
-        self._nodes: dict[str, NodeSnapshot] = {
-            c.name: NodeSnapshot(name=c.name, kind=c.kind, endpoint=c.endpoint, up=False)
-            for c in clients
-        }
-        self._policies = {p.id: _policy(p) for p in self.models.models}
+        self._policies = {p.id: ModelPolicy.from_profile(p) for p in self.models.models}
         self._default_model = default_model
-        self._in_flight: Counter[Key] = Counter()
-        self._last_used: dict[Key, float] = {}
-        self._loads: dict[Key, asyncio.Task[None]] = {}
-        self._reserved_mb: dict[Key, float] = {}
-        self._evicting: set[Key] = set()
-        self._measured_mb: dict[str, float] = {}
-        self._defrag_base: dict[str, int] = {}
-        self._changed_at: dict[str, float] = {}
-        self._polled_at: dict[str, float] = {}
-        self._released_at: dict[Key, float] = {}
-        self._pinning: set[str] = set()
-        self._pin_retry_at: dict[str, float] = {}
+        self.ledger = Ledger(clients, self._policies)
+        self.lifecycle = Lifecycle(
+            self.ledger,
+            self.clients,
+            self.observer,
+            refresh=self.refresh,
+            mark_down=self.mark_down,
+            spawn=self._spawn,
+            defrag_after_cycles=defrag_after_cycles,
+            retry_pinned_s=10 * poll_interval_s,
+        )
         self._first_poll_s = first_poll_s
+        self._lifespans: list[AbstractAsyncContextManager[Any]] = []
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
@@ -201,31 +129,64 @@ class Fleet:
             models: profiles (default: `config.models_config`, loaded).
             observer: receives fleet events.
         """
-        g = config.gateway
-        timeouts = Timeouts(
-            connect_s=g.connect_timeout_s,
-            request_s=g.request_timeout_s,
-            load_s=g.load_timeout_s,
-        )
-        clients: list[NodeClient] = []
-        for node in config.neurons:
-            kind = OpenAIServerClient if node.kind == "openai" else NeuronClient
-            clients.append(kind(node.name, node.endpoint, token=node.token, timeouts=timeouts))
+        clients = clients_from_config(config)
         return cls(
             clients,
             models=models if models is not None else config.load_models(),
             strategy=config.eviction.strategy,
             defrag_after_cycles=config.eviction.defrag_after_cycles,
-            poll_interval_s=g.poll_interval_s,
-            load_timeout_s=g.load_timeout_s,
+            poll_interval_s=config.gateway.poll_interval_s,
+            load_timeout_s=config.gateway.load_timeout_s,
             observer=observer,
         )
+
+    @classmethod
+    def embedded(
+        cls,
+        harness: Any = None,
+        *,
+        name: str = "local",
+        model: str | None = None,
+        models: ModelsConfig | None = None,
+        observer: FleetObserver | None = None,
+        **kwargs: Any,
+    ) -> Fleet:
+        """A fleet of one neuron living in this process (no server, no port).
+
+        With no harness it is the engine serving the default model (smollm2-135m-instruct),
+        which is pinned: loaded at start. The neuron's app is reached in-process, streaming.
+
+        Args:
+            harness: the neuron's harness (`cortex.testing.FakeHarness` for tests); None: the
+                engine over the neuron's default model search.
+            name: the node's name.
+            model: the model to pin and to answer unknown `claude-*` names with (default: the
+                default model).
+            models: profiles (default: one pinning `model`).
+            observer: receives fleet events.
+            **kwargs: more `Fleet` options (`poll_interval_s`, `strategy`...).
+        """
+        client, lifespan, default = embedded_neuron(harness, name)
+        model = model or default
+        if models is None:
+            models = ModelsConfig(models=[ModelProfile(id=model, pinned=True)])
+        fleet = cls(
+            [client],
+            models=models,
+            observer=observer,
+            default_model=model,
+            **kwargs,
+        )
+        fleet._lifespans.append(lifespan)
+        return fleet
 
     async def start(self) -> None:
         """Poll every node once, start the poller, and load the pinned models."""
         if self._started:
             return
         self._started = True
+        for lifespan in self._lifespans:
+            await lifespan.__aenter__()
         await self.poller.poll_once(timeout_s=max(self.poller.interval_s, self._first_poll_s))
         self.poller.start()
         self._keep_pinned()
@@ -233,11 +194,14 @@ class Fleet:
     async def close(self) -> None:
         """Stop polling and background work, close every client."""
         await self.poller.stop()
-        tasks = list(self._tasks) + list(self._loads.values())
+        tasks = list(self._tasks) + list(self.ledger.loads.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(c.aclose() for c in self.clients.values()))
+        for lifespan in reversed(self._lifespans):
+            await lifespan.__aexit__(None, None, None)
+        self._lifespans.clear()
         self._started = False
 
     async def __aenter__(self) -> Fleet:
@@ -259,82 +223,18 @@ class Fleet:
 
     def _keep_pinned(self) -> None:
         """Load every pinned model that is loaded nowhere (at start, and when a node returns)."""
-        now = time.monotonic()
-        for policy in self._policies.values():
-            if not policy.pinned or policy.id in self._pinning:
-                continue
-            if now < self._pin_retry_at.get(policy.id, 0.0):
-                continue
-            states = [
-                node.models[policy.id].state
-                for node in self._nodes.values()
-                if node.up and policy.id in node.models
-            ]
-            if states and not any(s in ("loaded", "loading") for s in states):
-                self._pinning.add(policy.id)
-                self._spawn(self._load_pinned(policy.id))
-
-    async def _load_pinned(self, model: str) -> None:
-        try:
-            lease = await self.acquire(model)
-            lease.release()
-        except CortexError as exc:
-            log.warning("pinned model %s could not be loaded: %s", model, exc)
-            self._pin_retry_at[model] = time.monotonic() + 10 * self.poller.interval_s
-        finally:
-            self._pinning.discard(model)
+        for model in self.lifecycle.unpinned(self.snapshot()):
+            self._spawn(self.lifecycle.load_pinned(model, self.acquire))
 
     # -- the view -----------------------------------------------------------------------------
 
     def snapshot(self) -> FleetSnapshot:
         """The fleet now: polled node state with the gateway's own knowledge laid over it."""
-        nodes: dict[str, NodeSnapshot] = {}
-        for name, node in self._nodes.items():
-            models: dict[str, ModelOnNode] = {}
-            reserved = 0.0
-            polled = self._polled_at.get(name, 0.0)
-
-            def fresh(key: Key, polled: float = polled) -> bool:
-                # A node's in-flight count from before our last request there ended is stale.
-                return polled > self._released_at.get(key, 0.0)
-
-            for model_id, model in node.models.items():
-                key = (model_id, name)
-                reported = model.in_flight
-                state = model.state
-                if key in self._evicting:
-                    state = "unloading"
-                elif key in self._loads and state != "loaded":
-                    if state != "loading":
-                        reserved += self._reserved_mb.get(key, 0.0)
-                    state = "loading"
-                used = self._last_used.get(key)
-                last = model.last_used_at
-                models[model_id] = replace(
-                    model,
-                    state=state,
-                    pinned=model.pinned or self.policy(model_id).pinned,
-                    in_flight=max(reported if fresh(key) else 0, self._in_flight[key]),
-                    last_used_at=max(last, used) if last and used else (used or last),
-                )
-            ours = sum(n for (_, node_name), n in self._in_flight.items() if node_name == name)
-            free = node.memory_free_mb
-            nodes[name] = replace(
-                node,
-                models=models,
-                in_flight=max(node.in_flight, ours),
-                memory_free_mb=max(0.0, free - reserved) if free is not None else None,
-            )
-        return FleetSnapshot(
-            nodes=nodes,
-            policies=self._policies,
-            measured_memory_mb=dict(self._measured_mb),
-            now=time.time(),
-        )
+        return self.ledger.snapshot()
 
     def policy(self, model: str) -> ModelPolicy:
         """The placement policy of `model` (a default one when it has no profile)."""
-        return self._policies.get(model) or ModelPolicy(id=model)
+        return self.ledger.policy(model)
 
     def profile(self, model: str) -> ModelProfile | None:
         """The models.toml profile of `model` (by id or alias)."""
@@ -356,28 +256,7 @@ class Fleet:
 
     def catalogue(self) -> list[CatalogueEntry]:
         """Every model loaded or loadable anywhere, with where, sorted by id."""
-        snap = self.snapshot()
-        ids = {m for node in snap.nodes.values() for m in node.models} | set(self._policies)
-        entries = []
-        for model in sorted(ids):
-            policy = snap.policy(model)
-            here = [n for n in snap.nodes.values() if model in n.models]
-            entries.append(
-                CatalogueEntry(
-                    id=model,
-                    aliases=policy.aliases,
-                    context_length=snap.context_length(model),
-                    loaded_on=tuple(
-                        n.name for n in here if n.up and n.models[model].state == "loaded"
-                    ),
-                    loadable_on=tuple(
-                        n.name for n in here if n.kind == "neuron" and policy.allows(n.name)
-                    ),
-                    pinned=policy.pinned,
-                    priority=policy.priority,
-                )
-            )
-        return entries
+        return build_catalogue(self.snapshot())
 
     @property
     def default_model(self) -> str | None:
@@ -387,7 +266,7 @@ class Fleet:
         pinned = [p.id for p in self.models.models if p.pinned]
         if pinned or self.models.models:
             return (pinned or [p.id for p in self.models.models])[0]
-        ids = {m for node in self._nodes.values() for m in node.models}
+        ids = {m for node in self.ledger.nodes.values() for m in node.models}
         return ids.pop() if len(ids) == 1 else None
 
     def context_length(self, model: str) -> int | None:
@@ -397,7 +276,7 @@ class Fleet:
     def sampling(self, model: str, request: Mapping[str, Any]) -> dict[str, Any]:
         """`request` with its sampling fields resolved: request, profile, model's own, built-ins."""
         generation: Mapping[str, Any] = {}
-        for node in self._nodes.values():
+        for node in self.ledger.nodes.values():
             entry = node.models.get(model)
             if entry is not None and entry.generation_config:
                 generation = entry.generation_config
@@ -446,11 +325,13 @@ class Fleet:
                         ) from exc
                     raise
                 key = (decision.model, decision.node)
-                self._in_flight[key] += 1
-                lease = Lease(self, decision.model, decision.node, self.clients[decision.node])
+                self.ledger.hold(key)
+                lease = Lease(
+                    self.ledger, decision.model, decision.node, self.clients[decision.node]
+                )
                 if decision.action == "route":
                     return lease
-                task = self._loads.get(key) or self._begin_load(decision)
+                task = self.ledger.loads.get(key) or self.lifecycle.begin_load(decision)
             try:
                 await asyncio.wait_for(asyncio.shield(task), self.load_timeout_s)
             except BaseException as exc:
@@ -461,69 +342,6 @@ class Fleet:
                 failures.append(f"{decision.node}: {_describe(exc)}")
                 continue
             return lease
-
-    def _release(self, key: Key) -> None:
-        self._in_flight[key] -= 1
-        if self._in_flight[key] <= 0:
-            del self._in_flight[key]
-        self._last_used[key] = time.time()
-        self._released_at[key] = time.monotonic()
-
-    def _begin_load(self, decision: Plan) -> asyncio.Task[None]:
-        """Start one load (after its evictions); called under the lock."""
-        key = (decision.model, decision.node)
-        for eviction in decision.evictions:
-            self._evicting.add((eviction.model, eviction.node))
-        self._reserved_mb[key] = decision.required_mb or 0.0
-        task = asyncio.ensure_future(self._load(decision))
-        self._loads[key] = task
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        return task
-
-    async def _load(self, decision: Plan) -> None:
-        key = (decision.model, decision.node)
-        client = self.clients[decision.node]
-        started = time.monotonic()
-        outcome = "error"
-        try:
-            for eviction in decision.evictions:
-                await self._evict(eviction)
-            await client.load(decision.model)
-            outcome = "ok"
-        except UpstreamError as exc:
-            if exc.code == UNREACHABLE:
-                self.mark_down(decision.node, exc.message)
-            raise
-        finally:
-            self.observer.on_load(
-                decision.model, decision.node, outcome, time.monotonic() - started
-            )
-            await self.refresh(decision.node)
-            if outcome == "ok":
-                self._set_state(decision.node, decision.model, "loaded")
-            self._loads.pop(key, None)
-            self._reserved_mb.pop(key, None)
-
-    async def _evict(self, eviction: Eviction) -> None:
-        key = (eviction.model, eviction.node)
-        try:
-            await self.clients[eviction.node].unload(eviction.model)
-            self._set_state(eviction.node, eviction.model, "available")
-            self.observer.on_eviction(eviction.model, eviction.node, eviction.reason)
-        finally:
-            self._evicting.discard(key)
-
-    def _set_state(self, node: str, model: str, state: Any) -> None:
-        snap = self._nodes[node]
-        entry = snap.models.get(model)
-        if entry is None or entry.state == state:
-            return
-        models = dict(snap.models)
-        models[model] = replace(entry, state=state)
-        freed = (entry.memory_mb or 0.0) if state == "available" else 0.0
-        free = snap.memory_free_mb + freed if snap.memory_free_mb is not None else None
-        self._nodes[node] = replace(snap, models=models, memory_free_mb=free)
-        self._changed_at[node] = time.monotonic()
 
     # -- lifecycle by hand --------------------------------------------------------------------
 
@@ -544,24 +362,9 @@ class Fleet:
     async def unload(self, model: str, node: str | None = None) -> list[str]:
         """Unload `model` from `node` (or from every node where it is loaded); returns the nodes."""
         model_id = self.resolve(model)
-        snap = self.snapshot()
-        names = [node] if node is not None else list(snap.nodes)
-        done = []
-        for name in names:
-            target = snap.nodes.get(name)
-            entry = target.models.get(model_id) if target is not None else None
-            if target is None or entry is None or target.kind != "neuron":
-                continue
-            if entry.state not in ("loaded", "loading", "failed"):
-                continue
-            self._evicting.add((model_id, name))
-            try:
-                await self.clients[name].unload(model_id)
-            finally:
-                self._evicting.discard((model_id, name))
-                await self.refresh(name)
-            done.append(name)
-        return done
+        snapshot = self.snapshot()
+        names = [node] if node is not None else list(snapshot.nodes)
+        return await self.lifecycle.unload(model_id, snapshot, names)
 
     # -- inference ----------------------------------------------------------------------------
 
@@ -630,10 +433,8 @@ class Fleet:
 
     def mark_down(self, node: str, reason: str) -> None:
         """Mark `node` down at once (a request could not reach it); the poller brings it back."""
-        snap = self._nodes[node]
-        if snap.up:
+        if self.ledger.down(node, reason):
             log.warning("node %s is down: %s", node, reason)
-            self._nodes[node] = replace(snap, up=False, error=reason)
             self.observer.on_node(node, False)
 
     def _on_poll(
@@ -643,63 +444,19 @@ class Fleet:
         error: BaseException | None,
         started_at: float,
     ) -> None:
-        previous = self._nodes[name]
-        if snap is not None and started_at < self._changed_at.get(name, 0.0):
-            return  # asked before our own load or unload there ended: stale
         if snap is None:
-            self._nodes[name] = replace(previous, up=False, error=_describe(error))
-            if previous.up:
+            if self.ledger.down(name, _describe(error)):
                 log.warning("node %s is down: %s", name, _describe(error))
             self.observer.on_node(name, False)
             return
-        if not previous.up:
+        was_up = self.ledger.nodes[name].up
+        if not self.ledger.record(name, snap, started_at):
+            return
+        if not was_up:
             log.info("node %s is up", name)
-        self._nodes[name] = replace(snap, up=True, error=None, last_seen_at=time.time())
-        self._polled_at[name] = started_at
-        self._defrag_base.setdefault(name, snap.load_cycles)
-        if snap.load_cycles < self._defrag_base[name]:
-            self._defrag_base[name] = snap.load_cycles  # the node restarted
-        for model in snap.models.values():
-            if model.state == "loaded" and model.memory_mb:
-                self._measured_mb[model.id] = model.memory_mb
         self.observer.on_node(name, True)
-        self._maybe_defrag(name)
+        self.lifecycle.polled(snap, self.snapshot())
         self._keep_pinned()
-
-    def _maybe_defrag(self, name: str) -> None:
-        snapshot = self.snapshot()
-        node = snapshot.nodes[name]
-        if not defrag_due(node, self._defrag_base.get(name, 0), self.defrag_after_cycles):
-            return
-        victims = defrag_victims(node, snapshot)
-        if not victims:
-            self._defrag_base[name] = node.load_cycles
-            return
-        log.info("defragmenting %s: unloading %s", name, [v.model for v in victims])
-        for victim in victims:
-            self._evicting.add((victim.model, victim.node))
-        self._spawn(self._defrag(name, victims))
-
-    async def _defrag(self, name: str, victims: Sequence[Eviction]) -> None:
-        for victim in victims:
-            try:
-                await self._evict(victim)
-            except CortexError as exc:
-                log.warning("defrag of %s on %s failed: %s", victim.model, name, exc)
-        await self.refresh(name)
-        self._defrag_base[name] = self._nodes[name].load_cycles
-
-
-def _policy(profile: ModelProfile) -> ModelPolicy:
-    return ModelPolicy(
-        id=profile.id,
-        aliases=tuple(profile.aliases),
-        nodes=tuple(profile.nodes),
-        priority=profile.priority,
-        pinned=profile.pinned,
-        memory_mb=profile.memory_mb,
-        context_length=profile.context_length,
-    )
 
 
 def _describe(exc: BaseException | None) -> str:

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from cortex.config import ModelProfile
+
 __all__ = [
     "DeviceInfo",
     "Eviction",
@@ -166,6 +168,19 @@ class ModelPolicy:
     pinned: bool = False
     memory_mb: float | None = None
     context_length: int | None = None
+
+    @classmethod
+    def from_profile(cls, profile: ModelProfile) -> ModelPolicy:
+        """The policy of a models.toml profile."""
+        return cls(
+            id=profile.id,
+            aliases=tuple(profile.aliases),
+            nodes=tuple(profile.nodes),
+            priority=profile.priority,
+            pinned=profile.pinned,
+            memory_mb=profile.memory_mb,
+            context_length=profile.context_length,
+        )
 
     def allows(self, node: str) -> bool:
         """Whether the profile lets the model be placed on `node`."""

@@ -33,7 +33,8 @@ from cortex.errors import (
     RequestTooLargeError,
 )
 from cortex.fleet import dispatch
-from cortex.fleet.fleet import Fleet, Lease
+from cortex.fleet.fleet import Fleet
+from cortex.fleet.ledger import Lease
 from cortex.gateway import admin
 from cortex.gateway.auth import AuthMiddleware, KeyRing, dialect_of
 from cortex.gateway.catalogue import anthropic_models, openai_models

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cortex.fleet.fleet import CatalogueEntry
+from cortex.fleet.catalogue import CatalogueEntry
 
 __all__ = ["anthropic_models", "openai_models"]
 

@@ -1,0 +1,172 @@
+"""The fleet's ledger: each node's last poll, and what the gateway knows first-hand on top of it.
+
+Polls are up to an interval old; the gateway itself knows at once which requests it sent where
+and when they ended, which loads and evictions it has under way and how much memory a loading
+model will take. `Ledger.snapshot()` lays that knowledge over the polled state, so placement
+never decides on a view older than the gateway's own last action.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+from cortex.fleet.clients import NodeClient
+from cortex.fleet.state import FleetSnapshot, ModelOnNode, ModelPolicy, ModelState, NodeSnapshot
+
+__all__ = ["Key", "Lease", "Ledger"]
+
+Key = tuple[str, str]
+"""(model, node)."""
+
+
+class Ledger:
+    """Node state as polled, and the gateway's own requests, loads and evictions.
+
+    Args:
+        clients: the nodes (each starts down until its first poll answers).
+        policies: the models' placement policies by id.
+    """
+
+    def __init__(self, clients: Sequence[NodeClient], policies: Mapping[str, ModelPolicy]) -> None:
+        self.nodes: dict[str, NodeSnapshot] = {
+            c.name: NodeSnapshot(name=c.name, kind=c.kind, endpoint=c.endpoint, up=False)
+            for c in clients
+        }
+        self.policies = policies
+        self.in_flight: Counter[Key] = Counter()
+        self.last_used: dict[Key, float] = {}
+        self.released_at: dict[Key, float] = {}
+        self.loads: dict[Key, asyncio.Task[None]] = {}
+        self.reserved_mb: dict[Key, float] = {}
+        self.evicting: set[Key] = set()
+        self.measured_mb: dict[str, float] = {}
+        self.changed_at: dict[str, float] = {}
+        self.polled_at: dict[str, float] = {}
+
+    def policy(self, model: str) -> ModelPolicy:
+        """The placement policy of `model` (a default one when it has no profile)."""
+        return self.policies.get(model) or ModelPolicy(id=model)
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def hold(self, key: Key) -> None:
+        """A request of ours is now bound to (model, node)."""
+        self.in_flight[key] += 1
+
+    def release(self, key: Key) -> None:
+        """That request ended: the model was used now."""
+        self.in_flight[key] -= 1
+        if self.in_flight[key] <= 0:
+            del self.in_flight[key]
+        self.last_used[key] = time.time()
+        self.released_at[key] = time.monotonic()
+
+    # -- node state -------------------------------------------------------------------------------
+
+    def record(self, name: str, snapshot: NodeSnapshot, started_at: float) -> bool:
+        """Take a poll's answer (asked at `started_at`, monotonic); False when it is stale."""
+        if started_at < self.changed_at.get(name, 0.0):
+            return False  # asked before our own load or unload there ended
+        self.nodes[name] = replace(snapshot, up=True, error=None, last_seen_at=time.time())
+        self.polled_at[name] = started_at
+        for model in snapshot.models.values():
+            if model.state == "loaded" and model.memory_mb:
+                self.measured_mb[model.id] = model.memory_mb
+        return True
+
+    def down(self, name: str, reason: str) -> bool:
+        """Mark a node down; True when it was up until now."""
+        previous = self.nodes[name]
+        self.nodes[name] = replace(previous, up=False, error=reason)
+        return previous.up
+
+    def set_state(self, node: str, model: str, state: ModelState) -> None:
+        """Our own load or unload there ended: the model is in `state` now."""
+        snap = self.nodes[node]
+        entry = snap.models.get(model)
+        if entry is None or entry.state == state:
+            return
+        models = dict(snap.models)
+        models[model] = replace(entry, state=state)
+        freed = (entry.memory_mb or 0.0) if state == "available" else 0.0
+        free = snap.memory_free_mb + freed if snap.memory_free_mb is not None else None
+        self.nodes[node] = replace(snap, models=models, memory_free_mb=free)
+        self.changed_at[node] = time.monotonic()
+
+    # -- the view ---------------------------------------------------------------------------------
+
+    def snapshot(self) -> FleetSnapshot:
+        """The fleet now: polled state with the gateway's own knowledge laid over it.
+
+        Loads under way show as `loading` (their memory reserved), evictions as `unloading`;
+        in-flight counts are the larger of the node's and ours (the node's is ignored when it
+        was polled before our last request there ended); last use is the later of both.
+        """
+        nodes = {name: self._node(name, node) for name, node in self.nodes.items()}
+        return FleetSnapshot(
+            nodes=nodes,
+            policies=self.policies,
+            measured_memory_mb=dict(self.measured_mb),
+            now=time.time(),
+        )
+
+    def _node(self, name: str, node: NodeSnapshot) -> NodeSnapshot:
+        models: dict[str, ModelOnNode] = {}
+        reserved = 0.0
+        polled = self.polled_at.get(name, 0.0)
+        for model_id, model in node.models.items():
+            key = (model_id, name)
+            state = model.state
+            if key in self.evicting:
+                state = "unloading"
+            elif key in self.loads and state != "loaded":
+                if state != "loading":
+                    reserved += self.reserved_mb.get(key, 0.0)
+                state = "loading"
+            reported = model.in_flight if polled > self.released_at.get(key, 0.0) else 0
+            used, last = self.last_used.get(key), model.last_used_at
+            models[model_id] = replace(
+                model,
+                state=state,
+                pinned=model.pinned or self.policy(model_id).pinned,
+                in_flight=max(reported, self.in_flight[key]),
+                last_used_at=max(last, used) if last and used else (used or last),
+            )
+        ours = sum(n for (_, node_name), n in self.in_flight.items() if node_name == name)
+        free = node.memory_free_mb
+        return replace(
+            node,
+            models=models,
+            in_flight=max(node.in_flight, ours),
+            memory_free_mb=max(0.0, free - reserved) if free is not None else None,
+        )
+
+
+class Lease:
+    """A request's hold on a model on one node: it counts as in flight until released.
+
+    Use it as a context manager (`with lease:`); `client` is where to send the request.
+    """
+
+    def __init__(self, ledger: Ledger, model: str, node: str, client: NodeClient) -> None:
+        self.ledger = ledger
+        self.model = model
+        self.node = node
+        self.client = client
+        self._released = False
+
+    def release(self) -> None:
+        """Stop counting the request as in flight (idempotent); marks the model used now."""
+        if not self._released:
+            self._released = True
+            self.ledger.release((self.model, self.node))
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
