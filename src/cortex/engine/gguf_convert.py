@@ -177,9 +177,13 @@ def unpermute(weight: torch.Tensor, heads: int) -> torch.Tensor:
     )
 
 
-def _dequantized(tensor: ReaderTensor) -> torch.Tensor:
+def _dequantized(source: Path, tensor: ReaderTensor) -> torch.Tensor:
     """A GGUF tensor as float32 in PyTorch's (out, in) order (GGUF lists dims fastest-first)."""
-    values = dequantize(tensor.data, tensor.tensor_type)
+    try:
+        values = dequantize(tensor.data, tensor.tensor_type).astype(np.float32, copy=False)
+    except NotImplementedError:
+        kind = tensor.tensor_type.name
+        raise GGUFError(source, f"tensor {tensor.name}: cannot dequantise type {kind}") from None
     shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
     values = values.reshape(shape)
     return torch.from_numpy(values if values.flags.writeable else values.copy())
@@ -260,7 +264,7 @@ def convert_gguf(source: Path, work: Path, dtype: str, *, progress: bool) -> Non
 
         def produce(name: str) -> torch.Tensor:
             tensor = by_name[name]
-            weight = _dequantized(tensor)
+            weight = _dequantized(source, tensor)
             kind = tensor.name.split(".")[-2]
             if permute and kind in heads:
                 weight = unpermute(weight, heads[kind])
