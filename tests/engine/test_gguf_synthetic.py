@@ -298,6 +298,9 @@ def test_import_is_cached_and_redone_when_the_source_changes(tmp_path: Path) -> 
     os.utime(source, ns=(first.st_mtime_ns + 10**9, first.st_mtime_ns + 10**9))
     import_gguf(source, out, progress=False)
     assert (out / "model.safetensors").stat().st_ino != first.st_ino
+    (out / "model.safetensors").unlink()  # a damaged cache is made again
+    import_gguf(source, out, progress=False)
+    assert (out / "model.safetensors").is_file()
     assert _leftovers(tmp_path) == []
 
 
@@ -331,6 +334,14 @@ def test_truncated_files_are_clear_errors(tmp_path: Path, fraction: float) -> No
         import_gguf(source, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
     assert _leftovers(tmp_path) == []
+
+
+def test_an_unwritable_output_folder_is_a_gguf_error(tmp_path: Path) -> None:
+    source = tmp_path / "tiny.gguf"
+    write_gguf(source, types=[Q.F32])
+    (tmp_path / "file").write_text("")
+    with pytest.raises(GGUFError, match="cannot write"):
+        import_gguf(source, tmp_path / "file" / "out", progress=False)
 
 
 def test_a_foreign_output_folder_is_not_overwritten(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 from cortex.errors import CortexError, ModelNotFoundError
 
@@ -107,9 +107,11 @@ def _source_key(gguf_path: Path, dtype: str) -> dict[str, Any]:
 
 def _is_cached(out_dir: Path, key: dict[str, Any]) -> bool:
     try:
-        return bool(json.loads((out_dir / MARKER_FILE).read_text()) == key)
+        marker = json.loads((out_dir / MARKER_FILE).read_text())
     except (OSError, ValueError):
         return False
+    files = ("config.json", "model.safetensors", "tokenizer.json")
+    return bool(marker == key) and all((out_dir / name).is_file() for name in files)
 
 
 @contextlib.contextmanager
@@ -159,31 +161,36 @@ def import_gguf(
     key = _source_key(source, dtype)
     if _is_cached(out, key):
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(out):
-        if _is_cached(out, key):  # another process finished it while we waited
-            return out
-        if out.exists() and not (out / MARKER_FILE).exists() and any(out.iterdir()):
-            raise GGUFError(
-                source, f"{out} exists and is not a cortex import; choose another --out"
-            )
-        for stale in out.parent.glob(f".{out.name}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        work = out.parent / f".{out.name}.tmp-{os.getpid()}"
-        try:
-            work.mkdir()
-            from cortex.engine.gguf_convert import convert_gguf  # torch, numpy: only when needed
-
-            convert_gguf(source, work, dtype, progress=progress)
-            (work / MARKER_FILE).write_text(json.dumps(key, indent=2) + "\n")
-            old = out.parent / f".{out.name}.tmp-{os.getpid()}-old"
-            if out.exists():
-                out.rename(old)
-            work.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(out):
+            if not _is_cached(out, key):  # another process may have made it while we waited
+                _build(source, out, key, dtype, progress)
+    except OSError as exc:
+        raise GGUFError(source, f"cannot write {out}: {exc.strerror or exc}") from None
     return out
+
+
+def _build(source: Path, out: Path, key: dict[str, Any], dtype: Dtype, progress: bool) -> None:
+    """Convert into a temporary sibling folder, then swap it in with renames (under the lock)."""
+    if out.exists() and not (out / MARKER_FILE).exists() and any(out.iterdir()):
+        raise GGUFError(source, f"{out} exists and is not a cortex import; choose another --out")
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a killed import
+        shutil.rmtree(stale, ignore_errors=True)
+    work = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    old = out.parent / f".{out.name}.tmp-{os.getpid()}-old"
+    try:
+        work.mkdir()
+        from cortex.engine.gguf_convert import convert_gguf  # torch, numpy: only when needed
+
+        convert_gguf(source, work, dtype, progress=progress)
+        (work / MARKER_FILE).write_text(json.dumps(key, indent=2) + "\n")
+        if out.exists():
+            out.rename(old)
+        work.rename(out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def main_import(file: str, out: str | None = None, dtype: str = "float32") -> int:
@@ -196,7 +203,7 @@ def main_import(file: str, out: str | None = None, dtype: str = "float32") -> in
         print(f"error: --dtype must be one of {DTYPES}", file=sys.stderr)
         return 2
     try:
-        folder = import_gguf(file, out, dtype=dtype, progress=True)  # type: ignore[arg-type]
+        folder = import_gguf(file, out, dtype=cast(Dtype, dtype), progress=True)
     except GGUFError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
