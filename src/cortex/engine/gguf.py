@@ -27,6 +27,7 @@ __all__ = [
     "GGUFError",
     "cache_dir",
     "default_gguf_path",
+    "default_import_dir",
     "default_model_dir",
     "import_gguf",
     "main_import",
@@ -94,6 +95,15 @@ def default_model_dir(*, progress: bool = True) -> Path:
     return import_gguf(default_gguf_path(), out, dtype="float32", progress=progress)
 
 
+def default_import_dir(gguf_path: str | os.PathLike[str], dtype: Dtype = "float32") -> Path:
+    """Where `import_gguf` puts a file when no `out_dir` is given.
+
+    `<cache_dir()>/models/<file stem, lower case>`, with `-bf16` appended for bfloat16.
+    """
+    name = Path(gguf_path).stem.lower() + ("-bf16" if dtype == "bfloat16" else "")
+    return cache_dir() / "models" / name
+
+
 def _source_key(gguf_path: Path, dtype: str) -> dict[str, Any]:
     stat = gguf_path.stat()
     return {
@@ -141,7 +151,7 @@ def import_gguf(
 
     Args:
         gguf_path: the `.gguf` file.
-        out_dir: the folder to write; default `<cache_dir()>/models/<file stem>[-bf16]`.
+        out_dir: the folder to write; default `default_import_dir(gguf_path, dtype)`.
         dtype: `"float32"` (exact dequantised values) or `"bfloat16"` (half the size).
         progress: show a rich progress bar on stderr while importing.
 
@@ -154,10 +164,7 @@ def import_gguf(
         raise GGUFError(source, f"dtype must be one of {DTYPES}, not {dtype!r}")
     if not source.is_file():
         raise GGUFError(source, "no such file")
-    if out_dir is None:
-        name = source.stem.lower() + ("-bf16" if dtype == "bfloat16" else "")
-        out_dir = cache_dir() / "models" / name
-    out = Path(out_dir).expanduser().absolute()
+    out = Path(out_dir or default_import_dir(source, dtype)).expanduser().absolute()
     key = _source_key(source, dtype)
     if _is_cached(out, key):
         return out
