@@ -1,0 +1,168 @@
+"""`cortex-gateway` and `cortex serve`: the gateway's API and metrics listeners over a Fleet.
+
+With a cortex.toml, the gateway fronts the neurons it names. With none, it runs an embedded
+in-process neuron serving the default model (loaded at start) on 127.0.0.1:31313, metrics on
+127.0.0.1:31314: one command from a fresh install to an answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import uvicorn
+
+from cortex import __version__
+from cortex.config import CortexConfig, Listen, load_cortex_config
+from cortex.errors import ConfigError
+from cortex.fleet.fleet import Fleet
+from cortex.gateway.app import create_gateway_app
+from cortex.gateway.metrics import GatewayMetrics, create_metrics_app
+
+__all__ = ["EMBEDDED_LISTEN", "EMBEDDED_METRICS_LISTEN", "build_parser", "main", "run", "serve"]
+
+log = logging.getLogger("cortex.gateway")
+
+EMBEDDED_LISTEN = "127.0.0.1:31313"
+EMBEDDED_METRICS_LISTEN = "127.0.0.1:31314"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `cortex-gateway` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="cortex-gateway",
+        description="Serve one OpenAI + Anthropic compatible API in front of the neurons of a "
+        "cortex.toml (with no config: an embedded neuron serving the default model).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"cortex-gateway {__version__}")
+    parser.add_argument("--config", default=None, help="path of cortex.toml (none: embedded)")
+    parser.add_argument(
+        "--listen", default=None, help="API address HOST:PORT (overrides [gateway] listen)"
+    )
+    parser.add_argument(
+        "--metrics-listen",
+        default=None,
+        help="metrics address HOST:PORT (overrides [gateway] metrics_listen)",
+    )
+    parser.add_argument("--log-level", default="info", help="log level (debug, info, warning)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`cortex-gateway [--config cortex.toml] [--listen HOST:PORT] [--metrics-listen HOST:PORT]
+    [--log-level LEVEL]`; returns the exit code (2 for a bad config or address)."""
+    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    try:
+        config = load_cortex_config(args.config) if args.config else None
+    except ConfigError as exc:
+        print(f"cortex-gateway: {exc}", file=sys.stderr)
+        return 2
+    return serve(
+        config, listen=args.listen, metrics_listen=args.metrics_listen, log_level=args.log_level
+    )
+
+
+def serve(
+    config: CortexConfig | None = None,
+    listen: str | None = None,
+    metrics_listen: str | None = None,
+    *,
+    log_level: str = "info",
+) -> int:
+    """Run the gateway until SIGINT or SIGTERM; returns the exit code.
+
+    Args:
+        config: the gateway configuration; None runs the embedded default neuron instead.
+        listen: `HOST:PORT` of the API (default: the config's, or 127.0.0.1:31313 embedded).
+        metrics_listen: `HOST:PORT` of the metrics listener (default: the config's, or
+            127.0.0.1:31314 embedded).
+        log_level: the logging level.
+    """
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per poll is noise
+    try:
+        api = _listen(listen, config.gateway.listen if config else EMBEDDED_LISTEN, "--listen")
+        metrics_at = _listen(
+            metrics_listen,
+            config.gateway.metrics_listen if config else EMBEDDED_METRICS_LISTEN,
+            "--metrics-listen",
+        )
+    except ConfigError as exc:
+        print(f"cortex: {exc}", file=sys.stderr)
+        return 2
+    metrics = GatewayMetrics()
+    if config is None:
+        fleet = Fleet.embedded(observer=metrics, poll_interval_s=2.0)
+        auth = None
+    else:
+        fleet = Fleet.from_config(config, observer=metrics)
+        auth = config.auth
+    app = create_gateway_app(
+        fleet,
+        auth=auth,
+        metrics=metrics,
+        max_body_mb=config.gateway.max_body_mb if config else 32.0,
+    )
+    asyncio.run(run(fleet, app, create_metrics_app(metrics), api, metrics_at, log_level))
+    return 0
+
+
+async def run(
+    fleet: Fleet, app: Any, metrics_app: Any, listen: Listen, metrics_listen: Listen, log_level: str
+) -> None:
+    """Start `fleet`, serve `app` and `metrics_app` on their listeners until a signal, close."""
+    level = log_level.lower()
+    api = uvicorn.Server(
+        uvicorn.Config(app, host=listen.host, port=listen.port, log_level=level, access_log=False)
+    )
+    scrape = _MetricsServer(
+        uvicorn.Config(
+            metrics_app,
+            host=metrics_listen.host,
+            port=metrics_listen.port,
+            log_level=level,
+            access_log=False,
+            lifespan="off",
+        )
+    )
+    # uvicorn re-raises the signal that stopped it to the handler it found: give it a harmless
+    # one, so that SIGTERM ends in the orderly shutdown below rather than the default kill.
+    previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        async with fleet:
+            log.info("cortex gateway on http://%s (metrics on http://%s)", listen, metrics_listen)
+            scraper = asyncio.create_task(scrape.serve())
+            try:
+                await api.serve()
+            finally:
+                scrape.should_exit = True
+                await scraper
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class _MetricsServer(uvicorn.Server):
+    """The metrics listener: it leaves signals to the API server (one handler per process)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _ignore(sig: int, frame: Any) -> None:
+    """Stand-in signal handler (see `run`)."""
+
+
+def _listen(value: str | None, default: Listen | str, flag: str) -> Listen:
+    try:
+        return Listen.model_validate(value if value is not None else default)
+    except ValueError as exc:
+        raise ConfigError(str(exc).splitlines()[-1].strip(), key=flag) from None
