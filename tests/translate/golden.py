@@ -5,7 +5,6 @@ REVERSE: an Anthropic upstream message and the OpenAI reply the client must get.
 Ids the translator invents are placeholders filled from the seeded factory, in draw order.
 """
 
-
 from __future__ import annotations
 
 import copy
@@ -222,7 +221,7 @@ FORWARD: list[dict[str, Any]] = [
                     "type": "tool_use",
                     "id": "call_1",
                     "name": "grep",
-                    "input": {RAW_ARGUMENTS_KEY: '{"pattern": "a'},
+                    "input": {"pattern": "a", RAW_ARGUMENTS_KEY: '{"pattern": "a'},
                 }
             ],
             "tool_use",

@@ -1,6 +1,5 @@
 """Golden requests both ways, one per point of the mapping (PROTOCOLS.md 5.1 and 5.2)."""
 
-
 from __future__ import annotations
 
 from typing import Any

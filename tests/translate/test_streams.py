@@ -1,5 +1,7 @@
 """Stream translators on the upstream behaviours that broke other gateways (PROTOCOLS.md 5.7)."""
 
+
+
 from __future__ import annotations
 
 from typing import Any

@@ -21,7 +21,6 @@ from cortex.translate.errors import (
     openai_error_to_anthropic,
 )
 from cortex.translate.ids import IdFactory
-from cortex.translate.mapping import RAW_ARGUMENTS_KEY
 from cortex.translate.openai_stream import OpenAIStreamTranslator
 from cortex.translate.requests import (
     BILLING_HEADER_PREFIX,
@@ -38,6 +37,7 @@ from cortex.translate.responses_api import (
 from cortex.translate.responses_stream import ResponsesStreamTranslator
 from cortex.translate.sse import DONE, SSEDecoder, SSEEvent, encode_sse, encode_sse_comment
 from cortex.translate.stream_items import StreamEvent, StreamItem
+from cortex.translate.tool_input import RAW_ARGUMENTS_KEY, ToolInputStream
 
 __all__ = [
     "BILLING_HEADER_PREFIX",
@@ -52,6 +52,7 @@ __all__ = [
     "SSEEvent",
     "StreamEvent",
     "StreamItem",
+    "ToolInputStream",
     "anthropic_error_to_openai",
     "anthropic_request_to_openai",
     "anthropic_response_to_openai",

@@ -13,6 +13,7 @@ from cortex.translate.ids import IdFactory
 from cortex.translate.mapping import anthropic_usage, stop_reason_for
 from cortex.translate.responses import requested_model
 from cortex.translate.stream_items import StreamEvent, StreamItem, item_payload
+from cortex.translate.tool_input import ToolInputStream
 
 __all__ = ["AnthropicStreamTranslator"]
 
@@ -20,12 +21,13 @@ __all__ = ["AnthropicStreamTranslator"]
 class _Tool:
     """One upstream tool call (by OpenAI `index`) until it is written as a block."""
 
-    __slots__ = ("args", "id", "name")
+    __slots__ = ("args", "id", "name", "stream")
 
     def __init__(self) -> None:
         self.id = ""
         self.name = ""
-        self.args: list[str] = []
+        self.args: list[str] = []  # fragments not yet written
+        self.stream = ToolInputStream()
 
 
 class AnthropicStreamTranslator:
@@ -78,8 +80,9 @@ class AnthropicStreamTranslator:
         self._open = ""  # kind of the open block: "", "text", "thinking" or "tool_use"
         self._index = -1  # index of the last block started
         self._signature = ""
+        self._open_tool: _Tool | None = None
         self._tools: dict[int, _Tool] = {}
-        self._live: _Tool | None = None
+        self._live: _Tool | None = None  # the tool call whose block is open
         # Once a tool call has begun, later content waits here in arrival order:
         # ("text" | "thinking", [pieces]) or ("tool_use", _Tool).
         self._held: list[tuple[str, Any]] = []
@@ -227,7 +230,9 @@ class AnthropicStreamTranslator:
             return
         self._deltas += 1
         if tool is self._live:
-            out.append(_delta(self._index, "tool_use", args))
+            safe = tool.stream.feed(args)
+            if safe:
+                out.append(_delta(self._index, "tool_use", safe))
             return
         tool.args.append(args)
         if self._live is None and tool.name and self._held[0][1] is tool:
@@ -259,14 +264,22 @@ class AnthropicStreamTranslator:
         if self._open == "thinking":
             delta = {"type": "signature_delta", "signature": self._signature}
             out.append({"type": "content_block_delta", "index": self._index, "delta": delta})
+        elif self._open == "tool_use" and self._open_tool is not None:
+            # Complete the arguments into one JSON object (a `}`, or a repair plus raw text).
+            rest = self._open_tool.stream.close()
+            if rest:
+                out.append(_delta(self._index, "tool_use", rest))
+            self._open_tool = None
         out.append({"type": "content_block_stop", "index": self._index})
         self._open = ""
 
     def _write_tool(self, tool: _Tool, out: list[StreamEvent], *, keep_open: bool) -> None:
         self._begin("tool_use", out, tool)
-        if tool.args:
-            out.append(_delta(self._index, "tool_use", "".join(tool.args)))
-            tool.args = []
+        self._open_tool = tool
+        safe = tool.stream.feed("".join(tool.args))
+        tool.args = []
+        if safe:
+            out.append(_delta(self._index, "tool_use", safe))
         if not keep_open:
             self._close(out)
 

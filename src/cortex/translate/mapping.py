@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from cortex.errors import InvalidRequestError
+from cortex.translate.tool_input import RAW_ARGUMENTS_KEY, parse_arguments_text
 
 __all__ = [
     "RAW_ARGUMENTS_KEY",
@@ -20,14 +21,6 @@ __all__ = [
     "parse_tool_arguments",
     "stop_reason_for",
 ]
-
-RAW_ARGUMENTS_KEY: Final = "__raw_arguments__"
-"""Tool arguments that are not a JSON object travel as `{RAW_ARGUMENTS_KEY: "<text>"}`.
-
-A model can emit broken JSON; Anthropic's `tool_use.input` must be an object. Wrapping the
-text keeps it visible to the client and lets the reverse translation restore it verbatim, so
-the model sees its own output when the history comes back.
-"""
 
 _FINISH_TO_STOP: Final[dict[str, str]] = {
     "stop": "end_turn",
@@ -127,31 +120,24 @@ def openai_usage(usage: Mapping[str, Any] | None) -> dict[str, Any]:
 def parse_tool_arguments(arguments: Any) -> dict[str, Any]:
     """Tool-call arguments (a JSON string, or an object from a lax server) as an object.
 
-    Empty text gives `{}`; text that is not a JSON object is wrapped under
-    `RAW_ARGUMENTS_KEY` instead of raising or silently losing it.
+    Empty text gives `{}`; text that is not a whole JSON object keeps what parses and adds the
+    raw text under `RAW_ARGUMENTS_KEY`, instead of raising or silently losing it. The rules
+    are those of `ToolInputStream`, so a streamed and a whole reply give the same input.
     """
     if isinstance(arguments, Mapping):
         return dict(arguments)
     if arguments is None:
         return {}
     text = arguments if isinstance(arguments, str) else json.dumps(arguments)
-    if not text.strip():
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {RAW_ARGUMENTS_KEY: text}
-    if isinstance(value, dict):
-        return value
-    return {RAW_ARGUMENTS_KEY: text}
+    return parse_arguments_text(text)
 
 
 def dump_tool_input(tool_input: Mapping[str, Any] | None) -> str:
     """A `tool_use.input` object as OpenAI's `arguments` string (undoing the raw wrapper)."""
     if not tool_input:
         return "{}"
-    if len(tool_input) == 1 and isinstance(tool_input.get(RAW_ARGUMENTS_KEY), str):
-        raw: str = tool_input[RAW_ARGUMENTS_KEY]
+    raw = tool_input.get(RAW_ARGUMENTS_KEY)
+    if isinstance(raw, str):
         return raw
     return json.dumps(tool_input, ensure_ascii=False)
 
