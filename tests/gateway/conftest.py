@@ -1,0 +1,181 @@
+"""Gateways for the tests: in-process over fake neuron apps, and real `cortex-gateway` processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from cortex.config import AuthConfig, FakeModel, ModelProfile, ModelsConfig
+from cortex.fleet import Fleet, in_process_client
+from cortex.fleet.transport import StreamingASGITransport
+from cortex.gateway import GatewayMetrics, create_gateway_app
+from cortex.neuron.app import create_neuron_app
+from cortex.testing import FakeHarness, NeuronProcess, free_port, start_neuron_process, toml_dumps
+
+KEY = "sk-test-key"
+ADMIN_KEY = "sk-test-admin"
+
+
+@dataclass
+class Local:
+    """An in-process gateway over one in-process fake neuron (node `a`)."""
+
+    client: httpx.AsyncClient
+    fleet: Fleet
+    harness: FakeHarness
+    metrics: GatewayMetrics
+    app: Starlette
+
+
+async def local_gateway(
+    models: list[FakeModel] | None = None,
+    *,
+    profiles: list[ModelProfile] | None = None,
+    auth: AuthConfig | None = None,
+    memory_mb: float = 2000.0,
+    **harness: Any,
+) -> tuple[Local, Any]:
+    """Build and start one; returns it and an async closer."""
+    fake = FakeHarness(
+        models or [FakeModel(id="m1", memory_mb=400.0, context_length=256)],
+        memory_mb=memory_mb,
+        node="a",
+        **harness,
+    )
+    neuron = create_neuron_app(fake, name="a")
+    lifespan = neuron.router.lifespan_context(neuron)
+    await lifespan.__aenter__()
+    metrics = GatewayMetrics()
+    fleet = Fleet(
+        [in_process_client("a", neuron)],
+        models=ModelsConfig(models=profiles or []),
+        observer=metrics,
+        poll_interval_s=0.2,
+    )
+    await fleet.start()
+    app = create_gateway_app(fleet, auth=auth, metrics=metrics, keepalive_s=0.2)
+    client = httpx.AsyncClient(
+        transport=StreamingASGITransport(app), base_url="http://gateway", timeout=30
+    )
+
+    async def close() -> None:
+        await client.aclose()
+        await fleet.close()
+        await lifespan.__aexit__(None, None, None)
+
+    return Local(client, fleet, fake, metrics, app), close
+
+
+@pytest.fixture
+async def local() -> AsyncIterator[Local]:
+    """An open in-process gateway with model `m1` (context 256) on node `a`."""
+    gateway, close = await local_gateway()
+    yield gateway
+    await close()
+
+
+class GatewayProcess:
+    """A running `cortex-gateway` process: its API `url` and `metrics_url`."""
+
+    def __init__(self, process: subprocess.Popen[bytes], url: str, metrics_url: str, log: Path):
+        self.process = process
+        self.url = url
+        self.metrics_url = metrics_url
+        self.log = log
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_gateway(config: dict[str, Any] | None, *, timeout_s: float = 240.0) -> GatewayProcess:
+    """Run `cortex-gateway` (with `config` as cortex.toml, or embedded when None) on free ports
+    and wait until its `/health` answers with every node up."""
+    folder = Path(tempfile.mkdtemp(prefix="gateway-"))
+    port, metrics_port = free_port(), free_port()
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from cortex.cli import gateway_main; sys.exit(gateway_main())",
+    ]
+    command += ["--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{metrics_port}"]
+    if config is not None:
+        (folder / "cortex.toml").write_text(toml_dumps(config))
+        command += ["--config", str(folder / "cortex.toml")]
+    log = folder / "gateway.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, cwd=folder, env={**os.environ}
+        )
+    gateway = GatewayProcess(
+        process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}", log
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"cortex-gateway exited:\n{log.read_text()[-4000:]}")
+        try:
+            health = httpx.get(f"{gateway.url}/health", timeout=2).json()
+            if health["nodes_up"] == health["nodes"]:
+                return gateway
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    gateway.stop()
+    raise RuntimeError(f"cortex-gateway did not start:\n{log.read_text()[-4000:]}")
+
+
+@dataclass
+class Remote:
+    """A gateway process over a fake neuron process, with keys."""
+
+    gateway: GatewayProcess
+    neuron: NeuronProcess
+
+
+@pytest.fixture(scope="module")
+def remote() -> Iterator[Remote]:
+    """`cortex-gateway` over one `cortex-neuron --harness fake` (models m1, m2), auth on."""
+    neuron = start_neuron_process(
+        {
+            "name": "a",
+            "memory_mb": 2000.0,
+            "fake": {
+                "tokens_per_s": 2000.0,
+                "models": [
+                    {"id": "m1", "memory_mb": 400.0, "context_length": 4096},
+                    {"id": "m2", "memory_mb": 400.0, "context_length": 4096},
+                ],
+            },
+        }
+    )
+    config = {
+        "gateway": {"poll_interval_s": 0.5},
+        "auth": {"keys": [KEY], "admin_keys": [ADMIN_KEY]},
+        "neurons": [{"name": "a", "endpoint": neuron.url}],
+    }
+    try:
+        gateway = start_gateway(config)
+    except BaseException:
+        neuron.stop()
+        raise
+    yield Remote(gateway, neuron)
+    gateway.stop()
+    neuron.stop()
