@@ -5,7 +5,7 @@ without a model: loads take `load_s`, replies stream at `tokens_per_s` and say d
 which model and node answered and what they were told. When the last message is a user message
 containing `call tool NAME` and a tool NAME was offered, the reply is a call of that tool whose
 arguments fill each required string property with `"x"`. A "token" of the fake is a word with
-its leading white space.
+its leading white space. With `ignore_eos` the reply repeats until `max_tokens`.
 
 `start_neuron_process(config)` runs `cortex-neuron` (by default with `--harness fake`) on a free
 port of 127.0.0.1 and returns once `/health` answers; `.stop()` sends SIGTERM, `.kill()` SIGKILL.
@@ -200,7 +200,9 @@ class FakeRunner:
         if cuts:
             text = text[: min(cuts)]
         words = fake_tokens(text)
-        if len(words) > budget:
+        if request.sampling.ignore_eos and words:  # keep talking to the budget (benchmarks)
+            words = [words[i % len(words)] for i in range(budget)]
+        if len(words) > budget or request.sampling.ignore_eos:
             words, finish = words[:budget], "length"
         return words, finish
 

@@ -160,6 +160,17 @@ async def test_max_tokens_cuts_the_reply_with_length(neuron: Neuron) -> None:
     assert reply.choices[0].finish_reason == "length"
 
 
+async def test_ignore_eos_makes_the_fake_talk_to_max_tokens(neuron: Neuron) -> None:
+    reply = await neuron.openai.chat.completions.create(
+        model="medium",
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=25,
+        extra_body={"ignore_eos": True},
+    )
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage is not None and reply.usage.completion_tokens == 25
+
+
 async def test_usage_chunk_only_when_asked(neuron: Neuron) -> None:
     body = {"model": "small", "messages": [{"role": "user", "content": "x"}], "stream": True}
     plain = sse_payloads((await neuron.client.post("/v1/chat/completions", json=body)).text)

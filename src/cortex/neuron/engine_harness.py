@@ -136,6 +136,7 @@ class EngineRunner:
             max_tokens=max_tokens,
             logprobs=options.logprobs,
             top_logprobs=options.top_logprobs,
+            ignore_eos=options.ignore_eos,
         )
 
 

@@ -1,7 +1,7 @@
 """The OpenAI requests a neuron accepts, validated into `GenerateRequest`s (wrong input -> 400).
 
-Besides the standard fields, chat and completion requests take vLLM's `top_k`, `min_p` and
-`repetition_penalty`. Unknown fields are ignored, as OpenAI-compatible servers do.
+Besides the standard fields, chat and completion requests take vLLM's `top_k`, `min_p`,
+`repetition_penalty` and `ignore_eos`. Unknown fields are ignored, as OpenAI-compatible servers do.
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ class _Sampling(_Body):
     seed: int | None = None
     stop: str | list[str] | None = None
     n: Annotated[int, Field(ge=1, le=1)] = 1
+    ignore_eos: bool = False
 
 
 class ChatCompletionRequest(_Sampling):
@@ -171,6 +172,7 @@ def _options(body: _Sampling, max_tokens: int | None, logprobs: bool, top: int) 
         max_tokens=max_tokens,
         logprobs=logprobs,
         top_logprobs=top,
+        ignore_eos=body.ignore_eos,
     )
 
 

@@ -29,6 +29,7 @@ class SamplingOptions:
     Args:
         max_tokens: tokens to generate at most; None lets the reply run to the context's end.
         stop: strings that end the reply (not included in it).
+        ignore_eos: keep generating past the model's end-of-turn tokens (for benchmarks).
     """
 
     temperature: float | None = None
@@ -43,6 +44,7 @@ class SamplingOptions:
     max_tokens: int | None = None
     logprobs: bool = False
     top_logprobs: int = 0
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)
