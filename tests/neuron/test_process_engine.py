@@ -127,6 +127,21 @@ def test_chat_through_the_openai_sdk_streamed_and_not(node: NeuronProcess) -> No
     assert "Paris" in completion.choices[0].text
 
 
+def test_a_tool_history_renders_on_a_template_without_tools(node: NeuronProcess) -> None:
+    load(node.url)
+    call = {"id": "call_1", "type": "function", "function": {"name": "ls", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": "list the files"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "a.txt b.txt"},
+    ]
+    tools = [{"type": "function", "function": {"name": "ls", "parameters": {"type": "object"}}}]
+    body = {"model": MODEL, "messages": messages, "tools": tools, "max_tokens": 2}
+    response = httpx.post(f"{node.url}/v1/chat/completions", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["completion_tokens"] <= 2
+
+
 def test_a_disconnect_mid_stream_cancels_the_engine_request(node: NeuronProcess) -> None:
     load(node.url)
     kv = f'cortex_neuron_kv_cache_usage_ratio{{model="{MODEL}"}}'

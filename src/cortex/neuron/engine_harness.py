@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from cortex.errors import ContextLengthExceededError
+from cortex.errors import ContextLengthExceededError, InvalidRequestError
 from cortex.neuron.catalog import ModelCatalog, read_generation_config
 from cortex.neuron.gpus import device_free_mb
 from cortex.neuron.harness import RegistryHarness
@@ -102,7 +102,15 @@ class EngineRunner:
     def _prompt_ids(self, request: GenerateRequest) -> list[int]:
         tokenizer = self.engine.tokenizer
         if request.messages is not None:
-            return list(tokenizer.apply_chat_template(request.messages, tools=request.tools))
+            try:
+                return list(tokenizer.apply_chat_template(request.messages, tools=request.tools))
+            except InvalidRequestError:
+                # Simple templates concatenate `content`, which is null on assistant turns that
+                # only call tools: retry with empty text before giving up.
+                if all(m.get("content") is not None for m in request.messages):
+                    raise
+                messages = [{**m, "content": m.get("content") or ""} for m in request.messages]
+                return list(tokenizer.apply_chat_template(messages, tools=request.tools))
         if isinstance(request.prompt, str):
             return list(tokenizer.encode(request.prompt, add_special_tokens=True))
         return list(request.prompt or [])

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from cortex import __version__
 from cortex.config import NeuronConfig, load_neuron_config
 from cortex.errors import ConfigError
+from cortex.neuron.catalog import DEFAULT_MODEL_ID
 from cortex.neuron.harness import Harness
 
 __all__ = ["build_harness", "build_parser", "main", "resolve_config", "serve_neuron"]
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_config(args: argparse.Namespace) -> NeuronConfig:
     """The config file (or defaults) with the flags applied over it.
 
+    With no config file and no models folders, the default model is preloaded.
+
     Raises:
         ConfigError: the file or a flag is invalid.
     """
@@ -77,6 +80,8 @@ def resolve_config(args: argparse.Namespace) -> NeuronConfig:
         "token": args.token,
     }
     data.update({key: value for key, value in flags.items() if value is not None})
+    if args.config is None and not data["preload"] and not data["models_dirs"]:
+        data["preload"] = [DEFAULT_MODEL_ID]  # no config: serve the default model at once
     try:
         return NeuronConfig.model_validate(data)
     except ValidationError as exc:
