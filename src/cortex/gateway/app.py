@@ -182,12 +182,13 @@ class Gateway:
             sampled, _ = await self._fit(lease, body, "openai")
             route = dispatch.Route(lease.model)
             try:
-                return await self.fleet.complete(sampled, path=path, route=route, lease=lease)
+                result = await self.fleet.complete(sampled, path=path, route=route, lease=lease)
             finally:
                 record.node = route.node or lease.node
+            record.usage(result.get("usage"))
+            return result
 
         result = await self._run(record, model, work)
-        record.usage(result.get("usage"))
         return JSONResponse(result, headers=_ids(rid))
 
     async def _fit(
@@ -390,6 +391,9 @@ def create_gateway_app(
         max_body_mb=max_body_mb,
     )
     admin_api = admin.AdminAPI(fleet)
+    # Imported here: the Responses route builds on this module's Gateway.
+    from cortex.gateway.responses_route import ResponsesRoute
+
     routes = [
         Route("/", gateway.probe, methods=["GET", "HEAD"]),
         Route("/api/hello", gateway.probe, methods=["GET", "HEAD"]),
@@ -400,6 +404,7 @@ def create_gateway_app(
         Route("/v1/completions", gateway.completions, methods=["POST"]),
         Route("/v1/messages", gateway.messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", gateway.count_tokens, methods=["POST"]),
+        Route("/v1/responses", ResponsesRoute(gateway).handle, methods=["POST"]),
         *admin_api.routes(),
     ]
     keyring = KeyRing(auth.keys if auth else (), auth.admin_keys if auth else ())
