@@ -5,6 +5,7 @@ that adds up to the same message as translating the whole reply (judged by the S
 from __future__ import annotations
 
 import json
+import os
 from itertools import pairwise
 from typing import Any
 
@@ -36,8 +37,10 @@ from .helpers import (
     usage_chunk,
 )
 
+# More examples for a deeper search: CORTEX_HYPOTHESIS_EXAMPLES=2000 pytest ...
+EXAMPLES = int(os.environ.get("CORTEX_HYPOTHESIS_EXAMPLES", "120"))
 SETTINGS = settings(
-    max_examples=int(__import__("os").environ.get("HYP_N", "80")),
+    max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

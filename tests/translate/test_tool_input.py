@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from itertools import pairwise
 
 import pytest
@@ -12,6 +13,9 @@ from jiter import from_json
 
 from cortex.translate import RAW_ARGUMENTS_KEY, ToolInputStream
 from cortex.translate.mapping import dump_tool_input, parse_tool_arguments
+
+# More examples for a deeper search: CORTEX_HYPOTHESIS_EXAMPLES=2000 pytest ...
+EXAMPLES = int(os.environ.get("CORTEX_HYPOTHESIS_EXAMPLES", "150"))
 
 
 def run(fragments: list[str]) -> tuple[list[str], str]:
@@ -71,7 +75,7 @@ _values = st.recursive(
 )
 
 
-@settings(max_examples=int(__import__("os").environ.get("HYP_N", "150")), deadline=None)
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(
     text=st.one_of(
         st.dictionaries(st.text(max_size=4), _values, max_size=4).map(json.dumps),
