@@ -102,15 +102,17 @@ def prefill_attention_reference(
         if context_len > 0:
             positions = torch.arange(seq_len, device=q.device)
             mask = positions <= (context_len + positions[:q_len, None])
+        # 4-D inputs (a batch of one) take torch's fused CPU kernel; 3-D ones fall back to the
+        # unfused math path, which is about 8x slower on a 1k-token prompt.
         o = F.scaled_dot_product_attention(
-            q[start:end].transpose(0, 1),  # (heads, q_len, dim)
-            k,
-            v,
+            q[start:end].transpose(0, 1)[None],  # (1, heads, q_len, dim)
+            k[None],
+            v[None],
             attn_mask=mask,
             is_causal=context_len == 0,
             scale=scale,
             enable_gqa=num_heads != num_kv_heads,
-        )
+        )[0]
         out[start:end] = o.transpose(0, 1)
     return out
 
