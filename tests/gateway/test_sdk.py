@@ -234,3 +234,35 @@ def test_keys_open_the_routes(remote: Remote) -> None:
     assert httpx.get(f"{url}/v1/models", headers=bearer).status_code == 200
     admin = {"authorization": f"Bearer {ADMIN_KEY}"}
     assert httpx.get(f"{url}/admin/status", headers=admin).status_code == 200
+
+
+def test_admin_cli_commands(remote: Remote) -> None:
+    import io
+
+    from rich.console import Console
+
+    from cortex.gateway import admin_cli
+
+    buffer = io.StringIO()
+    out = Console(file=buffer, width=200, color_system=None)
+
+    def said() -> str:
+        text = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return text
+
+    url, key = remote.gateway.url, ADMIN_KEY
+    assert admin_cli.load("m2", node="a", url=url, admin_key=key, console=out) == 0
+    assert "loaded m2 on a" in said()
+    assert admin_cli.status(url=url, admin_key=key, console=out) == 0
+    text = said()
+    assert "Nodes" in text and "Models" in text and "loaded" in text and " up " in text
+    assert admin_cli.models(url=url, admin_key=key, console=out) == 0
+    text = said()
+    assert "m1" in text and "m2" in text
+    assert admin_cli.unload("m2", url=url, admin_key=key, console=out) == 0
+    assert "unloaded m2 from a" in said()
+    assert admin_cli.status(url=url, admin_key="wrong", console=out) == 1
+    assert "error 401" in said()
+    assert admin_cli.status(url="http://127.0.0.1:9", console=out) == 2
