@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import gc
 import itertools
 import secrets
@@ -19,7 +18,13 @@ import torch
 
 from cortex.engine.block_manager import BlockManager
 from cortex.engine.output import RequestOutput, TokenEvent, Usage
-from cortex.engine.runner import ModelRunner, default_dtype, kv_bytes_per_token, kv_cache_blocks
+from cortex.engine.runner import (
+    ModelRunner,
+    default_dtype,
+    kv_bytes_per_token,
+    kv_cache_blocks,
+    release_host_memory,
+)
 from cortex.engine.sampling import SamplingParams
 from cortex.engine.scheduler import Scheduler
 from cortex.engine.sequence import Sequence as EngineSequence
@@ -92,7 +97,6 @@ class Engine:
         weight = next(model.parameters())
         self.device, self.dtype = weight.device, weight.dtype
         self.vocab_size = model.config.vocab_size
-        self.weights_bytes = _weights_bytes(model)
         self.kv_bytes_per_token = kv_bytes_per_token(model, self.dtype)
         num_blocks = kv_cache_blocks(model, self.dtype, block_size, kv_cache_mb)
         self.context_length = min(model.config.context_length, num_blocks * block_size)
@@ -118,6 +122,7 @@ class Engine:
             use_cuda_graphs=use_cuda_graphs,
         )
         self.kv_cache_bytes = self._runner.kv_cache_bytes
+        self.weights_bytes = self._runner.weights_bytes
         self._max_waiting = max_waiting
         # Worker-thread state: only the worker touches scheduler, runner and _requests.
         self._requests: dict[int, _Request] = {}
@@ -409,30 +414,7 @@ class Engine:
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        _trim_host_memory()
-
-
-def _weights_bytes(model: Llama) -> int:
-    seen: set[int] = set()
-    total = 0
-    for tensor in itertools.chain(model.parameters(), model.buffers()):
-        if tensor.data_ptr() not in seen:  # tied embeddings count once
-            seen.add(tensor.data_ptr())
-            total += tensor.numel() * tensor.element_size()
-    return total
-
-
-def _trim_host_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc keeps it otherwise).
-
-    glibc raises its mmap threshold after large frees, so later tensors of a few MB come from
-    the heap, and freeing them does not shrink the process until `malloc_trim`.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc: nothing to do
-        return
-    libc.malloc_trim(0)
+        release_host_memory()
 
 
 def _deliver(loop: asyncio.AbstractEventLoop, items: list[tuple[Any, Any]]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -15,7 +17,14 @@ from cortex.engine.scheduler import SchedulerOutput
 if TYPE_CHECKING:
     from cortex.engine.models import Llama
 
-__all__ = ["ModelRunner", "StepResult", "default_dtype", "kv_bytes_per_token", "kv_cache_blocks"]
+__all__ = [
+    "ModelRunner",
+    "StepResult",
+    "default_dtype",
+    "kv_bytes_per_token",
+    "kv_cache_blocks",
+    "release_host_memory",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +77,19 @@ def kv_cache_blocks(
             f"kv_cache_mb={kv_cache_mb} holds no block of {block_size} tokens ({per_block} bytes)"
         )
     return budget // per_block
+
+
+def release_host_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc keeps it otherwise).
+
+    glibc raises its mmap threshold after large frees, so later tensors of a few MB come from
+    the heap, and freeing them does not shrink the process until `malloc_trim`.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to do
+        return
+    libc.malloc_trim(0)
 
 
 @dataclass(frozen=True)
@@ -143,6 +165,12 @@ class ModelRunner:
             for _ in range(config.num_layers)
         ]
         self.kv_cache_bytes = 2 * config.num_layers * self.kv_caches[0][0].nbytes
+        seen: set[int] = set()
+        self.weights_bytes = 0
+        for tensor in itertools.chain(model.parameters(), model.buffers()):
+            if tensor.data_ptr() not in seen:  # tied embeddings count once
+                seen.add(tensor.data_ptr())
+                self.weights_bytes += tensor.numel() * tensor.element_size()
         self._graphs: dict[int, _Graph] = {}
         self._graph_pool: Any = None
         if use_cuda_graphs is None:
