@@ -287,7 +287,7 @@ class Engine:
 
         Keys: `running`, `waiting` (requests), `kv_blocks_total`, `kv_blocks_used`, `kv_usage`
         (fraction of blocks used), `kv_blocks_cached` (prefix-cache blocks), `block_size`,
-        `preemptions` (since start).
+        `preemptions` (since start), `cuda_graphs` (decode batch sizes replayed as graphs).
         """
         with self._cond:
             return dict(self._stats)
@@ -303,12 +303,15 @@ class Engine:
             "kv_blocks_cached": blocks.num_cached_blocks,
             "block_size": blocks.block_size,
             "preemptions": self._preemptions,
+            "cuda_graphs": self._runner.graph_batch_sizes if self._runner else [],
         }
 
     # -- the worker thread ------------------------------------------------------------------
 
     def _work(self) -> None:
         try:
+            if self.device.type == "cuda":  # the current device is per thread
+                torch.cuda.set_device(self.device)
             self._serve()
         except BaseException as error:  # a bug: fail every request rather than hang them
             with self._cond:

@@ -257,6 +257,11 @@ class ModelRunner:
 
     # CUDA graphs --------------------------------------------------------------------------
 
+    @property
+    def graph_batch_sizes(self) -> list[int]:
+        """Decode batch sizes with a captured CUDA graph (empty when decoding eagerly)."""
+        return sorted(self._graphs)
+
     def capture_cuda_graphs(self) -> None:
         """Capture one decode graph per batch-size bucket up to `max_num_seqs`, largest first.
 
