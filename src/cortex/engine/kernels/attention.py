@@ -84,8 +84,8 @@ def _attend_tile(
 @triton.jit
 def _find_seq(cu_seqlens_ptr, q_block, num_seqs, BLOCK_Q: tl.constexpr):
     """The sequence owning query block `q_block`; sequence i starts at cu[i] // BLOCK_Q + i."""
-    lo = tl.zeros((), tl.int32)
-    hi = tl.zeros((), tl.int32) + num_seqs
+    lo = tl.full((), 0, tl.int32)
+    hi = tl.full((), 0, tl.int32) + num_seqs
     while lo < hi:
         mid = (lo + hi) // 2
         first_block = tl.load(cu_seqlens_ptr + mid).to(tl.int32) // BLOCK_Q + mid
@@ -134,8 +134,8 @@ def _prefill_kernel(
         q_pos = context_len + q_idx  # absolute position of each row's query
         table_ptr = tables_ptr + seq.to(tl.int64) * stride_bt
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        l_i = tl.zeros([BLOCK_M], tl.float32)
-        acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+        l_i = tl.full([BLOCK_M], 0.0, tl.float32)
+        acc = tl.full([BLOCK_M, BLOCK_D], 0.0, tl.float32)
         first_q = local * BLOCK_Q
         last_q = tl.minimum(first_q + BLOCK_Q, q_len) - 1
         # Keys below context_len + first_q + 1 are visible to every row: no mask needed there.
@@ -148,7 +148,7 @@ def _prefill_kernel(
                 stride_cb, stride_cs, stride_ch,
                 HEAD_DIM, BLOCK_D, BLOCK_SIZE, TILE_N, False, UPCAST, PRECISION,
             )  # fmt: skip
-        for tile in range(full_tiles, tl.cdiv(end, TILE_N)):
+        for tile in range(full_tiles, (end + TILE_N - 1) // TILE_N):
             acc, l_i, m_i = _attend_tile(
                 q, acc, l_i, m_i, tile * TILE_N, seq_len, q_pos,
                 k_cache_ptr, v_cache_ptr, table_ptr, kv_head, scale_log2,
@@ -178,8 +178,10 @@ def _decode_split_kernel(
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
     seq_len = tl.load(seq_lens_ptr + seq).to(tl.int32)
-    num_splits = tl.maximum(tl.minimum(tl.cdiv(seq_len, MIN_SPLIT_LEN), MAX_SPLITS), 1)
-    split_len = tl.cdiv(tl.cdiv(seq_len, num_splits), TILE_N) * TILE_N
+    num_splits = (seq_len + MIN_SPLIT_LEN - 1) // MIN_SPLIT_LEN
+    num_splits = tl.maximum(tl.minimum(num_splits, MAX_SPLITS), 1)
+    per_split = (seq_len + num_splits - 1) // num_splits
+    split_len = (per_split + TILE_N - 1) // TILE_N * TILE_N
     start = split * split_len
     end = tl.minimum(start + split_len, seq_len)
     h = tl.arange(0, BLOCK_H)
@@ -196,9 +198,9 @@ def _decode_split_kernel(
         q = q.to(tl.float32)
     table_ptr = tables_ptr + seq.to(tl.int64) * stride_bt
     m_i = tl.full([BLOCK_H], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_H], tl.float32)
-    acc = tl.zeros([BLOCK_H, BLOCK_D], tl.float32)
-    q_pos = tl.zeros([BLOCK_H], tl.int32)  # unused without the causal mask
+    l_i = tl.full([BLOCK_H], 0.0, tl.float32)
+    acc = tl.full([BLOCK_H, BLOCK_D], 0.0, tl.float32)
+    q_pos = tl.full([BLOCK_H], 0, tl.int32)  # unused without the causal mask
     for tile_start in range(start, end, TILE_N):
         acc, l_i, m_i = _attend_tile(
             q, acc, l_i, m_i, tile_start, end, q_pos,

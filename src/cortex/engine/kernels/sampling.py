@@ -47,18 +47,19 @@ def _ordered_key(x):
 
 @triton.jit
 def _load_scaled(row_ptr, start, vocab, temperature, BLOCK_V: tl.constexpr):
-    """Tile of x = logits / temperature, its int32 keys, and the in-vocab mask."""
+    """Tile of x = logits / temperature, its int32 keys (as `_ordered_key`), and the mask."""
     offs = start + tl.arange(0, BLOCK_V)
     ok = offs < vocab
     x = tl.load(row_ptr + offs, mask=ok, other=float("-inf")).to(tl.float32) / temperature
-    key = tl.where(ok, _ordered_key(x), _INT32_MIN)
+    bits = x.to(tl.int32, bitcast=True)  # inlined: each nested call costs the interpreter
+    key = tl.where(ok, bits ^ ((bits >> 31) & 0x7FFFFFFF), _INT32_MIN)
     return offs, ok, x, key
 
 
 @triton.jit
 def _mass_at_or_above(row_ptr, vocab, temperature, x_max, floor_key, BLOCK_V: tl.constexpr):
     """Sum of exp(x - x_max) over tokens whose key is >= floor_key."""
-    total = tl.zeros((), tl.float32)
+    total = tl.full((), 0.0, tl.float32)
     for start in range(0, vocab, BLOCK_V):
         _, _, x, key = _load_scaled(row_ptr, start, vocab, temperature, BLOCK_V)
         total += tl.sum(tl.where(key >= floor_key, tl.exp(x - x_max), 0.0), 0)
@@ -80,7 +81,7 @@ def _search_threshold(
     while hi - lo > 1:
         pivots64 = lo + ((hi - lo) * steps) // (NUM_PIVOTS + 1)
         pivots = pivots64.to(tl.int32)
-        measure = tl.zeros([NUM_PIVOTS], tl.float32)
+        measure = tl.full([NUM_PIVOTS], 0.0, tl.float32)
         for start in range(0, vocab, BLOCK_V):
             _, _, x, key = _load_scaled(row_ptr, start, vocab, temperature, BLOCK_V)
             above = key[None, :] >= pivots[:, None]  # (NUM_PIVOTS, BLOCK_V)
@@ -97,14 +98,26 @@ def _search_threshold(
 
 @triton.jit
 def _gumbel(seed, step, offs):
-    """Noise of tokens `offs`: word offs % 4 of philox(seed; offs // 4, step_lo, step_hi)."""
+    """Noise of tokens `offs`: word offs % 4 of Philox4x32-10 keyed by the seed, counting
+    (offs // 4, step_lo, step_hi, 0); the rounds of `tl.philox`, written out for the torch twin.
+    """
     c0 = (offs // 4).to(tl.uint32)
-    zero = c0 * 0
-    step_lo = zero + step.to(tl.uint32)  # int64 -> uint32 truncates: the low word
-    step_hi = zero + (step >> 32).to(tl.uint32)
-    w0, w1, w2, w3 = tl.philox(seed, c0, step_lo, step_hi, zero)
+    c1 = c0 * 0 + step.to(tl.uint32)  # int64 -> uint32 truncates: the low word
+    c2 = c0 * 0 + (step >> 32).to(tl.uint32)
+    c3 = c0 * 0
+    k0 = seed.to(tl.uint32)
+    k1 = (seed >> 32).to(tl.uint32)
+    for _ in tl.static_range(10):
+        c0, c1, c2, c3 = (
+            tl.umulhi(0xCD9E8D57, c2) ^ c1 ^ k0,
+            c2 * 0xCD9E8D57,
+            tl.umulhi(0xD2511F53, c0) ^ c3 ^ k1,
+            c0 * 0xD2511F53,
+        )
+        k0 = k0 + 0x9E3779B9
+        k1 = k1 + 0xBB67AE85
     word = offs % 4
-    bits = tl.where(word == 0, w0, tl.where(word == 1, w1, tl.where(word == 2, w2, w3)))
+    bits = tl.where(word == 0, c0, tl.where(word == 1, c1, tl.where(word == 2, c2, c3)))
     uniform = ((bits >> 9).to(tl.float32) + 0.5) * (1.0 / 8388608.0)  # 23 bits, inside (0, 1)
     return -tl.log(-tl.log(uniform))
 
@@ -119,7 +132,7 @@ def _sample_kernel(
     row_ptr = logits_ptr + row.to(tl.int64) * stride_row
     # Pass 1 on the raw logits: maximum with its first index (greedy), and minimum.
     best = tl.full((), float("-inf"), tl.float32)
-    best_idx = tl.zeros((), tl.int32)
+    best_idx = tl.full((), 0, tl.int32)
     low = tl.full((), float("inf"), tl.float32)
     for start in range(0, vocab, BLOCK_V):
         offs = start + tl.arange(0, BLOCK_V)
@@ -163,7 +176,7 @@ def _sample_kernel(
         seed = tl.load(seeds_ptr + row).to(tl.int64)
         step = tl.load(steps_ptr + row).to(tl.int64)
         draw = tl.full((), float("-inf"), tl.float32)
-        draw_idx = tl.zeros((), tl.int32)
+        draw_idx = tl.full((), 0, tl.int32)
         for start in range(0, vocab, BLOCK_V):
             offs, ok, x, key = _load_scaled(row_ptr, start, vocab, temperature, BLOCK_V)
             score = tl.where(key >= floor_key, x + _gumbel(seed, step, offs), float("-inf"))

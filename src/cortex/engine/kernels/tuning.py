@@ -73,7 +73,8 @@ class SampleConfig:
 def prefill_config(group: int, head_dim: int) -> PrefillConfig:
     """Tiles for a GQA group of `group` query heads per KV head."""
     if interpreting():
-        block_m, tile_n, warps, stages = max(MIN_DOT, next_power_of_2(group)), MIN_DOT, 1, 1
+        # Each program and each tile costs Python time, so the interpreter wants big tiles too.
+        block_m, tile_n, warps, stages = max(64, next_power_of_2(group)), 32, 1, 1
     else:
         block_m = max(64 if head_dim <= 128 else 32, next_power_of_2(group))
         tile_n, warps, stages = (64 if head_dim <= 64 else 32), 4, 2
@@ -103,5 +104,7 @@ def decode_config(
 def sample_config(vocab_size: int) -> SampleConfig:
     """Vocabulary tile and pivot count of the sampling kernel."""
     if interpreting():
-        return SampleConfig(min(next_power_of_2(vocab_size), 4096), 16, 1)
+        # Interpreted passes cost Python time, not bandwidth: test more pivots per pass.
+        block_v = min(next_power_of_2(vocab_size), 1024)
+        return SampleConfig(block_v, max(16, min(4096, 2**16 // block_v)), 1)
     return SampleConfig(256, 16, 4)
