@@ -298,8 +298,7 @@ class _Run:
         try:
             event: GenerationEvent | None = first
             while event is not None:
-                for chunk in self.builder.chunks(event):
-                    yield sse(chunk)
+                yield self.builder.encode(event)
                 event = await self._next()
             for chunk in self.builder.final_chunks():
                 yield sse(chunk)

@@ -67,6 +67,7 @@ class CompletionBuilder:
         self.usage: TokenUsage | None = None
         self.completion_tokens = 0
         self._started = False
+        self._frame: tuple[bytes, bytes] | None = None
 
     def add(self, event: GenerationEvent) -> None:
         """Take one event (for the non-streamed body)."""
@@ -117,6 +118,33 @@ class CompletionBuilder:
             "usage": usage,
             "system_fingerprint": None,
         }
+
+    def encode(self, event: GenerationEvent) -> bytes:
+        """The server-sent events for one event, as bytes.
+
+        Plain text, the common case, takes a fast path: the chunk's JSON around the text is
+        built once per request, so each token costs one `json.dumps` of its text.
+        """
+        frame = self._text_frame()
+        if (
+            frame is not None
+            and event.text
+            and event.finish_reason is None
+            and not event.tool_calls
+            and not event.logprobs
+        ):
+            self.add(event)
+            return frame[0] + json.dumps(event.text).encode() + frame[1]
+        return b"".join(sse(chunk) for chunk in self.chunks(event))
+
+    def _text_frame(self) -> tuple[bytes, bytes] | None:
+        """The bytes before and after the text of a plain text chunk (once the role is sent)."""
+        if self._frame is None and (self._started or self.kind == "text"):
+            marker = "\x00TEXT\x00"
+            chunk = self._chunk({"content": marker} if self.kind == "chat" else marker)
+            head, _, tail = sse(chunk).partition(json.dumps(marker).encode())
+            self._frame = (head, tail)
+        return self._frame
 
     def chunks(self, event: GenerationEvent) -> list[dict[str, Any]]:
         """The stream chunks for one event (the first one opens with the assistant role)."""

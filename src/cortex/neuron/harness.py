@@ -8,6 +8,7 @@ keeps the lifecycle rules in one place (`cortex.neuron.registry`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol, runtime_checkable
 
@@ -58,22 +59,24 @@ class GenerationStream:
         if lease.cancel_error is not None:
             await self.aclose()
             raise lease.cancel_error
-        # The scope lets an unload cancel a request that waits on the engine (queued or
-        # mid-step) at once, not only between tokens.
-        with anyio.CancelScope() as scope:
-            lease.cancel_scope = scope
-            try:
-                event = await self._events.__anext__()
-            except BaseException:  # the end, an error, or a cancellation: release the model
-                await self.aclose()
-                raise
-            finally:
-                lease.cancel_scope = None
-        if scope.cancelled_caught:
+        # While it waits, an unload can cancel the task (a native cancel, undone with
+        # `uncancel` below, as asyncio.timeout does): a queued or mid-step request stops at once,
+        # not only between tokens. Cheaper per token than a cancel scope.
+        task = asyncio.current_task()
+        lease.waiter = task
+        try:
+            return await self._events.__anext__()
+        except asyncio.CancelledError:
             await self.aclose()
-            assert lease.cancel_error is not None
-            raise lease.cancel_error
-        return event
+            if lease.waiter_cancelled and task is not None and task.uncancel() == 0:
+                assert lease.cancel_error is not None
+                raise lease.cancel_error from None
+            raise
+        except BaseException:  # the end, or an error: release the model
+            await self.aclose()
+            raise
+        finally:
+            lease.waiter = None
 
     async def aclose(self) -> None:
         """Stop the generation (if still running) and release the model (idempotent)."""

@@ -154,8 +154,9 @@ class _Record:
 class ModelLease:
     """A request's hold on a loaded model: the unload waits for it, or cancels it.
 
-    Use `cancel_error` and `cancel_scope` from the consumer (see `GenerationStream`); call
-    `release()` when the request ends (idempotent).
+    The consumer (see `GenerationStream`) sets `waiter` to its task while it waits on the
+    model, and checks `cancel_error` between steps; call `release()` when the request ends
+    (idempotent).
     """
 
     def __init__(self, record: _Record, runner: ModelRunner, clock: Callable[[], float]) -> None:
@@ -164,14 +165,16 @@ class ModelLease:
         self.runner = runner
         self.model = record.spec.id
         self.cancel_error: CortexError | None = None
-        self.cancel_scope: anyio.CancelScope | None = None
+        self.waiter: asyncio.Task[Any] | None = None
+        self.waiter_cancelled = False
         self._released = False
 
     def cancel(self, error: CortexError) -> None:
         """Stop the request with `error`: now if it waits on the model, else at its next step."""
         self.cancel_error = error
-        if self.cancel_scope is not None:
-            self.cancel_scope.cancel()
+        if self.waiter is not None and not self.waiter_cancelled:
+            self.waiter_cancelled = True
+            self.waiter.cancel()
 
     def release(self) -> None:
         """End the hold (idempotent); the model's last use is now."""
