@@ -1,7 +1,5 @@
 """Stream translators on the upstream behaviours that broke other gateways (PROTOCOLS.md 5.7)."""
 
-
-
 from __future__ import annotations
 
 from typing import Any
@@ -15,6 +13,7 @@ from cortex.translate import (
     SSEEvent,
     collect_chat_completion,
     collect_message,
+    openai_response_to_anthropic,
 )
 
 from .helpers import check_anthropic_stream, check_openai_stream, chunk, feed_all, ids, usage_chunk
@@ -310,3 +309,40 @@ def test_openai_stream_usage_follows_the_anthropic_counts() -> None:
         translator.finish_reason == "stop"
         and collect_chat_completion(chunks).choices[0].message.content == ""
     )
+
+
+def test_whitespace_before_a_tool_call_opens_no_block() -> None:
+    events = translate(
+        [
+            chunk({"content": "\n\n"}),
+            chunk({"content": " "}),
+            chunk({"tool_calls": [call(0, id="c", name="f", args="{}")]}),
+            chunk({"content": "\n"}),
+            chunk({}, "tool_calls"),
+            DONE,
+        ]
+    )
+    assert [b.type for b in collect_message(events).content] == ["tool_use"]
+    whole = openai_response_to_anthropic(
+        {
+            "choices": [
+                {
+                    "message": {
+                        "content": "\n\n",
+                        "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{}"}}],
+                    },
+                    "finish_reason": "tool_calls",
+                }
+            ]
+        },
+        request=REQUEST,
+        ids=ids(),
+    )
+    assert [b.type for b in whole.content] == ["tool_use"]
+
+
+def test_leading_whitespace_joins_the_text_that_follows() -> None:
+    events = translate(
+        [chunk({"content": "\n"}), chunk({"content": " Hi"}), chunk({}, "stop"), DONE]
+    )
+    assert collect_message(events).content[0].text == "\n Hi"  # type: ignore[union-attr]

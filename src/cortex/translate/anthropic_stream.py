@@ -39,11 +39,11 @@ class AnthropicStreamTranslator:
     What it guarantees, whatever the upstream does: `message_start` first (with the prompt
     count you pass as `input_tokens`), then blocks with indices 0, 1, 2... one open at a
     time; one block per run of thinking, per run of text and per tool call; no block for
-    empty text; tool arguments as `input_json_delta`, never lost (a chunk carrying text and
-    tool calls together is handled whole); a thinking block closes with a synthetic
-    `signature_delta`; then one `message_delta` (stop reason, cumulative usage) and
-    `message_stop`. The final usage waits for the upstream usage chunk and falls back to an
-    estimate when none comes. `stop_reason` is `tool_use` whenever a tool was called.
+    empty or whitespace-only text; tool arguments as `input_json_delta`, never lost (a chunk
+    carrying text and tool calls together is handled whole); a thinking block closes with a
+    synthetic `signature_delta`; then one `message_delta` (stop reason, cumulative usage)
+    and `message_stop`. The final usage waits for the upstream usage chunk and falls back to
+    an estimate when none comes. `stop_reason` is `tool_use` whenever a tool was called.
 
     Text and thinking stream live until the first tool call. The first tool call then
     streams live too; whatever comes after it (more tool calls, possibly interleaved, or
@@ -81,6 +81,7 @@ class AnthropicStreamTranslator:
         self._index = -1  # index of the last block started
         self._signature = ""
         self._open_tool: _Tool | None = None
+        self._space = ""  # whitespace-only text waiting to learn whether real text follows
         self._tools: dict[int, _Tool] = {}
         self._live: _Tool | None = None  # the tool call whose block is open
         # Once a tool call has begun, later content waits here in arrival order:
@@ -203,6 +204,12 @@ class AnthropicStreamTranslator:
             else:
                 self._held.append((kind, [text]))
             return
+        if kind == "text" and self._open != "text":
+            # Models often emit "\n\n" before a tool call: no block for whitespace alone.
+            if not (self._space + text).strip():
+                self._space += text
+                return
+            text, self._space = self._space + text, ""
         if self._open != kind:
             self._close(out)
             self._begin(kind, out)
@@ -244,6 +251,7 @@ class AnthropicStreamTranslator:
     # -- blocks --------------------------------------------------------------------------------
 
     def _begin(self, kind: str, out: list[StreamEvent], tool: _Tool | None = None) -> None:
+        self._space = ""
         self._index += 1
         self._open = kind
         block: dict[str, Any]
@@ -291,6 +299,8 @@ class AnthropicStreamTranslator:
         for kind, value in held:
             if kind == "tool_use":
                 self._write_tool(value, out, keep_open=False)
+            elif kind == "text" and not "".join(value).strip():
+                continue
             else:
                 self._begin(kind, out)
                 out.append(_delta(self._index, kind, "".join(value)))

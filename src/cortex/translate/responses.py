@@ -51,7 +51,7 @@ def openai_response_to_anthropic(
     """Translate a non-streamed OpenAI chat reply into an Anthropic message.
 
     Blocks come in the order thinking (from `reasoning_content` or `reasoning`, with a
-    synthetic signature), text (only when non-empty), then one `tool_use` per tool call (the
+    synthetic signature), text (unless empty or whitespace), then one `tool_use` per call (the
     upstream call id is kept so the next turn's `tool_result` matches; arguments that are
     not a JSON object are wrapped, never dropped). `stop_reason` is `tool_use` whenever there
     are tool calls, `stop_sequence` when vLLM's `stop_reason` names the stop string. Usage
@@ -73,7 +73,7 @@ def openai_response_to_anthropic(
     if reasoning:
         content.append({"type": "thinking", "thinking": reasoning, "signature": ids.signature()})
     text = text_of(msg.get("content")) or (msg.get("refusal") or "")
-    if text:
+    if text.strip():  # no block for whitespace alone (the "\n\n" before a tool call)
         content.append({"type": "text", "text": text})
     calls = list(msg.get("tool_calls") or ())
     if msg.get("function_call"):
