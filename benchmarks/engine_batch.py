@@ -3,7 +3,10 @@
 Measures batch-1 decode tok/s, time to first token at 128 and 1024 prompt tokens, aggregate
 tok/s at 1, 4, 16 and 64 concurrent requests, and KV bytes per token, and prints one table with
 ratios. Greedy decoding with `ignore_eos`, so every request makes exactly `--tokens` tokens;
-prompts are distinct random token ids, so the prefix cache never helps.
+prompts are distinct random token ids, so the prefix cache never helps. Each measurement runs
+for both sides back to back and the best of `--repeats` rounds is kept, so the ratios hold on a
+busy machine. transformers runs the same dtype (and float32 for its default batch-1 decode);
+its "concurrent" rows are one static batch of that many prompts.
 
     .venv/bin/python benchmarks/engine_batch.py --dtype bfloat16 --plot docs/img/engine_batch.svg
 """
@@ -42,26 +45,9 @@ async def stream_times(engine: Engine, prompt: list[int], tokens: int) -> list[f
     return times
 
 
-async def measure_cortex(engine: Engine, args: argparse.Namespace) -> dict[str, float]:
-    rng = random.Random(1)
-    await stream_times(engine, make_prompts(rng, 1, 16)[0], 4)  # warm-up
-    result: dict[str, float] = {}
-    times = await stream_times(engine, make_prompts(rng, 1, 16)[0], args.decode_tokens)
-    result["decode_1"] = (len(times) - 1) / (times[-1] - times[0])
-    for length in (128, 1024):
-        best = float("inf")
-        for prompt in make_prompts(rng, args.repeats, length):
-            start = time.perf_counter()
-            first = (await stream_times(engine, prompt, 1))[0]
-            best = min(best, first - start)
-        result[f"ttft_{length}"] = best
-    for count in CONCURRENCY:
-        prompts = make_prompts(rng, count, args.prompt_tokens)
-        start = time.perf_counter()
-        runs = await asyncio.gather(*(stream_times(engine, p, args.tokens) for p in prompts))
-        result[f"agg_{count}"] = sum(map(len, runs)) / (time.perf_counter() - start)
-    result["kv_bytes"] = engine.kv_bytes_per_token
-    return result
+async def concurrent(engine: Engine, prompts: list[list[int]], tokens: int) -> list[list[float]]:
+    """Token times of requests submitted all at once."""
+    return await asyncio.gather(*(stream_times(engine, p, tokens) for p in prompts))
 
 
 def hf_generate(model: Any, prompts: list[list[int]], tokens: int) -> float:
@@ -80,35 +66,58 @@ def hf_generate(model: Any, prompts: list[list[int]], tokens: int) -> float:
     return time.perf_counter() - start
 
 
-def measure_transformers(
-    model_dir: Path, dtype: torch.dtype, args: argparse.Namespace, full: bool
-) -> dict[str, float]:
-    import transformers
+class Pair:
+    """Runs each measurement for cortex and transformers back to back, keeping the best of
+    several rounds, so a busy moment on a shared machine hits both sides alike."""
 
-    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
-    rng = random.Random(1)
-    hf_generate(model, make_prompts(rng, 1, 16), 4)  # warm-up
-    result: dict[str, float] = {}
-    prompt = make_prompts(rng, 1, 16)
-    first = hf_generate(model, prompt, 1)
-    result["decode_1"] = (args.decode_tokens - 1) / (
-        hf_generate(model, prompt, args.decode_tokens) - first
-    )
-    if not full:
-        return result
-    for length in (128, 1024):
-        result[f"ttft_{length}"] = min(
-            hf_generate(model, [p], 1) for p in make_prompts(rng, args.repeats, length)
-        )
-    for count in CONCURRENCY:
-        prompts = make_prompts(rng, count, args.prompt_tokens)
-        result[f"agg_{count}"] = count * args.tokens / hf_generate(model, prompts, args.tokens)
+    def __init__(self, engine: Engine, hf: Any, hf_fp32: Any, args: argparse.Namespace) -> None:
+        self.engine, self.hf, self.hf_fp32, self.args = engine, hf, hf_fp32, args
+        self.rng = random.Random(1)
+        self.ours: dict[str, float] = {"kv_bytes": engine.kv_bytes_per_token}
+        self.theirs: dict[str, float] = {"kv_bytes": hf_kv_bytes(hf)}
+        self.theirs_fp32: dict[str, float] = {}
+
+    def keep(self, table: dict[str, float], key: str, value: float, higher: bool) -> None:
+        old = table.get(key)
+        if old is None or (value > old if higher else value < old):
+            table[key] = value
+
+    def prompts(self, count: int, length: int) -> list[list[int]]:
+        return make_prompts(self.rng, count, length)  # fresh ids: no prefix-cache hits
+
+    def run(self, loop: asyncio.AbstractEventLoop) -> None:
+        args = self.args
+        n = args.decode_tokens
+        for _ in range(args.repeats):
+            times = loop.run_until_complete(stream_times(self.engine, self.prompts(1, 16)[0], n))
+            self.keep(self.ours, "decode_1", (n - 1) / (times[-1] - times[0]), True)
+            for model, table in ((self.hf, self.theirs), (self.hf_fp32, self.theirs_fp32)):
+                prompt = self.prompts(1, 16)
+                rate = (n - 1) / (hf_generate(model, prompt, n) - hf_generate(model, prompt, 1))
+                self.keep(table, "decode_1", rate, True)
+            for length in (128, 1024):
+                prompt = self.prompts(1, length)[0]
+                start = time.perf_counter()
+                first = loop.run_until_complete(stream_times(self.engine, prompt, 1))[0]
+                self.keep(self.ours, f"ttft_{length}", first - start, False)
+                ttft = hf_generate(self.hf, self.prompts(1, length), 1)
+                self.keep(self.theirs, f"ttft_{length}", ttft, False)
+            for count in CONCURRENCY:
+                batch = self.prompts(count, args.prompt_tokens)
+                start = time.perf_counter()
+                runs = loop.run_until_complete(concurrent(self.engine, batch, args.tokens))
+                rate = sum(map(len, runs)) / (time.perf_counter() - start)
+                self.keep(self.ours, f"agg_{count}", rate, True)
+                seconds = hf_generate(self.hf, self.prompts(count, args.prompt_tokens), args.tokens)
+                self.keep(self.theirs, f"agg_{count}", count * args.tokens / seconds, True)
+
+
+def hf_kv_bytes(model: Any) -> float:
+    """Bytes per token of transformers' DynamicCache for `model`."""
     config = model.config
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    element = torch.empty((), dtype=dtype).element_size()
-    layers, kv_heads = config.num_hidden_layers, config.num_key_value_heads
-    result["kv_bytes"] = 2 * layers * kv_heads * head_dim * element  # DynamicCache
-    return result
+    element = next(model.parameters()).element_size()
+    return float(2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * element)
 
 
 ROWS = [
@@ -199,7 +208,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32, help="tokens per request (aggregate)")
     parser.add_argument("--decode-tokens", type=int, default=64, help="tokens for batch-1 decode")
     parser.add_argument("--prompt-tokens", type=int, default=16, help="prompt length (aggregate)")
-    parser.add_argument("--repeats", type=int, default=2, help="TTFT runs (best is kept)")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds (best is kept)")
     parser.add_argument("--plot", type=Path, default=None, help="write an SVG bar chart here")
     args = parser.parse_args()
     if args.threads:
@@ -207,19 +216,29 @@ def main() -> None:
     model_dir = args.model_dir or default_model_dir(progress=False)
     dtype = getattr(torch, args.dtype)
 
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    load_before = os.getloadavg()[0]
+    hf = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
+    hf_fp32 = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     engine = Engine.from_pretrained(model_dir, dtype=dtype, kv_cache_mb=1024, max_num_seqs=64)
+    pair = Pair(engine, hf, hf_fp32.eval(), args)
+    loop = asyncio.new_event_loop()
     try:
-        ours = asyncio.run(measure_cortex(engine, args))
+        loop.run_until_complete(stream_times(engine, make_prompts(pair.rng, 1, 16)[0], 4))
+        hf_generate(hf, make_prompts(pair.rng, 1, 16), 4)  # warm-ups
+        hf_generate(hf_fp32, make_prompts(pair.rng, 1, 16), 4)
+        pair.run(loop)
     finally:
         engine.close()
-    theirs = measure_transformers(model_dir, dtype, args, full=True)
-    fp32 = measure_transformers(model_dir, torch.float32, args, full=False)
-
-    load = os.getloadavg()[0]
+        loop.close()
+    ours, theirs, fp32 = pair.ours, pair.theirs, pair.theirs_fp32
     print(
         f"SmolLM2-135M-Instruct, {args.dtype}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs ({platform.machine()}), "
-        f"load average {load:.1f} before the run finished"
+        f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}, best of {args.repeats} "
+        "interleaved rounds"
     )
     print(table(ours, theirs, fp32))
     print("command:", shlex.join([sys.executable, *sys.argv]))
