@@ -59,8 +59,8 @@ class AnthropicStreamTranslator:
     Example:
         >>> t = AnthropicStreamTranslator({"model": "m"}, ids=IdFactory(seed=0))
         >>> [e["type"] for e in t.feed({"choices": [{"delta": {"content": "Hi"}}]})]
-        ['message_start', 'content_block_start', 'content_block_delta']
-        >>> [e["type"] for e in t.feed(DONE)]
+        ['message_start', 'ping', 'content_block_start', 'content_block_delta']
+        >>> [e["type"] for e in t.feed("[DONE]")]
         ['content_block_stop', 'message_delta', 'message_stop']
     """
 
