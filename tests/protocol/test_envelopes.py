@@ -1,6 +1,5 @@
 """Wire envelopes: what real clients send parses (extras kept), what we send is exact."""
 
-
 from __future__ import annotations
 
 from typing import Any

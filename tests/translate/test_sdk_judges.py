@@ -5,8 +5,6 @@ Each handler plays the gateway: it translates the request the SDK sent, answers 
 golden upstream reply translated back, and the SDK's parse must equal the golden expectation.
 """
 
-
-
 from __future__ import annotations
 
 import json
