@@ -104,7 +104,8 @@ def decode_config(
 def sample_config(vocab_size: int) -> SampleConfig:
     """Vocabulary tile and pivot count of the sampling kernel."""
     if interpreting():
-        # Interpreted passes cost Python time, not bandwidth: test more pivots per pass.
-        block_v = min(next_power_of_2(vocab_size), 1024)
-        return SampleConfig(block_v, max(16, min(4096, 2**16 // block_v)), 1)
+        # Interpreted tiles and passes cost Python time, not bandwidth: real vocabularies get
+        # big tiles and more pivots per pass; small test vocabularies still span several tiles.
+        block_v = min(next_power_of_2(vocab_size), 1024 if vocab_size <= 8192 else 8192)
+        return SampleConfig(block_v, max(16, min(4096, 2**17 // block_v)), 1)
     return SampleConfig(256, 16, 4)
