@@ -24,7 +24,7 @@ check: install-dev ## mypy --strict on src/
 
 docs: install-dev ## check the generated config reference, build the docs site strictly
 	$(VENV)/python scripts/gen_config_docs.py --check
-	$(VENV)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(VENV)/mkdocs build --strict --quiet
 
 pytest: install-dev ## the test suite
 	$(VENV)/python -m pytest -q --durations=20
