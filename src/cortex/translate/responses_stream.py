@@ -138,6 +138,11 @@ class ResponsesStreamTranslator:
         self._usage: Usage | None = None
 
     @property
+    def started(self) -> bool:
+        """Whether `response.created` has been emitted."""
+        return self._started
+
+    @property
     def done(self) -> bool:
         """Whether the terminal event has been emitted."""
         return self._ended
