@@ -10,6 +10,7 @@ kept, so a context-limit sentence reaches the client verbatim) or `UpstreamError
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 UNREACHABLE = "node_unreachable"
+_POOLS = 8
 _MODEL_STATES = {"available", "loading", "loaded", "unloading", "failed"}
 
 
@@ -129,13 +131,24 @@ class HTTPNodeClient:
         self.timeouts = timeouts or Timeouts()
         headers = {"authorization": f"Bearer {token}"} if token else {}
         t = self.timeouts
-        self._http = httpx.AsyncClient(
-            base_url=self.endpoint,
-            headers=headers,
-            transport=transport,
-            timeout=httpx.Timeout(t.request_s, connect=t.connect_s, pool=t.request_s),
-            limits=httpx.Limits(max_connections=2048, max_keepalive_connections=512),
-        )
+        # Several small pools rather than one big one: httpcore scans every connection of a pool
+        # on each request and each response end, which costs O(connections) per event and
+        # dominated the gateway's CPU at 64 concurrent streams. Inference requests take turns.
+        tls = httpx.create_ssl_context() if self.endpoint.startswith("https:") else False
+        self._pools = [
+            httpx.AsyncClient(
+                base_url=self.endpoint,
+                headers=headers,
+                transport=transport,
+                verify=tls,
+                timeout=httpx.Timeout(t.request_s, connect=t.connect_s, pool=t.request_s),
+                limits=httpx.Limits(max_connections=512, max_keepalive_connections=64),
+            )
+            for _ in range(1 if transport is not None else _POOLS)
+        ]
+        self._http = self._pools[0]
+        self._urls: dict[str, httpx.URL] = {}
+        self._turn = itertools.cycle(self._pools)
 
     async def _call(
         self,
@@ -144,6 +157,7 @@ class HTTPNodeClient:
         body: Mapping[str, Any] | None = None,
         *,
         timeout_s: float | None = None,
+        pool: httpx.AsyncClient | None = None,
     ) -> Any:
         timeout = (
             httpx.Timeout(timeout_s, connect=min(timeout_s, self.timeouts.connect_s))
@@ -151,8 +165,8 @@ class HTTPNodeClient:
             else httpx.USE_CLIENT_DEFAULT
         )
         try:
-            response = await self._http.request(
-                method, path, json=body if body is not None else None, timeout=timeout
+            response = await (pool or self._http).request(
+                method, self._url(path), json=body if body is not None else None, timeout=timeout
             )
         except httpx.TimeoutException as exc:
             raise UpstreamTimeoutError(
@@ -201,7 +215,7 @@ class HTTPNodeClient:
 
     async def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST JSON, return the JSON answer."""
-        result = await self._call("POST", path, body)
+        result = await self._call("POST", path, body, pool=next(self._turn))
         if not isinstance(result, dict):
             raise UpstreamError(f"node {self.name!r} sent a non-object answer for {path}")
         return result
@@ -215,9 +229,10 @@ class HTTPNodeClient:
         Raises the node's error (before yielding) when it answers with an error status. Leaving
         the block early closes the connection, which tells the node to stop generating.
         """
-        request = self._http.build_request("POST", path, json=body)
+        pool = next(self._turn)
+        request = pool.build_request("POST", self._url(path), json=body)
         try:
-            response = await self._http.send(request, stream=True)
+            response = await pool.send(request, stream=True)
         except httpx.TimeoutException as exc:
             raise UpstreamTimeoutError(f"node {self.name!r} did not answer {path} in time") from exc
         except httpx.TransportError as exc:
@@ -229,9 +244,17 @@ class HTTPNodeClient:
         finally:
             await response.aclose()
 
+    def _url(self, path: str) -> httpx.URL:
+        """The absolute URL of `path`, parsed once (httpx's URL parsing is slow per request)."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(self.endpoint + path)
+        return url
+
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self._http.aclose()
+        for pool in self._pools:
+            await pool.aclose()
 
 
 async def _raw(response: httpx.Response, name: str) -> AsyncIterator[bytes]:

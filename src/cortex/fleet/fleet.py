@@ -22,6 +22,7 @@ from cortex.errors import (
     CortexError,
     ModelNotFoundError,
     OverloadedError,
+    UpstreamTimeoutError,
 )
 from cortex.fleet import dispatch, placement
 from cortex.fleet.build import clients_from_config, embedded_neuron
@@ -404,12 +405,30 @@ class Fleet:
         Fails over to the next candidate until the first token; closing the iterator cancels
         the generation. Arguments as for `complete`.
         """
+        request, route = self._streamed(body, route, lease)
+        return dispatch.stream(self, path, request, route, lease=lease)
+
+    def stream_batches(
+        self,
+        body: Mapping[str, Any],
+        *,
+        path: str = "/v1/chat/completions",
+        route: Route | None = None,
+        lease: Lease | None = None,
+    ) -> AsyncIterator[list[Chunk]]:
+        """As `stream`, but the events that arrived together come as one list (for relays)."""
+        request, route = self._streamed(body, route, lease)
+        return dispatch.stream_batches(self, path, request, route, lease=lease)
+
+    def _streamed(
+        self, body: Mapping[str, Any], route: Route | None, lease: Lease | None
+    ) -> tuple[dict[str, Any], Route]:
         model = lease.model if lease is not None else self.resolve(str(body.get("model", "")))
         route = route if route is not None else Route(model)
         route.model = model
         request = self.sampling(model, body)
         request["stream"] = True
-        return dispatch.stream(self, path, request, route, lease=lease)
+        return request, route
 
     async def count_tokens(
         self, model: str, messages: Sequence[Any], tools: Sequence[Any] | None = None
@@ -445,6 +464,9 @@ class Fleet:
         started_at: float,
     ) -> None:
         if snap is None:
+            busy = isinstance(error, asyncio.TimeoutError | TimeoutError | UpstreamTimeoutError)
+            if busy and started_at - self.ledger.alive_at.get(name, -1e9) < self.poller.interval_s:
+                return  # slow to answer a poll, but streaming to us right now: not down
             if self.ledger.down(name, _describe(error)):
                 log.warning("node %s is down: %s", name, _describe(error))
             self.observer.on_node(name, False)

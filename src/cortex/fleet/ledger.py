@@ -46,6 +46,8 @@ class Ledger:
         self.measured_mb: dict[str, float] = {}
         self.changed_at: dict[str, float] = {}
         self.polled_at: dict[str, float] = {}
+        self.alive_at: dict[str, float] = {}
+        """When each node last sent us inference bytes (monotonic): proof of life between polls."""
 
     def policy(self, model: str) -> ModelPolicy:
         """The placement policy of `model` (a default one when it has no profile)."""

@@ -203,7 +203,7 @@ class Gateway:
     ) -> AsyncIterator[bytes]:
         async with _Streaming(self.fleet, record, model) as run:
             sampled, _ = await self._fit(run.lease, body, "openai")
-            chunks = self.fleet.stream(sampled, path=path, route=run.route, lease=run.lease)
+            chunks = self.fleet.stream_batches(sampled, path=path, route=run.route, lease=run.lease)
             async for data in openai_bytes(chunks, record, include_usage=usage):
                 yield data
 
@@ -248,7 +248,7 @@ class Gateway:
         async with _Streaming(self.fleet, record, model, dialect="anthropic") as run:
             sampled, count = await self._fit(run.lease, openai, "anthropic", exact=True)
             translator = AnthropicStreamTranslator(parsed, input_tokens=count)
-            chunks = self.fleet.stream(sampled, route=run.route, lease=run.lease)
+            chunks = self.fleet.stream_batches(sampled, route=run.route, lease=run.lease)
             async for data in anthropic_bytes(chunks, record, translator):
                 yield data
 

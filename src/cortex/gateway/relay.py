@@ -103,13 +103,13 @@ class SSEResponse:
         raw = [(k.encode(), v.encode()) for k, v in self.headers.items()]
         raw.append((b"content-type", b"text/event-stream; charset=utf-8"))
         await send({"type": "http.response.start", "status": 200, "headers": raw})
-        lock = anyio.Lock()
 
+        # No lock between the pump and the heartbeat: a server's `send` hands each message to
+        # the transport whole before it awaits, so two writers never split an event.
         async def write(data: bytes) -> None:
-            async with lock:
-                if not self._gone:
-                    await send({"type": "http.response.body", "body": data, "more_body": True})
-                self._last = time.monotonic()
+            self._last = time.monotonic()
+            if not self._gone:
+                await send({"type": "http.response.body", "body": data, "more_body": True})
 
         try:
             async with anyio.create_task_group() as group:
@@ -202,36 +202,41 @@ def is_token(payload: Any) -> int:
 
 
 async def openai_bytes(
-    chunks: AsyncIterator[Chunk],
+    batches: AsyncIterator[list[Chunk]],
     record: RequestRecord,
     *,
     include_usage: bool,
 ) -> AsyncIterator[bytes]:
-    """The node's OpenAI stream passed through (no re-encoding), metrics taken on the way.
+    """The node's OpenAI stream passed through (not re-encoded), metrics taken on the way; the
+    events that arrived together leave together.
 
     The usage-only chunk is dropped unless the client asked for it (`include_usage`); the
     gateway always asks the node for it, to count tokens.
     """
     sent = False
     try:
-        async for chunk in chunks:
-            sent = True
-            if chunk.done:
-                yield _DONE
-                continue
-            payload = chunk.payload
-            if is_token(payload):
-                record.token()
-            usage = payload.get("usage") if isinstance(payload, dict) else None
-            if usage:
-                record.usage(usage)
-                if not include_usage:
-                    if not payload.get("choices"):
-                        continue
-                    payload = {k: v for k, v in payload.items() if k != "usage"}
-                    yield encode_sse(payload)
+        async for batch in batches:
+            out = []
+            for chunk in batch:
+                if chunk.done:
+                    out.append(_DONE)
                     continue
-            yield b"data: " + chunk.data.encode() + b"\n\n"
+                payload = chunk.payload
+                if is_token(payload):
+                    record.token()
+                usage = payload.get("usage") if isinstance(payload, dict) else None
+                if usage:
+                    record.usage(usage)
+                    if not include_usage:
+                        if payload.get("choices"):
+                            out.append(
+                                encode_sse({k: v for k, v in payload.items() if k != "usage"})
+                            )
+                        continue
+                out.append(b"data: " + chunk.data.encode() + b"\n\n")
+            if out:
+                sent = True
+                yield b"".join(out)
         record.status = 200
     except CortexError as exc:
         record.status = exc.status_for("openai")
@@ -241,7 +246,7 @@ async def openai_bytes(
 
 
 async def anthropic_bytes(
-    chunks: AsyncIterator[Chunk],
+    batches: AsyncIterator[list[Chunk]],
     record: RequestRecord,
     translator: AnthropicStreamTranslator,
 ) -> AsyncIterator[bytes]:
@@ -249,17 +254,19 @@ async def anthropic_bytes(
     so that a failure before it is still a plain HTTP error (Claude Code retries a 529)."""
     sent = False
     try:
-        async for chunk in chunks:
-            sent = True
-            payload = chunk.payload
-            if not chunk.done:
-                if is_token(payload):
-                    record.token()
-                usage = payload.get("usage") if isinstance(payload, dict) else None
-                if usage:
-                    record.usage(usage)
-            events = translator.feed(DONE if chunk.done else payload)
+        async for batch in batches:
+            events = []
+            for chunk in batch:
+                payload = chunk.payload
+                if not chunk.done:
+                    if is_token(payload):
+                        record.token()
+                    usage = payload.get("usage") if isinstance(payload, dict) else None
+                    if usage:
+                        record.usage(usage)
+                events += translator.feed(DONE if chunk.done else payload)
             if events:
+                sent = True
                 yield b"".join(encode_sse(e) for e in events)
         tail = translator.finish()
         if tail:

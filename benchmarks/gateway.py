@@ -1,0 +1,154 @@
+"""The gateway's cost: latency it adds over calling a neuron directly, and throughput.
+
+One `cortex-neuron --harness fake` process streams replies at a high token rate, so that what
+is measured is the gateway: a `cortex-gateway` process in front of it relays the same streamed
+OpenAI chat requests. At each concurrency (closed loop: N clients, each sending its next request
+when the last one ends) the direct and the gateway paths alternate round by round, so other load
+on the machine hits both alike. TTFT is the first content chunk, total the `[DONE]`; "added" is
+gateway minus direct at the same percentile. Run:
+
+    python benchmarks/gateway.py [--concurrency 1 16 64 256] [--requests 256] [--tokens 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from cortex.testing import free_port, start_neuron_process, toml_dumps
+
+MODEL = "bench"
+
+
+@dataclass
+class Series:
+    ttft_s: list[float] = field(default_factory=list)
+    total_s: list[float] = field(default_factory=list)
+    tokens: int = 0
+    wall_s: float = 0.0
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def one(client: httpx.AsyncClient, url: str, body: dict[str, object], out: Series) -> None:
+    started = time.perf_counter()
+    first = 0.0
+    async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            choices = json.loads(line[6:])["choices"]
+            if choices and choices[0]["delta"].get("content"):
+                first = first or time.perf_counter()
+                out.tokens += 1
+    out.ttft_s.append(first - started)
+    out.total_s.append(time.perf_counter() - started)
+
+
+async def round_of(url: str, concurrency: int, requests: int, tokens: int, out: Series) -> None:
+    words = " ".join(["word"] * max(1, tokens - 7))  # the fake says 7 words, then echoes these
+    body = {"model": MODEL, "messages": [{"role": "user", "content": words}], "stream": True}
+    left = requests
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        await one(client, url, body, Series())  # warm the connection and the model
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                await one(client, url, body, out)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        out.wall_s += time.perf_counter() - started
+
+
+def start_gateway(neuron_url: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    config = {
+        "gateway": {"listen": f"127.0.0.1:{port}", "metrics_listen": f"127.0.0.1:{free_port()}"},
+        "neurons": [{"name": "bench", "endpoint": neuron_url}],
+    }
+    path = Path(tempfile.mkdtemp(prefix="bench-")) / "cortex.toml"
+    path.write_text(toml_dumps(config))
+    command = [sys.executable, "-m", "cortex", "serve", "--config", str(path)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health").json()["nodes_up"] == 1:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("cortex-gateway did not start")
+
+
+async def main(args: argparse.Namespace) -> None:
+    fake = {"tokens_per_s": args.token_rate, "models": [{"id": MODEL, "context_length": 8192}]}
+    neuron = start_neuron_process({"name": "bench", "fake": fake, "preload": [MODEL]})
+    httpx.post(f"{neuron.url}/models/load", json={"model": MODEL}, timeout=60).raise_for_status()
+    gateway, gateway_url = start_gateway(neuron.url)
+    rows = []
+    try:
+        for concurrency in args.concurrency:
+            direct, through = Series(), Series()
+            per_round = max(args.requests // args.rounds, concurrency)
+            for _ in range(args.rounds):
+                await round_of(neuron.url, concurrency, per_round, args.tokens, direct)
+                await round_of(gateway_url, concurrency, per_round, args.tokens, through)
+            rows.append((concurrency, direct, through))
+    finally:
+        gateway.terminate()
+        gateway.wait(30)
+        neuron.stop()
+    ms = 1000.0
+    print(
+        f"| streams | path | TTFT p50 ms | TTFT p99 ms | total p50 ms | total p99 ms "
+        f"| tok/s | tok/s vs direct |\n|---|---|---|---|---|---|---|---|"
+    )
+    for concurrency, direct, through in rows:
+        for name, s in (("direct", direct), ("gateway", through)):
+            rate = s.tokens / s.wall_s
+            print(
+                f"| {concurrency} | {name} | {pct(s.ttft_s, 0.5) * ms:.2f} | "
+                f"{pct(s.ttft_s, 0.99) * ms:.2f} | {pct(s.total_s, 0.5) * ms:.2f} | "
+                f"{pct(s.total_s, 0.99) * ms:.2f} | {rate:,.0f} | "
+                f"{rate / (direct.tokens / direct.wall_s):.2f} |"
+            )
+        added = [
+            (pct(through.ttft_s, q) - pct(direct.ttft_s, q)) * ms for q in (0.5, 0.99)
+        ] + [(pct(through.total_s, q) - pct(direct.total_s, q)) * ms for q in (0.5, 0.99)]
+        print(f"| {concurrency} | added | " + " | ".join(f"{a:+.2f}" for a in added) + " | | |")
+    mean_tokens = statistics.mean([rows[0][1].tokens / len(rows[0][1].total_s)])
+    print(
+        f"\n{mean_tokens:.0f} content tokens per reply, fake neuron at {args.token_rate:,.0f} "
+        f"tok/s per stream, {args.rounds} alternating rounds per concurrency."
+    )
+    print("command: python benchmarks/gateway.py " + " ".join(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
+    parser.add_argument("--requests", type=int, default=512, help="requests per path and level")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per level")
+    parser.add_argument("--tokens", type=int, default=32, help="content tokens per reply")
+    parser.add_argument("--token-rate", type=float, default=20000.0, help="fake tok/s per stream")
+    asyncio.run(main(parser.parse_args()))
