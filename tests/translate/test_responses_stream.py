@@ -8,6 +8,7 @@ accumulates them with the state machine behind `client.responses.stream`.
 # ruff: noqa: E501  (golden fixtures read best one event or message a line)
 from __future__ import annotations
 
+import doctest
 import itertools
 import json
 from typing import Any, get_args
@@ -27,6 +28,7 @@ from pydantic import BaseModel
 from cortex.errors import ContextLengthExceededError, OverloadedError, UpstreamError
 from cortex.protocol.openai import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
 from cortex.protocol.responses import ResponsesRequest
+from cortex.translate import responses_stream
 from cortex.translate.ids import IdFactory
 from cortex.translate.responses_api import openai_response_to_responses
 from cortex.translate.responses_stream import ResponsesStreamTranslator
@@ -523,3 +525,8 @@ def test_any_stream_is_valid_and_loses_nothing(
     assert calls == [
         (c.id, c.function.name, c.function.arguments or "{}") for c in reply.tool_calls or []
     ]
+
+
+def test_docstring_example_runs() -> None:
+    result = doctest.testmod(responses_stream, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -111,11 +111,14 @@ class ResponsesStreamTranslator:
             `created_at`; drawn in output order, as `openai_response_to_responses` does.
 
     Example:
+        >>> from cortex.translate.sse import DONE
         >>> t = ResponsesStreamTranslator({"model": "m", "input": "hi"}, ids=IdFactory(seed=0))
-        >>> [e["type"] for e in t.feed({"choices": [{"delta": {"content": "Hi"}}]})][:3]
-        ['response.created', 'response.in_progress', 'response.output_item.added']
-        >>> [e["type"] for e in t.feed(DONE)][-1]
-        'response.completed'
+        >>> events = t.feed({"choices": [{"delta": {"content": "Hi"}}]})
+        >>> [e["type"] for e in events[:2]], events[-1]["type"], events[-1]["delta"]
+        (['response.created', 'response.in_progress'], 'response.output_text.delta', 'Hi')
+        >>> final = t.feed(DONE)[-1]
+        >>> final["type"], final["response"]["output"][0]["content"][0]["text"]
+        ('response.completed', 'Hi')
     """
 
     def __init__(
