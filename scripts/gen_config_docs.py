@@ -48,6 +48,7 @@ SECTIONS: list[tuple[str, str, type[BaseModel]]] = [
     ("cortex.toml", "[eviction]", cfg.EvictionConfig),
     ("cortex.toml", "[[neurons]]", cfg.NeuronEndpoint),
     ("cortex.toml", "[auth]", cfg.AuthConfig),
+    ("cortex.toml", "[limits]", cfg.LimitsConfig),
     ("models.toml", "[[models]]", cfg.ModelProfile),
     ("neuron.toml", "top level", cfg.NeuronConfig),
     ("neuron.toml", "[fake]", cfg.FakeConfig),

@@ -39,6 +39,7 @@ __all__ = [
     "FakeConfig",
     "FakeModel",
     "GatewayConfig",
+    "LimitsConfig",
     "Listen",
     "ModelProfile",
     "ModelsConfig",
@@ -160,6 +161,17 @@ class GatewayConfig(_Frozen):
     max_body_mb: float = Field(
         default=32.0, gt=0, description="Largest request body accepted, in MB (else 413)."
     )
+    drain_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="At SIGTERM, seconds in-flight requests may take to finish while new ones "
+        "get 503, before the gateway exits; streams still running then end with an error event.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins browsers may call the API from (CORS), e.g. `https://app.example`; "
+        "`*` allows any. Empty: CORS off (no CORS headers, preflights refused).",
+    )
 
 
 class EvictionConfig(_Frozen):
@@ -211,6 +223,28 @@ class AuthConfig(_Frozen):
     )
 
 
+class LimitsConfig(_Frozen):
+    """`[limits]`: per-key limits (per client address when the API has no keys); 0 = no limit."""
+
+    concurrent_requests: int = Field(
+        default=0,
+        ge=0,
+        description="Requests one key may have in flight at once; more get 429 with Retry-After.",
+    )
+    requests_per_minute: float = Field(
+        default=0.0,
+        ge=0,
+        description="Requests one key may start per minute on average; more get 429 with "
+        "Retry-After (the seconds until the next one is allowed).",
+    )
+    burst: int = Field(
+        default=0,
+        ge=0,
+        description="Requests one key may start at once before the rate applies "
+        "(0 = a minute's worth, `requests_per_minute`).",
+    )
+
+
 class CortexConfig(_Frozen):
     """The gateway's `cortex.toml`."""
 
@@ -224,6 +258,7 @@ class CortexConfig(_Frozen):
         description="Path of models.toml (relative paths are read from cortex.toml's folder).",
     )
     auth: AuthConfig = Field(default_factory=AuthConfig, description="`[auth]`.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="`[limits]`.")
 
     @model_validator(mode="after")
     def _unique_names(self) -> CortexConfig:
@@ -399,7 +434,7 @@ _ENV_PREFIX: dict[ConfigKind, str] = {
 def detect_kind(data: Mapping[str, Any]) -> ConfigKind:
     """Guess which of the three files `data` is from its keys."""
     keys = set(data)
-    if keys & {"gateway", "eviction", "neurons", "auth", "models_config"}:
+    if keys & {"gateway", "eviction", "neurons", "auth", "limits", "models_config"}:
         return "cortex"
     if "models" in keys:
         return "models"
