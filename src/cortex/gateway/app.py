@@ -42,10 +42,10 @@ from cortex.gateway.context import fit_to_context
 from cortex.gateway.metrics import GatewayMetrics, RequestRecord
 from cortex.gateway.relay import (
     SSEResponse,
-    anthropic_bytes,
     error_response,
     openai_bytes,
     stream_response,
+    translated_bytes,
 )
 from cortex.protocol import anthropic as A
 from cortex.translate import (
@@ -249,7 +249,7 @@ class Gateway:
             sampled, count = await self._fit(run.lease, openai, "anthropic", exact=True)
             translator = AnthropicStreamTranslator(parsed, input_tokens=count)
             chunks = self.fleet.stream_batches(sampled, route=run.route, lease=run.lease)
-            async for data in anthropic_bytes(chunks, record, translator):
+            async for data in translated_bytes(chunks, record, translator, "anthropic"):
                 yield data
 
     async def count_tokens(self, request: Request) -> Response:

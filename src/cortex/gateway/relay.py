@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from starlette.responses import JSONResponse, Response
@@ -24,17 +24,17 @@ from starlette.types import Receive, Scope, Send
 from cortex.errors import CortexError, Dialect, UpstreamError
 from cortex.fleet.dispatch import Chunk
 from cortex.gateway.metrics import RequestRecord
-from cortex.translate.anthropic_stream import AnthropicStreamTranslator
 from cortex.translate.sse import DONE, encode_sse, encode_sse_comment
 
 __all__ = [
     "KEEPALIVE",
     "SSEResponse",
-    "anthropic_bytes",
+    "StreamTranslator",
     "error_response",
     "is_token",
     "openai_bytes",
     "stream_response",
+    "translated_bytes",
 ]
 
 log = logging.getLogger("cortex.gateway")
@@ -245,13 +245,25 @@ async def openai_bytes(
         yield error_event(exc, "openai")
 
 
-async def anthropic_bytes(
+class StreamTranslator(Protocol):
+    """A feed/finish state machine from OpenAI chunks to another dialect's stream events."""
+
+    def feed(self, item: Any) -> list[dict[str, Any]]: ...
+
+    def finish(self) -> list[dict[str, Any]]: ...
+
+    def fail(self, error: BaseException) -> list[dict[str, Any]]: ...
+
+
+async def translated_bytes(
     batches: AsyncIterator[list[Chunk]],
     record: RequestRecord,
-    translator: AnthropicStreamTranslator,
+    translator: StreamTranslator,
+    dialect: Dialect,
 ) -> AsyncIterator[bytes]:
-    """The node's OpenAI stream as Anthropic events; `message_start` waits for the first token,
-    so that a failure before it is still a plain HTTP error (Claude Code retries a 529)."""
+    """The node's OpenAI stream through a stream translator (`AnthropicStreamTranslator`, the
+    Responses one...). The first event waits for the first token, so that a failure before it
+    is still a plain HTTP error (Claude Code retries a 529)."""
     sent = False
     try:
         async for batch in batches:
@@ -273,7 +285,7 @@ async def anthropic_bytes(
             yield b"".join(encode_sse(e) for e in tail)
         record.status = 200
     except CortexError as exc:
-        record.status = exc.status_for("anthropic")
+        record.status = exc.status_for(dialect)
         if not sent:
             raise
         yield b"".join(encode_sse(e) for e in translator.fail(exc))

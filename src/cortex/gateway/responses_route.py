@@ -118,14 +118,18 @@ class ResponsesRoute:
         try:
             async with _Streaming(self.gateway.fleet, record, model) as run:
                 sampled, _ = await self.gateway._fit(run.lease, chat, "openai")
-                chunks = self.gateway.fleet.stream(sampled, route=run.route, lease=run.lease)
-                async for chunk in chunks:
-                    if not chunk.done:
-                        if is_token(chunk.payload):
-                            record.token()
-                        if isinstance(chunk.payload, dict):
-                            record.usage(chunk.payload.get("usage"))
-                    out = translator.feed(DONE if chunk.done else chunk.payload)
+                batches = self.gateway.fleet.stream_batches(
+                    sampled, route=run.route, lease=run.lease
+                )
+                async for batch in batches:  # the events that arrived together leave together
+                    out: list[StreamEvent] = []
+                    for chunk in batch:
+                        if not chunk.done:
+                            if is_token(chunk.payload):
+                                record.token()
+                            if isinstance(chunk.payload, dict):
+                                record.usage(chunk.payload.get("usage"))
+                        out += translator.feed(DONE if chunk.done else chunk.payload)
                     if out:
                         yield _sse(out)
                 tail = translator.finish()
