@@ -24,7 +24,7 @@ from cortex.fleet import dispatch
 from cortex.fleet.fleet import Lease
 from cortex.gateway.app import Answer, Gateway, _Streaming
 from cortex.gateway.metrics import RequestRecord
-from cortex.gateway.relay import is_token
+from cortex.gateway.relay import translated_bytes
 from cortex.protocol.responses import ResponsesRequest
 from cortex.translate.responses_api import (
     openai_response_to_responses,
@@ -32,7 +32,7 @@ from cortex.translate.responses_api import (
     responses_request_to_openai,
 )
 from cortex.translate.responses_stream import ResponsesStreamTranslator
-from cortex.translate.sse import DONE, encode_sse
+from cortex.translate.sse import encode_sse
 from cortex.translate.stream_items import StreamEvent
 
 __all__ = ["ResponsesRoute"]
@@ -121,21 +121,8 @@ class ResponsesRoute:
                 batches = self.gateway.fleet.stream_batches(
                     sampled, route=run.route, lease=run.lease
                 )
-                async for batch in batches:  # the events that arrived together leave together
-                    out: list[StreamEvent] = []
-                    for chunk in batch:
-                        if not chunk.done:
-                            if is_token(chunk.payload):
-                                record.token()
-                            if isinstance(chunk.payload, dict):
-                                record.usage(chunk.payload.get("usage"))
-                        out += translator.feed(DONE if chunk.done else chunk.payload)
-                    if out:
-                        yield _sse(out)
-                tail = translator.finish()
-                if tail:
-                    yield _sse(tail)
-                record.status = 200
+                async for data in translated_bytes(batches, record, translator, "openai"):
+                    yield data
         except Exception as exc:
             if not translator.started:
                 raise  # nothing sent yet: a plain HTTP error
