@@ -178,17 +178,23 @@ def _rope_settings(raw: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
     else:
         theta = float(raw.get("rope_theta", 10000.0))
         scaling = dict(raw["rope_scaling"]) if isinstance(raw.get("rope_scaling"), dict) else None
-    if scaling is not None:
-        rope_type = scaling.get("rope_type", scaling.get("type", "default"))
-        if rope_type not in _SUPPORTED_ROPE_TYPES:
-            raise CortexError(
-                f"rope scaling {rope_type!r} is not supported; "
-                f"supported: {', '.join(_SUPPORTED_ROPE_TYPES)}"
-            )
-        if rope_type == "default":
-            return theta, None
-        scaling["rope_type"] = rope_type
-        scaling.setdefault(
-            "original_max_position_embeddings", raw.get("max_position_embeddings", 2048)
+    if scaling is None:
+        return theta, None
+    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+    if rope_type not in _SUPPORTED_ROPE_TYPES:
+        raise CortexError(
+            f"rope scaling {rope_type!r} is not supported; "
+            f"supported: {', '.join(_SUPPORTED_ROPE_TYPES)}"
         )
-    return theta, scaling
+    if rope_type == "default":
+        return theta, None
+    canonical: dict[str, Any] = {"rope_type": rope_type, "factor": float(scaling["factor"])}
+    if rope_type == "llama3":
+        canonical["low_freq_factor"] = float(scaling["low_freq_factor"])
+        canonical["high_freq_factor"] = float(scaling["high_freq_factor"])
+        canonical["original_max_position_embeddings"] = int(
+            scaling.get(
+                "original_max_position_embeddings", raw.get("max_position_embeddings", 2048)
+            )
+        )
+    return theta, canonical

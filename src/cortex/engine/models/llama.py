@@ -6,7 +6,7 @@ each at load time, so a step runs two matmuls where it would run five (same sums
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -220,6 +220,8 @@ class Llama(nn.Module):
         max_new_tokens: int,
         temperature: float = 0.0,
         seed: int | None = None,
+        *,
+        stop_token_ids: Collection[int] | None = None,
     ) -> list[int]:
         """Continue one sequence, greedily or by sampling, with a contiguous KV cache.
 
@@ -228,6 +230,8 @@ class Llama(nn.Module):
             max_new_tokens: most tokens to add.
             temperature: 0 is greedy; above 0 samples from `softmax(logits / temperature)`.
             seed: makes sampling reproducible.
+            stop_token_ids: tokens that end the generation; the model's end-of-turn tokens
+                when None, none at all when empty (benchmarks).
 
         Returns:
             The new tokens only; the last is an end-of-turn token when the model stopped.
@@ -243,7 +247,7 @@ class Llama(nn.Module):
         generator = None
         if temperature > 0 and seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(seed)
-        stop = set(config.eos_token_ids)
+        stop = set(config.eos_token_ids if stop_token_ids is None else stop_token_ids)
         cache = ContiguousKVCache(
             config.num_layers,
             config.num_kv_heads,

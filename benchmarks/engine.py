@@ -1,0 +1,206 @@
+"""Batch-1 engine benchmark: import, load, TTFT and greedy decode speed, beside transformers.
+
+Both run the same weights (the default model folder, SmolLM2-135M-Instruct imported from its
+GGUF) on this machine in the same process, interleaved, so the ratios hold even when the
+machine is busy. TTFT is `generate(prompt, 1)`; decode speed is the extra time of
+`generate(prompt, 1 + N)` over that, for N new tokens, end-of-turn ignored.
+
+    python benchmarks/engine.py [--dtypes float32,bfloat16] [--new-tokens 32] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cortex.engine.gguf import default_model_dir
+from cortex.engine.models import Llama, load_model
+from cortex.engine.tokenizer import Tokenizer
+
+PROMPT_LENGTHS = (128, 1024)
+TEXT = (
+    "The history of bread goes back at least 30,000 years. Early people ground grains into "
+    "flour, mixed it with water and baked flat cakes on hot stones. Leavened bread came later, "
+    "when wild yeasts drifted into dough and made it rise; Egyptian bakers learned to keep a "
+    "piece of old dough to start the next batch. "
+)
+
+
+def best_of(repeats: int, run: Callable[..., object], *args: Any) -> float:
+    """Fastest wall time of `repeats` calls of `run(*args)`, in seconds."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(*args)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def import_time(statement: str, repeats: int) -> float:
+    """Seconds a fresh interpreter spends on `statement` (startup excluded)."""
+    code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
+    runs = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code], check=True, capture_output=True, text=True
+            ).stdout
+        )
+        for _ in range(repeats)
+    ]
+    return min(runs)
+
+
+def load_ours(model_dir: Path, dtype: torch.dtype) -> Llama:
+    Tokenizer.from_dir(model_dir)  # part of getting ready to serve
+    return load_model(model_dir, dtype=dtype)
+
+
+def load_hf(model_dir: Path, dtype: torch.dtype) -> Any:
+    import transformers
+
+    transformers.AutoTokenizer.from_pretrained(model_dir)
+    model: Any = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    return model.eval()
+
+
+def run_ours(model: Llama) -> Callable[[list[int], int], object]:
+    return lambda ids, n: model.generate(ids, n, stop_token_ids=())
+
+
+def run_hf(model: Any) -> Callable[[list[int], int], object]:
+    def run(ids: list[int], n: int) -> object:
+        with torch.inference_mode():
+            return model.generate(
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                pad_token_id=0,
+            )
+
+    return run
+
+
+def prompt_ids(tokenizer: Tokenizer, length: int) -> list[int]:
+    ids = tokenizer.encode(TEXT * (length // 40 + 1))
+    return ids[:length]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    model_dir = default_model_dir(progress=False)
+    tokenizer = Tokenizer.from_dir(model_dir)
+    prompts = {n: prompt_ids(tokenizer, n) for n in PROMPT_LENGTHS}
+    new_tokens = args.new_tokens
+    load_before = os.getloadavg()[0]
+
+    rows: dict[tuple[str, str], dict[str, float]] = {}
+    rows[("cortex", "-")] = {
+        "import_s": import_time(
+            "from cortex.engine import load_model, Tokenizer; load_model, Tokenizer", args.repeats
+        )
+    }
+    rows[("transformers", "-")] = {
+        "import_s": import_time(
+            "from transformers import LlamaForCausalLM, AutoTokenizer; "
+            "LlamaForCausalLM, AutoTokenizer",
+            args.repeats,
+        )
+    }
+    exactness: dict[str, str] = {}
+    reference: tuple[torch.Tensor, list[int]] | None = None
+    for dtype_name in args.dtypes.split(","):
+        dtype = getattr(torch, dtype_name)
+        ours_stats = {"load_s": best_of(args.repeats, load_ours, model_dir, dtype)}
+        hf_stats = {"load_s": best_of(args.repeats, load_hf, model_dir, dtype)}
+        ours = load_ours(model_dir, dtype)
+        hf = load_hf(model_dir, dtype)
+        for length, ids in prompts.items():
+            for stats, run in ((ours_stats, run_ours(ours)), (hf_stats, run_hf(hf))):
+                run(ids, 2)  # warm-up
+                first = best_of(args.repeats, run, ids, 1)
+                full = best_of(args.repeats, run, ids, 1 + new_tokens)
+                stats[f"ttft_{length}_ms"] = first * 1e3
+                stats[f"decode_{length}_tok_s"] = new_tokens / max(full - first, 1e-9)
+        rows[("cortex", dtype_name)] = ours_stats
+        rows[("transformers", dtype_name)] = hf_stats
+
+        # How far this dtype moves from our float32 on the 128-token prompt.
+        logits = ours.forward(prompts[128])[-1]
+        tokens = ours.generate(prompts[128], 32, stop_token_ids=())
+        if reference is None:
+            reference = (logits, tokens)
+        same = next(
+            (i for i, (a, b) in enumerate(zip(tokens, reference[1], strict=True)) if a != b),
+            len(tokens),
+        )
+        exactness[dtype_name] = (
+            f"max |logit - float32| {(logits - reference[0]).abs().max().item():.3f}, "
+            f"greedy equal to float32 for {same}/32 tokens"
+        )
+        del ours, hf
+
+    print_table(rows, args, load_before, new_tokens, exactness)
+
+
+def print_table(
+    rows: dict[tuple[str, str], dict[str, float]],
+    args: argparse.Namespace,
+    load_before: float,
+    new_tokens: int,
+    exactness: dict[str, str],
+) -> None:
+    columns = [
+        ("import_s", "import s", "{:.2f}", False),
+        ("load_s", "load s", "{:.2f}", False),
+        *[(f"ttft_{n}_ms", f"TTFT {n} ms", "{:.0f}", False) for n in PROMPT_LENGTHS],
+        *[(f"decode_{n}_tok_s", f"decode@{n} tok/s", "{:.1f}", True) for n in PROMPT_LENGTHS],
+    ]
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}, "
+        f"{new_tokens} decode tokens, best of {args.repeats}"
+    )
+    print()
+    print("| engine | dtype | " + " | ".join(c[1] for c in columns) + " |")
+    print("|---|---|" + "---|" * len(columns))
+    for (engine, dtype), stats in rows.items():
+        cells = [c[2].format(stats[c[0]]) if c[0] in stats else "" for c in columns]
+        print(f"| {engine} | {dtype} | " + " | ".join(cells) + " |")
+    for dtype in {d for _, d in rows}:
+        ours, theirs = rows.get(("cortex", dtype)), rows.get(("transformers", dtype))
+        if ours is None or theirs is None:
+            continue
+        cells = []
+        for key, _, _, higher_is_better in columns:
+            if key in ours and key in theirs:
+                ratio = ours[key] / theirs[key] if higher_is_better else theirs[key] / ours[key]
+                cells.append(f"{ratio:.2f}x")
+            else:
+                cells.append("")
+        print(f"| **cortex speed-up** | {dtype} | " + " | ".join(cells) + " |")
+    print()
+    for dtype, text in exactness.items():
+        print(f"- cortex {dtype}: {text}")
+    print()
+    print("command: python " + " ".join([str(Path(sys.argv[0])), *sys.argv[1:]]))
+
+
+if __name__ == "__main__":
+    main()
