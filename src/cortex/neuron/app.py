@@ -18,11 +18,13 @@ from typing import Any, Literal, TypeVar
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from cortex import __version__
+from cortex.drain import Drain, DrainMiddleware
 from cortex.errors import (
     AuthenticationError,
     CortexError,
@@ -375,6 +377,18 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return _error_response(CortexError(f"internal error: {type(exc).__name__}: {exc}"))
 
 
+def _drain_middleware(drain: Drain) -> Middleware:
+    def stopping() -> OverloadedError:
+        return OverloadedError("this neuron is shutting down; try another node", retry_after_s=5)
+
+    return Middleware(
+        DrainMiddleware,
+        drain=drain,
+        refusal=lambda scope: _error_response(stopping()),
+        cut_event=lambda scope: sse(stopping().to_openai()),
+    )
+
+
 def create_neuron_app(
     harness: Harness,
     *,
@@ -382,6 +396,7 @@ def create_neuron_app(
     token: str | None = None,
     preload: Sequence[str] = (),
     drain_timeout_s: float = 30.0,
+    drain: Drain | None = None,
 ) -> Starlette:
     """Build the neuron's ASGI app over `harness`.
 
@@ -391,6 +406,7 @@ def create_neuron_app(
         token: when set, `/models/load` and `/models/unload` need `Authorization: Bearer <token>`.
         preload: model ids loaded in the background at startup.
         drain_timeout_s: at shutdown, how long in-flight requests may finish before cancellation.
+        drain: the server's graceful drain (`cortex.drain`): new requests get 503 while it runs.
     """
     neuron = _Neuron(
         harness, name=name, token=token, preload=preload, drain_timeout_s=drain_timeout_s
@@ -413,7 +429,10 @@ def create_neuron_app(
         HTTPException: _http_error,
         Exception: _server_error,
     }
-    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=neuron.lifespan)
+    middleware = [] if drain is None else [_drain_middleware(drain)]
+    app = Starlette(
+        routes=routes, middleware=middleware, exception_handlers=handlers, lifespan=neuron.lifespan
+    )
     app.state.neuron = neuron
     app.state.harness = harness
     app.state.metrics = neuron.metrics

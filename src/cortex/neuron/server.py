@@ -1,7 +1,8 @@
 """`cortex-neuron`: read neuron.toml and the flags, build the harness and the app, run uvicorn.
 
-SIGTERM (or Ctrl-C) shuts down gracefully: the listener closes, in-flight requests get the drain
-timeout to finish, then every model is unloaded.
+SIGTERM (or Ctrl-C) shuts down gracefully (`cortex.drain`): in-flight requests get the drain
+timeout to finish while new ones get 503, then the listener closes, every model is unloaded, and
+the process exits 0.
 """
 
 from __future__ import annotations
@@ -121,25 +122,29 @@ def serve_neuron(
     """Run the neuron in this process until SIGTERM or SIGINT (then drain and unload)."""
     import uvicorn
 
+    from cortex.drain import Drain, DrainingServer
     from cortex.neuron.app import create_neuron_app
 
     harness = build_harness(config, harness_kind, drain_timeout_s=drain_timeout_s)
+    drain = Drain(drain_timeout_s)
     app = create_neuron_app(
         harness,
         name=config.name or socket.gethostname(),
         token=config.token,
         preload=config.preload,
         drain_timeout_s=drain_timeout_s,
+        drain=drain,
     )
-    server = uvicorn.Server(
+    server = DrainingServer(
         uvicorn.Config(
             app,
             host=config.listen.host,
             port=config.listen.port,
             log_level=log_level,
-            timeout_graceful_shutdown=max(1, round(drain_timeout_s)),
+            timeout_graceful_shutdown=5,  # the drain has waited already
             access_log=False,
-        )
+        ),
+        drain,
     )
     server.run()
 
