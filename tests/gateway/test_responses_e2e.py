@@ -1,15 +1,11 @@
-"""`/v1/responses` end to end: the official SDK -> a gateway process -> a neuron process running
-the real default model (SmolLM2-135M-Instruct, greedy) through the engine."""
+"""`/v1/responses` end to end: the official SDK -> a `cortex-gateway` process -> a `cortex-neuron`
+process running the real default model (SmolLM2-135M-Instruct, greedy) through the engine."""
 
 # ruff: noqa: E501  (input items read best one a line)
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +13,9 @@ import openai
 import pytest
 
 from cortex.neuron.catalog import DEFAULT_MODEL_ID, default_gguf_path
-from cortex.testing import NeuronProcess, free_port, start_neuron_process
+from cortex.testing import NeuronProcess, start_neuron_process
+
+from .conftest import GatewayProcess, start_gateway
 
 pytestmark = [
     pytest.mark.e2e,
@@ -37,17 +35,6 @@ WEATHER_TOOL: Any = {
         "required": ["city"],
     },
 }
-# A gateway process over the neurons of a cortex.toml given as JSON (argv[1]), on port argv[2].
-GATEWAY = """
-import json, sys
-import uvicorn
-from cortex.config import CortexConfig
-from cortex.fleet.fleet import Fleet
-from cortex.gateway.app import create_gateway_app
-config = CortexConfig.model_validate(json.loads(sys.argv[1]))
-app = create_gateway_app(Fleet.from_config(config), manage_fleet=True)
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
-"""
 
 
 @pytest.fixture(scope="module")
@@ -59,48 +46,34 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NeuronProcess]:
 
 
 @pytest.fixture(scope="module")
-def gateway(node: NeuronProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    config = {"neurons": [{"name": "engine-node", "endpoint": node.url}]}
-    log_path = tmp_path_factory.mktemp("responses-gateway") / "gateway.log"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-c", GATEWAY, json.dumps(config), str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+def gateway(node: NeuronProcess) -> Iterator[GatewayProcess]:
+    config = {
+        "gateway": {"poll_interval_s": 0.5},
+        "neurons": [{"name": "engine-node", "endpoint": node.url}],
+    }
+    process = start_gateway(config)
     try:
-        _wait_for_model(url, process, log_path)
-        yield url
+        _wait_for_model(process)
+        yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process.stop()
 
 
-def _wait_for_model(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    """Until the gateway lists the model as loaded on its node (deadline: 180 s)."""
+def _wait_for_model(gateway: GatewayProcess) -> None:
+    """Until the gateway lists the model (the neuron preloads it; deadline: 180 s)."""
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        assert process.poll() is None, f"the gateway exited:\n{log_path.read_text()[-4000:]}"
-        try:
-            models = httpx.get(f"{url}/v1/models", timeout=5).json()["data"]
-            if any(m["id"] == MODEL for m in models):
-                return
-        except httpx.HTTPError:
-            pass
+        models = httpx.get(f"{gateway.url}/v1/models", timeout=5).json()["data"]
+        if any(m["id"] == MODEL for m in models):
+            return
         time.sleep(0.2)
-    raise AssertionError(f"the gateway never listed {MODEL}:\n{log_path.read_text()[-4000:]}")
+    raise AssertionError(f"the gateway never listed {MODEL}:\n{gateway.log.read_text()[-4000:]}")
 
 
 @pytest.fixture
-def client(gateway: str) -> Iterator[openai.OpenAI]:
+def client(gateway: GatewayProcess) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(
-        base_url=f"{gateway}/v1", api_key="unused", max_retries=0, timeout=300
+        base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=300
     ) as client:
         yield client
 
@@ -128,6 +101,23 @@ def test_create_streamed(client: openai.OpenAI) -> None:
     text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert "Paris" in text and last.response.output_text == text
     assert last.response.usage is not None and last.response.usage.output_tokens > 0
+
+
+def test_metrics_count_the_responses_dialect(
+    client: openai.OpenAI, gateway: GatewayProcess
+) -> None:
+    client.responses.create(model=MODEL, input=QUESTION, max_output_tokens=4, stream=True)
+    metrics = httpx.get(f"{gateway.metrics_url}/metrics", timeout=10).text
+    served = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("cortex_requests_total{")
+        and 'dialect="responses"' in line
+        and 'node="engine-node"' in line
+        and 'status="200"' in line
+    ]
+    assert served and float(served[0].rsplit(" ", 1)[1]) >= 1
+    assert f'cortex_time_to_first_token_seconds_count{{model="{MODEL}"' in metrics
 
 
 def test_stream_helper(client: openai.OpenAI) -> None:
