@@ -12,18 +12,18 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cortex import __version__
-from cortex.config import AuthConfig
+from cortex.config import AuthConfig, LimitsConfig
+from cortex.drain import Drain
 from cortex.errors import (
     CortexError,
     Dialect,
@@ -36,10 +36,12 @@ from cortex.fleet import dispatch
 from cortex.fleet.fleet import Fleet
 from cortex.fleet.ledger import Lease
 from cortex.gateway import admin
-from cortex.gateway.auth import AuthMiddleware, KeyRing, dialect_of
+from cortex.gateway.auth import KeyRing, dialect_of
 from cortex.gateway.catalogue import anthropic_models, openai_models
 from cortex.gateway.context import fit_to_context
+from cortex.gateway.guard import gateway_middleware
 from cortex.gateway.metrics import GatewayMetrics, RequestRecord
+from cortex.gateway.openapi import openapi_document
 from cortex.gateway.relay import (
     SSEResponse,
     error_response,
@@ -360,6 +362,10 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return error_response(error, dialect_of(request.url.path, request.headers))
 
 
+async def _openapi(request: Request) -> Response:
+    return JSONResponse(openapi_document())
+
+
 def create_gateway_app(
     fleet: Fleet,
     *,
@@ -369,6 +375,9 @@ def create_gateway_app(
     commit_after_s: float | None = None,
     max_body_mb: float = 32.0,
     manage_fleet: bool = False,
+    limits: LimitsConfig | None = None,
+    cors_origins: Sequence[str] = (),
+    drain: Drain | None = None,
 ) -> Starlette:
     """Build the gateway's ASGI app over `fleet`.
 
@@ -381,6 +390,9 @@ def create_gateway_app(
             `keepalive_s`).
         max_body_mb: largest request body accepted.
         manage_fleet: start the fleet with the app's lifespan and close it after.
+        limits: per-key concurrency and rate limits (`[limits]`; None: none).
+        cors_origins: origins allowed by CORS (empty: CORS off).
+        drain: the server's graceful drain at SIGTERM (`cortex.drain`; None: none).
     """
     metrics = metrics or GatewayMetrics()
     gateway = Gateway(
@@ -405,6 +417,7 @@ def create_gateway_app(
         Route("/v1/messages", gateway.messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", gateway.count_tokens, methods=["POST"]),
         Route("/v1/responses", ResponsesRoute(gateway).handle, methods=["POST"]),
+        Route("/openapi.json", _openapi, methods=["GET"]),
         *admin_api.routes(),
     ]
     keyring = KeyRing(auth.keys if auth else (), auth.admin_keys if auth else ())
@@ -415,7 +428,13 @@ def create_gateway_app(
     }
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(AuthMiddleware, keyring=keyring)],
+        middleware=gateway_middleware(
+            keyring,
+            limits=limits,
+            cors_origins=cors_origins,
+            max_body_bytes=int(max_body_mb * 1024 * 1024),
+            drain=drain,
+        ),
         exception_handlers=handlers,
         lifespan=admin.fleet_lifespan(fleet) if manage_fleet else None,
     )

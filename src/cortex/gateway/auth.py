@@ -1,12 +1,14 @@
 """API keys: `Authorization: Bearer <key>` or `x-api-key: <key>`, refused in the client's dialect.
 
-With `[auth] keys` set, every API route needs one of them; `/admin/*` needs an admin key when
-`admin_keys` is set (else an API key). Probes (`HEAD /`, `/api/hello`) and `/health` stay open so
-load balancers and Claude Code's connection warm-up work without credentials.
+With `[auth] keys` set, every route but `/health` needs one of them (Claude Code's `HEAD /`
+warm-up takes any status); `/admin/*` needs an admin key when `admin_keys` is set (else an API
+key). Keys are compared by their SHA-256 digests in constant time, so neither the time taken nor
+a key's length says anything about the keys held.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Iterable, MutableMapping
 from typing import Any
@@ -18,7 +20,7 @@ from cortex.errors import AuthenticationError, Dialect
 
 __all__ = ["AuthMiddleware", "KeyRing", "dialect_of", "request_key"]
 
-OPEN_PATHS = frozenset({"/", "/health", "/api/hello"})
+OPEN_PATHS = frozenset({"/health"})
 
 
 class KeyRing:
@@ -30,8 +32,8 @@ class KeyRing:
     """
 
     def __init__(self, keys: Iterable[str] = (), admin_keys: Iterable[str] = ()) -> None:
-        self.keys = [k.encode() for k in keys if k]
-        self.admin_keys = [k.encode() for k in admin_keys if k]
+        self.keys = [_digest(k) for k in keys if k]
+        self.admin_keys = [_digest(k) for k in admin_keys if k]
 
     def required(self, admin: bool) -> list[bytes]:
         """The keys a route accepts (empty when it is open)."""
@@ -44,9 +46,13 @@ class KeyRing:
             return True
         if not given:
             return False
-        key = given.encode()
+        key = _digest(given)
         # Compare against every key (no early exit) so timing says nothing of which matched.
         return any([hmac.compare_digest(key, k) for k in wanted])
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
 
 
 def request_key(headers: MutableMapping[str, str] | Any) -> str | None:

@@ -20,6 +20,7 @@ import uvicorn
 
 from cortex import __version__
 from cortex.config import CortexConfig, Listen, load_cortex_config
+from cortex.drain import Drain, DrainingServer
 from cortex.errors import ConfigError
 from cortex.fleet.fleet import Fleet
 from cortex.gateway.app import create_gateway_app
@@ -100,18 +101,22 @@ def serve(
     metrics = GatewayMetrics()
     if config is None:
         fleet = Fleet.embedded(observer=metrics, poll_interval_s=2.0)
-        auth = None
     else:
         fleet = Fleet.from_config(config, observer=metrics)
-        auth = config.auth
+    settings = config or CortexConfig()
+    drain = Drain(settings.gateway.drain_timeout_s)
     app = create_gateway_app(
         fleet,
-        auth=auth,
+        auth=settings.auth,
         metrics=metrics,
-        max_body_mb=config.gateway.max_body_mb if config else 32.0,
+        max_body_mb=settings.gateway.max_body_mb,
+        limits=settings.limits,
+        cors_origins=settings.gateway.cors_origins,
+        drain=drain,
     )
+    metrics_app = create_metrics_app(metrics)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(run(fleet, app, create_metrics_app(metrics), api, metrics_at, log_level))
+        runner.run(run(fleet, app, metrics_app, api, metrics_at, log_level, drain=drain))
     return 0
 
 
@@ -126,13 +131,30 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 async def run(
-    fleet: Fleet, app: Any, metrics_app: Any, listen: Listen, metrics_listen: Listen, log_level: str
+    fleet: Fleet,
+    app: Any,
+    metrics_app: Any,
+    listen: Listen,
+    metrics_listen: Listen,
+    log_level: str,
+    *,
+    drain: Drain | None = None,
 ) -> None:
-    """Start `fleet`, serve `app` and `metrics_app` on their listeners until a signal, close."""
+    """Start `fleet`, serve `app` and `metrics_app` on their listeners until a signal, close.
+
+    With `drain` (the one `app` counts requests in), the first signal drains: in-flight
+    requests finish while new ones get 503, then the listeners close.
+    """
     level = log_level.lower()
-    api = uvicorn.Server(
-        uvicorn.Config(app, host=listen.host, port=listen.port, log_level=level, access_log=False)
+    api_config = uvicorn.Config(
+        app,
+        host=listen.host,
+        port=listen.port,
+        log_level=level,
+        access_log=False,
+        timeout_graceful_shutdown=5 if drain is not None else None,  # the drain waited already
     )
+    api = DrainingServer(api_config, drain) if drain is not None else uvicorn.Server(api_config)
     scrape = _MetricsServer(
         uvicorn.Config(
             metrics_app,

@@ -1,0 +1,217 @@
+"""Per-key limits (requests in flight, request rate) and the request body size limit.
+
+`KeyLimiter` keeps, per key, the requests in flight and a token bucket: a key may start `burst`
+requests at once, then `requests_per_minute` on average. A request over either limit gets 429
+in its dialect with `Retry-After` (the seconds until the bucket holds a token again; 1 for the
+concurrency limit). Keys are held only as a hash, and idle keys are forgotten. With no API keys
+configured, the client's address stands in for the key.
+
+`BodyLimitMiddleware` refuses bodies over the limit with 413 before the app reads them whole:
+at once when `Content-Length` says so, else as soon as the bytes received pass the limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cortex.config import LimitsConfig
+from cortex.errors import CortexError, RateLimitError, RequestTooLargeError
+from cortex.gateway.auth import dialect_of, request_key
+
+__all__ = ["BodyLimitMiddleware", "KeyLimiter", "LimitsMiddleware"]
+
+_MAX_KEYS = 10_000  # buckets kept before idle ones are forgotten
+_LINGER_BYTES = 16 * 1024 * 1024  # read (and drop) this much of an oversized body so the client
+# gets the 413 rather than a reset connection
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    stamp: float
+    in_flight: int = 0
+
+
+class KeyLimiter:
+    """Per-key concurrency and rate limits.
+
+    Args:
+        limits: `[limits]` of cortex.toml (0 = no limit).
+        clock: monotonic seconds (tests pass their own).
+    """
+
+    def __init__(self, limits: LimitsConfig, *, clock: Callable[[], float] = time.monotonic):
+        self.concurrent = limits.concurrent_requests
+        self.per_s = limits.requests_per_minute / 60.0
+        self.capacity = float(limits.burst or max(1.0, limits.requests_per_minute))
+        self.clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+
+    @property
+    def active(self) -> bool:
+        """Whether any limit is set."""
+        return bool(self.concurrent or self.per_s)
+
+    def acquire(self, who: str) -> None:
+        """Count a request of `who` starting now.
+
+        Raises:
+            RateLimitError: over the concurrency or the rate limit (Retry-After set).
+        """
+        now = self.clock()
+        bucket = self._buckets.get(who)
+        if bucket is None:
+            if len(self._buckets) >= _MAX_KEYS:
+                self._forget_idle(now)
+            bucket = self._buckets[who] = _Bucket(self.capacity, now)
+        if self.concurrent and bucket.in_flight >= self.concurrent:
+            raise RateLimitError(
+                f"this key already has {bucket.in_flight} requests in flight "
+                f"(limit {self.concurrent}); retry when one ends",
+                retry_after_s=1.0,
+            )
+        if self.per_s:
+            bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.stamp) * self.per_s)
+            bucket.stamp = now
+            if bucket.tokens < 1.0:
+                wait_s = math.ceil((1.0 - bucket.tokens) / self.per_s)
+                raise RateLimitError(
+                    f"this key is over its rate limit of {self.per_s * 60:g} requests per "
+                    f"minute; retry in {wait_s} s",
+                    retry_after_s=wait_s,
+                )
+            bucket.tokens -= 1.0
+        bucket.in_flight += 1
+
+    def release(self, who: str) -> None:
+        """A request of `who` ended."""
+        bucket = self._buckets.get(who)
+        if bucket is not None:
+            bucket.in_flight -= 1
+
+    def in_flight(self, who: str) -> int:
+        """Requests of `who` in flight now."""
+        bucket = self._buckets.get(who)
+        return bucket.in_flight if bucket is not None else 0
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop the buckets with nothing in flight that have refilled (they start full anyway)."""
+        for who, bucket in list(self._buckets.items()):
+            full = not self.per_s or (
+                bucket.tokens + (now - bucket.stamp) * self.per_s >= self.capacity
+            )
+            if bucket.in_flight == 0 and full:
+                del self._buckets[who]
+
+
+def _identity(scope: Scope, headers: dict[str, str], keyed: bool) -> str:
+    """Who a request counts against: its key's hash, or its address when keys are off."""
+    key = request_key(headers) if keyed else None
+    if key:
+        return "key:" + hashlib.sha256(key.encode()).hexdigest()[:32]
+    client = scope.get("client")
+    return f"addr:{client[0] if client else 'unknown'}"
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+async def _refuse(error: CortexError, scope: Scope, receive: Receive, send: Send) -> None:
+    dialect = dialect_of(scope["path"], _headers(scope))
+    response = JSONResponse(
+        error.to_dialect(dialect), status_code=error.status_for(dialect), headers=error.headers()
+    )
+    await response(scope, receive, send)
+
+
+class LimitsMiddleware:
+    """ASGI middleware applying a `KeyLimiter` to the API routes (`/v1/*`).
+
+    Sits behind the auth middleware, so only accepted keys get a bucket.
+
+    Args:
+        app: the app.
+        limiter: the limits.
+        keyed: whether API keys are configured (else clients count by address).
+    """
+
+    def __init__(self, app: ASGIApp, limiter: KeyLimiter, *, keyed: bool) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.keyed = keyed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        who = _identity(scope, _headers(scope), self.keyed)
+        try:
+            self.limiter.acquire(who)
+        except RateLimitError as exc:
+            await _refuse(exc, scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.limiter.release(who)
+
+
+class BodyLimitMiddleware:
+    """ASGI middleware refusing request bodies over `max_bytes` with 413 (in the dialect).
+
+    Args:
+        app: the app.
+        max_bytes: the largest body accepted.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _error(self) -> RequestTooLargeError:
+        return RequestTooLargeError(f"the request body is over the limit of {self.max_bytes} bytes")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = _headers(scope).get("content-length", "")
+        if length.isdigit() and int(length) > self.max_bytes:
+            await _linger(receive, int(length))
+            await _refuse(self._error(), scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    if message.get("more_body"):
+                        await _linger(receive, _LINGER_BYTES)
+                    raise self._error()  # the app's error handler answers 413 in the dialect
+            return message
+
+        await self.app(scope, limited, send)
+
+
+async def _linger(receive: Receive, most: int) -> None:
+    """Read and drop up to `most` bytes of the body (bounded), so that the client, still
+    sending, reads the refusal instead of a connection reset."""
+    dropped = 0
+    while dropped < min(most, _LINGER_BYTES):
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        dropped += len(message.get("body", b""))
+        if not message.get("more_body"):
+            return
