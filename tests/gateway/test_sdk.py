@@ -228,7 +228,8 @@ def test_every_route_refuses_without_a_key_in_its_dialect(
 def test_keys_open_the_routes(remote: Remote) -> None:
     url = remote.gateway.url
     assert httpx.get(f"{url}/health").status_code == 200  # open to probes
-    assert httpx.head(f"{url}/").status_code == 200
+    assert httpx.head(f"{url}/").status_code == 401  # only /health is open; Claude Code's
+    assert httpx.head(f"{url}/", headers={"x-api-key": KEY}).status_code == 200  # probe takes any
     assert httpx.get(f"{url}/v1/models", headers={"x-api-key": KEY}).status_code == 200
     bearer = {"authorization": f"Bearer {KEY}"}
     assert httpx.get(f"{url}/v1/models", headers=bearer).status_code == 200
