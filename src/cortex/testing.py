@@ -406,6 +406,7 @@ def start_neuron_process(
     env: Mapping[str, str] | None = None,
     workdir: str | Path | None = None,
     startup_timeout_s: float = 60.0,
+    port: int | None = None,
 ) -> NeuronProcess:
     """Start `cortex-neuron` on a free port of 127.0.0.1 and wait for its `/health`.
 
@@ -416,6 +417,7 @@ def start_neuron_process(
         env: extra environment variables.
         workdir: where the config and log files go (default: a new temporary folder).
         startup_timeout_s: how long to wait for `/health`.
+        port: the port to listen on (default: a free one); e.g. to restart a neuron in place.
 
     Raises:
         RuntimeError: the process exited or did not answer in time (its log is in the message).
@@ -430,8 +432,9 @@ def start_neuron_process(
     elif config is not None:
         command += ["--config", str(config)]
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    fixed = port
     for attempt in range(3):
-        port = free_port()
+        port = fixed or free_port()
         log_path = folder / f"neuron-{port}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
@@ -446,7 +449,7 @@ def start_neuron_process(
             return handle
         handle.kill()
         lost_port_race = "address already in use" in handle.logs().lower()
-        if not lost_port_race or attempt == 2:
+        if not lost_port_race or attempt == 2 or fixed:
             raise RuntimeError(f"cortex-neuron did not start:\n{handle.logs()[-4000:]}")
     raise AssertionError("unreachable")
 
