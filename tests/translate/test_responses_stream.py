@@ -23,17 +23,19 @@ from openai.lib.streaming.responses._responses import ResponseStreamState
 from openai.types.chat import ChatCompletionChunk as SDKChunk
 from openai.types.responses import Response as SDKResponse
 from openai.types.responses import ResponseStreamEvent as SDKEvent
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from cortex.errors import ContextLengthExceededError, OverloadedError, UpstreamError
 from cortex.protocol.openai import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
 from cortex.protocol.responses import ResponsesRequest
+from cortex.protocol.responses_events import ResponseStreamEvent
 from cortex.translate import responses_stream
 from cortex.translate.ids import IdFactory
 from cortex.translate.responses_api import openai_response_to_responses
 from cortex.translate.responses_stream import ResponsesStreamTranslator
 from cortex.translate.sse import DONE, SSEDecoder, encode_sse
 
+OUR_EVENT: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 SDK_EVENTS: dict[str, type[BaseModel]] = {
     get_args(cls.model_fields["type"].annotation)[0]: cls for cls in get_args(get_args(SDKEvent)[0])
 }  # the SDK's event classes by `type`
@@ -68,6 +70,8 @@ def stream(
     for c in chunks:
         events += translator.feed(c)
     events += translator.fail(fail) if fail is not None else translator.finish()
+    for event in events:  # each is exactly what its envelope model dumps
+        assert OUR_EVENT.validate_python(event).model_dump(mode="json") == event
     return [json.loads(encode_sse(e).split(b"data: ", 1)[1]) for e in events]
 
 

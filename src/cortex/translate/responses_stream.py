@@ -34,15 +34,11 @@ from cortex.protocol.responses import (
 from cortex.protocol.responses_events import (
     ContentPartAddedEvent,
     ContentPartDoneEvent,
-    FunctionCallArgumentsDeltaEvent,
     FunctionCallArgumentsDoneEvent,
     OutputItemAddedEvent,
     OutputItemDoneEvent,
-    OutputTextDeltaEvent,
     OutputTextDoneEvent,
-    ReasoningTextDeltaEvent,
     ReasoningTextDoneEvent,
-    RefusalDeltaEvent,
     RefusalDoneEvent,
     ResponseCompletedEvent,
     ResponseCreatedEvent,
@@ -65,6 +61,13 @@ from cortex.translate.stream_items import StreamEvent, StreamItem, item_payload
 __all__ = ["ResponsesStreamTranslator"]
 
 _Kind = Literal["reasoning", "output_text", "refusal", "function_call"]
+_Out = list[BaseModel | StreamEvent]  # events as models; the per-token deltas as dicts already
+_DELTA_TYPES: dict[_Kind, str] = {
+    "output_text": "response.output_text.delta",
+    "refusal": "response.refusal.delta",
+    "reasoning": "response.reasoning_text.delta",
+    "function_call": "response.function_call_arguments.delta",
+}
 
 
 @dataclass
@@ -83,10 +86,14 @@ class _Open:
     kind: Literal["reasoning", "message", "function_call"]
     id: str
     output_index: int
-    text: str = ""  # the open part's text, the reasoning text, or the arguments
+    pieces: list[str] = field(default_factory=list)  # of the open part, reasoning or arguments
     part: _Kind | None = None  # the open content part of a message
     parts: list[OutputContent] = field(default_factory=list)  # closed message parts
     call: _Call | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
 
 
 class ResponsesStreamTranslator:
@@ -171,7 +178,7 @@ class ResponsesStreamTranslator:
             return out + self.finish()
         if chunk.get("error"):
             return out + self.fail(error_from_openai(None, chunk))
-        events: list[BaseModel] = []
+        events: _Out = []
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) != 0:
                 continue
@@ -232,7 +239,7 @@ class ResponsesStreamTranslator:
 
     # -- payloads ------------------------------------------------------------------------------
 
-    def _piece(self, kind: _Kind, text: str, events: list[BaseModel]) -> None:
+    def _piece(self, kind: _Kind, text: str, events: _Out) -> None:
         """Reasoning, text or refusal: live before any tool call, held after."""
         if self._calls:
             last = self._held[-1] if self._held else None
@@ -243,7 +250,7 @@ class ResponsesStreamTranslator:
             return
         self._write(kind, text, events)
 
-    def _tool_fragment(self, fragment: Mapping[str, Any], events: list[BaseModel]) -> None:
+    def _tool_fragment(self, fragment: Mapping[str, Any], events: _Out) -> None:
         index = fragment.get("index")
         if not isinstance(index, int):
             index = self._index_without_index(fragment.get("id"))
@@ -284,7 +291,7 @@ class ResponsesStreamTranslator:
 
     # -- items ---------------------------------------------------------------------------------
 
-    def _write(self, kind: _Kind, text: str, events: list[BaseModel]) -> None:
+    def _write(self, kind: _Kind, text: str, events: _Out) -> None:
         """Append `text` to the open item, opening the right item and part first."""
         item = self._open
         wanted = "message" if kind in ("output_text", "refusal") else kind
@@ -297,22 +304,22 @@ class ResponsesStreamTranslator:
             item.part = kind
             empty = OutputText(text="") if kind == "output_text" else Refusal(refusal="")
             events.append(self._part_added(item, len(item.parts), empty))
-        item.text += text
-        at = {"item_id": item.id, "output_index": item.output_index}
-        seq = self._next()
-        if kind == "function_call":
-            events.append(FunctionCallArgumentsDeltaEvent(sequence_number=seq, delta=text, **at))
-        elif kind == "reasoning":
-            events.append(
-                ReasoningTextDeltaEvent(sequence_number=seq, content_index=0, delta=text, **at)
-            )
-        else:
-            delta_event = OutputTextDeltaEvent if kind == "output_text" else RefusalDeltaEvent
-            events.append(
-                delta_event(sequence_number=seq, content_index=len(item.parts), delta=text, **at)
-            )
+        item.pieces.append(text)
+        # The hot path (one event per token): built as the dict its model would dump.
+        delta: StreamEvent = {
+            "sequence_number": self._next(),
+            "type": _DELTA_TYPES[kind],
+            "item_id": item.id,
+            "output_index": item.output_index,
+        }
+        if kind != "function_call":
+            delta["content_index"] = len(item.parts) if kind != "reasoning" else 0
+        delta["delta"] = text
+        if kind == "output_text":
+            delta["logprobs"] = []
+        events.append(delta)
 
-    def _begin(self, kind: Literal["reasoning", "message"], events: list[BaseModel]) -> _Open:
+    def _begin(self, kind: Literal["reasoning", "message"], events: _Out) -> _Open:
         prefix = "rs_" if kind == "reasoning" else "msg_"
         item = self._open = _Open(kind, self._ids.new(prefix), len(self.response.output))
         if kind == "reasoning":
@@ -322,7 +329,7 @@ class ResponsesStreamTranslator:
             events.append(self._added(OutputMessage(id=item.id, status="in_progress")))
         return item
 
-    def _open_call(self, call: _Call, events: list[BaseModel]) -> None:
+    def _open_call(self, call: _Call, events: _Out) -> None:
         self._close("completed", events)
         item_id = self._ids.new("fc_")
         call.id = call.id or self._ids.call_id()
@@ -332,9 +339,9 @@ class ResponsesStreamTranslator:
         )
         events.append(self._added(added))
 
-    def _flush(self, last_status: ItemStatus) -> list[BaseModel]:
+    def _flush(self, last_status: ItemStatus) -> _Out:
         """Close the open item and write everything held; the last item gets `last_status`."""
-        events: list[BaseModel] = []
+        events: _Out = []
         held, self._held = self._held, []
         self._live = None
         if held:
@@ -352,7 +359,7 @@ class ResponsesStreamTranslator:
         self._close(last_status, events)
         return events
 
-    def _close(self, status: ItemStatus, events: list[BaseModel]) -> None:
+    def _close(self, status: ItemStatus, events: _Out) -> None:
         item, self._open = self._open, None
         if item is None:
             return
@@ -394,7 +401,7 @@ class ResponsesStreamTranslator:
             )
         )
 
-    def _close_part(self, item: _Open, events: list[BaseModel]) -> None:
+    def _close_part(self, item: _Open, events: _Out) -> None:
         if item.part is None:
             return
         at = {
@@ -411,7 +418,7 @@ class ResponsesStreamTranslator:
             events.append(RefusalDoneEvent(sequence_number=self._next(), refusal=item.text, **at))
         events.append(ContentPartDoneEvent(sequence_number=self._next(), part=part, **at))
         item.parts.append(part)
-        item.part, item.text = None, ""
+        item.part, item.pieces = None, []
 
     # -- event helpers -------------------------------------------------------------------------
 
@@ -441,5 +448,5 @@ class ResponsesStreamTranslator:
         )
 
 
-def _dump(*events: BaseModel) -> list[StreamEvent]:
-    return [event.model_dump(mode="json") for event in events]
+def _dump(*events: BaseModel | StreamEvent) -> list[StreamEvent]:
+    return [e if isinstance(e, dict) else e.model_dump(mode="json") for e in events]
