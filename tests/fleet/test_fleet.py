@@ -154,3 +154,33 @@ async def test_dry_run_and_admin_load_unload(
     assert fleet.plan("m3").action == "route"
     assert await fleet.unload("m3") == ["c"]
     assert loaded(nodes["c"]) == set()
+
+
+async def test_external_openai_server_joins_routing_without_lifecycle(
+    nodes: dict[str, NeuronProcess], make_fleet: FleetFactory
+) -> None:
+    import httpx
+
+    from cortex.errors import ConflictError
+    from cortex.fleet import Fleet, OpenAIServerClient
+
+    # A neuron with m4 loaded stands in for vLLM: only its OpenAI routes are used.
+    httpx.post(f"{nodes['c'].url}/models/load", json={"model": "m4"}, timeout=30)
+    before = loads_started(nodes["c"])
+    async with Fleet([OpenAIServerClient("vllm", nodes["c"].url)], poll_interval_s=0.25) as fleet:
+        [entry] = fleet.catalogue()
+        assert (entry.id, entry.loaded_on, entry.loadable_on) == ("m4", ("vllm",), ())
+        assert entry.context_length == 2048
+        route = Route("m4")
+        reply = await fleet.complete(chat("m4"), route=route)
+        assert (
+            route.node == "vllm" and "This is m4 on c" in reply["choices"][0]["message"]["content"]
+        )
+        chunks = [c async for c in fleet.stream(chat("m4", "streamed"))]
+        assert chunks[-1].done
+        assert await fleet.count_tokens("m4", [{"role": "user", "content": "one two"}]) == 5
+        with pytest.raises(ModelNotFoundError):
+            await fleet.complete(chat("m1"))  # not listed there, and it cannot load it
+        with pytest.raises(ConflictError):
+            await fleet.clients["vllm"].unload("m4")
+    assert loads_started(nodes["c"]) == before  # no lifecycle call ever reached it

@@ -170,6 +170,8 @@ def test_metrics_count_the_requests_made(remote: Remote) -> None:
         final = stream.get_final_message()
     completion += final.usage.output_tokens
     prompt += final.usage.input_tokens
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-model", messages=[])
     elapsed = time.perf_counter() - started
     after = scrape(remote)
 
@@ -179,6 +181,8 @@ def test_metrics_count_the_requests_made(remote: Remote) -> None:
     ok = {"model": "m1", "node": "a"}
     assert delta("cortex_requests_total", **ok, dialect="openai", status="200") == 5
     assert delta("cortex_requests_total", **ok, dialect="anthropic", status="200") == 1
+    unknown = {"model": "unknown", "node": "none", "dialect": "openai", "status": "404"}
+    assert delta("cortex_requests_total", **unknown) == 1  # labels stay bounded
     assert delta("cortex_tokens_total", **ok, kind="completion") == completion
     assert delta("cortex_tokens_total", **ok, kind="prompt") == prompt
     assert delta("cortex_request_duration_seconds_count", **ok) == 6

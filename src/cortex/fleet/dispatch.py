@@ -51,22 +51,52 @@ class Route:
     failures: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
 class Chunk:
-    """One event of a node's OpenAI stream.
+    """One event of a node's OpenAI stream; its JSON is parsed only when `payload` is read.
+
+    A pure relay passes `data` on as it came and never pays for parsing it.
 
     Args:
         data: the event's data as sent (`[DONE]` for the terminator).
-        payload: the data parsed (None for `[DONE]`).
+        node: the node that sent it (named in errors).
     """
 
-    data: str
-    payload: Any
+    __slots__ = ("_payload", "data", "node")
+
+    def __init__(self, data: str, node: str = "") -> None:
+        self.data = data
+        self.node = node
+        self._payload: Any = _UNPARSED
 
     @property
     def done(self) -> bool:
         """Whether this is the `[DONE]` terminator."""
-        return self.payload is None
+        return self.data == "[DONE]"
+
+    @property
+    def payload(self) -> Any:
+        """The data parsed (None for `[DONE]`).
+
+        Raises:
+            UpstreamError: the data is not JSON.
+        """
+        if self._payload is _UNPARSED:
+            if self.done:
+                self._payload = None
+            else:
+                try:
+                    self._payload = json.loads(self.data)
+                except ValueError as exc:
+                    raise UpstreamError(
+                        f"node {self.node!r} sent an event that is not JSON: {self.data[:80]!r}"
+                    ) from exc
+        return self._payload
+
+    def __repr__(self) -> str:
+        return f"Chunk({self.data[:60]!r})"
+
+
+_UNPARSED = object()
 
 
 def _starts_reply(payload: Any) -> bool:
@@ -203,7 +233,7 @@ async def stream_batches(
                     alive = fleet.ledger.alive_at
                     async for piece in raw:
                         alive[lease.node] = time.monotonic()
-                        batch = [_chunk(e.data, lease.node) for e in decoder.feed(piece)]
+                        batch = [Chunk(e.data, lease.node) for e in decoder.feed(piece)]
                         if started:
                             if batch:
                                 yield batch
@@ -217,7 +247,7 @@ async def stream_batches(
                             yield held
                     if not started:
                         raise UpstreamError(f"node {lease.node!r} ended the stream without a reply")
-                    tail = [_chunk(e.data, lease.node) for e in decoder.finish()]
+                    tail = [Chunk(e.data, lease.node) for e in decoder.finish()]
                     if tail:
                         yield tail
             return
@@ -227,12 +257,3 @@ async def stream_batches(
             _failed(fleet, lease, exc, route)
             excluded.add(lease.node)
             lease = None
-
-
-def _chunk(data: str, node: str) -> Chunk:
-    if data == "[DONE]":
-        return Chunk(data, None)
-    try:
-        return Chunk(data, json.loads(data))
-    except ValueError as exc:
-        raise UpstreamError(f"node {node!r} sent an event that is not JSON: {data[:80]!r}") from exc

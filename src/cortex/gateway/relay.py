@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
@@ -44,6 +45,7 @@ KEEPALIVE: Mapping[Dialect, bytes] = {
     "anthropic": encode_sse({"type": "ping"}),
 }
 _DONE = encode_sse(DONE)
+_TOKEN_MARKS = re.compile(r'"(?:content|text|reasoning_content|reasoning)":"[^"]|"tool_calls":\[')
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -218,22 +220,28 @@ async def openai_bytes(
         async for batch in batches:
             out = []
             for chunk in batch:
-                if chunk.done:
+                data = chunk.data
+                if data == "[DONE]":
                     out.append(_DONE)
                     continue
-                payload = chunk.payload
-                if is_token(payload):
+                # Parse only what must be read: chunks up to the first token (TTFT), and the
+                # one that carries usage. Later tokens are counted from the raw text.
+                if record.first_token_at is None:
+                    if is_token(chunk.payload):
+                        record.token()
+                elif _TOKEN_MARKS.search(data):
                     record.token()
-                usage = payload.get("usage") if isinstance(payload, dict) else None
-                if usage:
-                    record.usage(usage)
-                    if not include_usage:
-                        if payload.get("choices"):
-                            out.append(
-                                encode_sse({k: v for k, v in payload.items() if k != "usage"})
-                            )
-                        continue
-                out.append(b"data: " + chunk.data.encode() + b"\n\n")
+                if '"usage":' in data and '"usage":null' not in data:
+                    payload = chunk.payload
+                    usage = payload.get("usage") if isinstance(payload, dict) else None
+                    if usage:
+                        record.usage(usage)
+                        if not include_usage:
+                            if payload.get("choices"):
+                                trimmed = {k: v for k, v in payload.items() if k != "usage"}
+                                out.append(encode_sse(trimmed))
+                            continue
+                out.append(b"data: " + data.encode() + b"\n\n")
             if out:
                 sent = True
                 yield b"".join(out)
