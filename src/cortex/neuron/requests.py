@@ -7,12 +7,13 @@ Besides the standard fields, chat and completion requests take vLLM's `top_k`, `
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from cortex.errors import InvalidRequestError
-from cortex.neuron.registry import check_model_id
+from cortex.neuron.registry import MODEL_ID_PATTERN, check_model_id
 from cortex.neuron.types import GenerateRequest, SamplingOptions
 
 __all__ = [
@@ -22,6 +23,25 @@ __all__ = [
     "parse_body",
     "to_generate_request",
 ]
+
+
+ModelId = Annotated[
+    str,
+    Field(min_length=1, max_length=256, json_schema_extra={"pattern": MODEL_ID_PATTERN}),
+]
+"""A model id: checked against `MODEL_ID_PATTERN` by `check_model_id` (400 with its words)."""
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema counts `2.0` as an integer: take it, and nothing else that is not an int."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+_Integral = BeforeValidator(_integral)
+"""Makes a strict `int` also take integral floats (`3.0`), as JSON Schema's `integer` does."""
+TokenId = Annotated[int, Field(ge=0), _Integral]
 
 
 class _Body(BaseModel):
@@ -67,8 +87,8 @@ class MessageToolCall(_Body):
 class ContentPart(_Body):
     """A part of a message's content; only `text` parts are understood (the models read text)."""
 
-    type: str
-    text: str | None = None
+    type: Literal["text"]
+    text: str
 
 
 class ChatMessage(_Body):
@@ -82,20 +102,20 @@ class ChatMessage(_Body):
 
 
 class _Sampling(_Body):
-    model: str
+    model: ModelId
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_tokens: Annotated[int, Field(ge=1), _Integral] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    top_k: Annotated[int, Field(ge=-1)] | None = None
+    top_k: Annotated[int, Field(ge=-1), _Integral] | None = None
     min_p: Annotated[float, Field(ge=0, le=1)] | None = None
     repetition_penalty: Annotated[float, Field(gt=0, le=10)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] = 0.0
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] = 0.0
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=-(2**63), lt=2**63), _Integral] | None = None
     stop: str | list[str] | None = None
-    n: Annotated[int, Field(ge=1, le=1)] = 1
+    n: Annotated[int, Field(ge=1, le=1), _Integral] = 1
     ignore_eos: bool = False
 
 
@@ -103,9 +123,9 @@ class ChatCompletionRequest(_Sampling):
     """`POST /v1/chat/completions`."""
 
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1), _Integral] | None = None
     logprobs: bool = False
-    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20), _Integral] | None = None
     tools: list[Tool] | None = None
     tool_choice: str | dict[str, Any] | None = None
 
@@ -113,20 +133,29 @@ class ChatCompletionRequest(_Sampling):
 class CompletionRequest(_Sampling):
     """`POST /v1/completions` (one prompt: text or token ids)."""
 
-    prompt: str | list[str] | list[int] | list[list[int]]
-    logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
-    echo: bool = False
-    suffix: str | None = None
+    prompt: (
+        str
+        | Annotated[list[str], Field(min_length=1, max_length=1)]
+        | Annotated[list[TokenId], Field(min_length=1)]
+        | Annotated[
+            list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1, max_length=1)
+        ]
+    )
+    logprobs: Annotated[int, Field(ge=0, le=20), _Integral] | None = None
+    echo: Literal[False] = False
+    suffix: None = None
 
 
 class ModelRequest(_Body):
     """`POST /models/load` and `/models/unload`: `{"model": id}`."""
 
-    model: str
+    model: ModelId
     drain_timeout_s: Annotated[float, Field(ge=0)] | None = None
 
 
 _T = TypeVar("_T", bound=BaseModel)
+# The names pydantic gives a union's branches in error locations (`str`, `list[ContentPart]`...).
+_UNION_TAG = re.compile(r"^(str|int|float|bool|none|[a-z-]+\[.*\]|[A-Z]\w*)$")
 
 
 def parse_body(raw: bytes, model: type[_T]) -> _T:
@@ -145,11 +174,10 @@ def parse_body(raw: bytes, model: type[_T]) -> _T:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        param = ".".join(str(part) for part in error["loc"]) or None
-        more = len(exc.errors()) - 1
-        extra = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-        raise InvalidRequestError(f"{param}: {error['msg']}{extra}", param=param) from None
+        # Of a union's failed branches, the deepest says most (`content.0.type`, not `content`).
+        error = max(exc.errors(), key=lambda e: len(e["loc"]))
+        param = ".".join(str(p) for p in error["loc"] if not _UNION_TAG.match(str(p))) or None
+        raise InvalidRequestError(f"{param}: {error['msg']}", param=param) from None
 
 
 def _stop(stop: str | list[str] | None) -> tuple[str, ...]:
@@ -176,18 +204,10 @@ def _options(body: _Sampling, max_tokens: int | None, logprobs: bool, top: int) 
     )
 
 
-def _message(message: ChatMessage, index: int) -> dict[str, Any]:
+def _message(message: ChatMessage) -> dict[str, Any]:
     content = message.content
     if isinstance(content, list):
-        texts = []
-        for j, part in enumerate(content):
-            if part.type != "text" or part.text is None:
-                raise InvalidRequestError(
-                    f"content parts of type {part.type!r} are not supported (text only)",
-                    param=f"messages.{index}.content.{j}.type",
-                )
-            texts.append(part.text)
-        content = "".join(texts)
+        content = "".join(part.text for part in content)
     out: dict[str, Any] = {"role": message.role, "content": content}
     if message.name is not None:
         out["name"] = message.name
@@ -227,25 +247,19 @@ def to_generate_request(
             tools = [tool.model_dump(exclude_none=True) for tool in body.tools]
         return GenerateRequest(
             model=body.model,
-            messages=[_message(m, i) for i, m in enumerate(body.messages)],
+            messages=[_message(m) for m in body.messages],
             tools=tools,
             sampling=_options(body, max_tokens, body.logprobs, body.top_logprobs or 0),
             request_id=request_id,
         )
-    if body.echo or body.suffix:
-        raise InvalidRequestError("`echo` and `suffix` are not supported", param="echo")
     prompt = body.prompt
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str | list):
-        if len(prompt) != 1:
-            raise InvalidRequestError("only one prompt per request is supported", param="prompt")
-        prompt = prompt[0]
-    if isinstance(prompt, list) and not prompt:
-        raise InvalidRequestError("the prompt is empty", param="prompt")
+    if isinstance(prompt, list) and isinstance(prompt[0], str | list):
+        prompt = prompt[0]  # a batch of one (the schema allows no more)
     assert isinstance(prompt, str) or all(isinstance(t, int) for t in prompt)
     wants_logprobs = body.logprobs is not None
     return GenerateRequest(
         model=body.model,
-        prompt=prompt,  # type: ignore[arg-type]  # narrowed by the assert above
+        prompt=prompt,
         sampling=_options(body, body.max_tokens or 16, wants_logprobs, body.logprobs or 0),
         request_id=request_id,
     )
