@@ -29,19 +29,31 @@ GPU = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if GPU else "cpu")
 
 
-def median_ms(fn: Callable[[], object]) -> float:
-    """Median wall time of `fn` in milliseconds (do_bench on CUDA, repeated runs on CPU)."""
+def median_ms(fn: Callable[[], object], budget_s: float = 1.0) -> float:
+    """Median wall time of `fn` in milliseconds: do_bench on CUDA, else repeated runs for
+    about `budget_s` (at least 3)."""
     if GPU:
         import triton.testing
 
         return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
     fn()
-    times, deadline = [], time.perf_counter() + 1.0
-    while len(times) < 5 or (time.perf_counter() < deadline and len(times) < 50):
+    times, deadline = [], time.perf_counter() + budget_s
+    while len(times) < 3 or (time.perf_counter() < deadline and len(times) < 50):
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
+
+
+@dataclass
+class Bench:
+    """Collected rows, and the CPU time budget per measurement."""
+
+    budget_s: float
+    rows: list[Row]
+
+    def time(self, fn: Callable[[], object]) -> float:
+        return median_ms(fn, self.budget_s)
 
 
 @dataclass
@@ -101,26 +113,26 @@ def paged(
 
 
 def bench_store(
-    rows: list[Row], tokens: int, kv_heads: int, head_dim: int, dtype: torch.dtype
+    bench: Bench, tokens: int, kv_heads: int, head_dim: int, dtype: torch.dtype
 ) -> None:
     key = torch.randn(tokens, kv_heads, head_dim, dtype=dtype, device=DEVICE)
     value = torch.randn_like(key)
     cache = torch.empty(tokens // 16 + 1, 16, kv_heads, head_dim, dtype=dtype, device=DEVICE)
     v_cache = torch.empty_like(cache)
     slots = torch.randperm(tokens, device=DEVICE)
-    ms = median_ms(lambda: kernels.store_kv(key, value, cache, v_cache, slots))
-    peer = median_ms(lambda: kernels.store_kv_reference(key, value, cache, v_cache, slots))
+    ms = bench.time(lambda: kernels.store_kv(key, value, cache, v_cache, slots))
+    peer = bench.time(lambda: kernels.store_kv_reference(key, value, cache, v_cache, slots))
     moved = 4 * key.numel() * key.element_size()
     shape = f"{tokens} tok x {kv_heads}x{head_dim}"
-    rows.append(Row("store_kv", shape, ms, moved, 0.0, "torch index_copy_", peer))
+    bench.rows.append(Row("store_kv", shape, ms, moved, 0.0, "torch index_copy_", peer))
 
 
 def bench_prefill(
-    rows: list[Row], seqs: int, new: int, context: int, heads: int, kv_heads: int, dim: int,
+    bench: Bench, seqs: int, new: int, context: int, heads: int, kv_heads: int, dim: int,
     dtype: torch.dtype,
 ) -> None:  # fmt: skip
     q, k_cache, v_cache, meta = paged([new] * seqs, [context] * seqs, heads, kv_heads, dim, dtype)
-    ms = median_ms(lambda: kernels.prefill_attention(q, k_cache, v_cache, meta))
+    ms = bench.time(lambda: kernels.prefill_attention(q, k_cache, v_cache, meta))
     visible = seqs * (new * context + new * (new + 1) / 2)  # (query, key) pairs
     flops = 4 * visible * heads * dim
     moved = (q.numel() * 2 + 2 * seqs * (new + context) * kv_heads * dim) * q.element_size()
@@ -129,28 +141,28 @@ def bench_prefill(
         dense_q = torch.randn(seqs, heads, new, dim, dtype=dtype, device=DEVICE)
         dense_kv = torch.randn(seqs, kv_heads, new, dim, dtype=dtype, device=DEVICE)
         peer_name = "torch SDPA, dense K/V"
-        peer = median_ms(
+        peer = bench.time(
             lambda: F.scaled_dot_product_attention(
                 dense_q, dense_kv, dense_kv, is_causal=True, enable_gqa=heads != kv_heads
             )
         )
     else:
         peer_name = "torch reference"
-        peer = median_ms(lambda: kernels.prefill_attention_reference(q, k_cache, v_cache, meta))
+        peer = bench.time(lambda: kernels.prefill_attention_reference(q, k_cache, v_cache, meta))
     shape = f"{seqs}x({context}+{new}) H{heads}/{kv_heads} D{dim}"
-    rows.append(Row("prefill_attention", shape, ms, moved, flops, peer_name, peer))
+    bench.rows.append(Row("prefill_attention", shape, ms, moved, flops, peer_name, peer))
 
 
 def bench_decode(
-    rows: list[Row], seqs: int, context: int, heads: int, kv_heads: int, dim: int,
+    bench: Bench, seqs: int, context: int, heads: int, kv_heads: int, dim: int,
     dtype: torch.dtype,
 ) -> None:  # fmt: skip
     q, k_cache, v_cache, meta = paged([1] * seqs, [context - 1] * seqs, heads, kv_heads, dim, dtype)
-    ms = median_ms(lambda: kernels.decode_attention(q, k_cache, v_cache, meta))
+    ms = bench.time(lambda: kernels.decode_attention(q, k_cache, v_cache, meta))
     # Peer: torch SDPA over the same keys stored densely (no block table to follow).
     dense_q = q.unsqueeze(2)
     dense_kv = torch.randn(seqs, kv_heads, context, dim, dtype=dtype, device=DEVICE)
-    peer = median_ms(
+    peer = bench.time(
         lambda: F.scaled_dot_product_attention(
             dense_q, dense_kv, dense_kv, enable_gqa=heads != kv_heads
         )
@@ -158,10 +170,12 @@ def bench_decode(
     moved = 2 * seqs * context * kv_heads * dim * q.element_size()
     flops = 4 * seqs * context * heads * dim
     shape = f"{seqs}x{context} H{heads}/{kv_heads} D{dim}"
-    rows.append(Row("decode_attention", shape, ms, moved, flops, "torch SDPA, dense K/V", peer))
+    bench.rows.append(
+        Row("decode_attention", shape, ms, moved, flops, "torch SDPA, dense K/V", peer)
+    )
 
 
-def bench_sample(rows: list[Row], batch: int, vocab: int, mode: str) -> None:
+def bench_sample(bench: Bench, batch: int, vocab: int, mode: str) -> None:
     logits = torch.randn(batch, vocab, device=DEVICE) * 4
     settings = {
         "greedy": (0.0, 0, 1.0),
@@ -181,14 +195,14 @@ def bench_sample(rows: list[Row], batch: int, vocab: int, mode: str) -> None:
         torch.arange(batch, device=DEVICE),
         full(7, torch.int64),
     )
-    ms = median_ms(lambda: kernels.sample(logits, *params))
+    ms = bench.time(lambda: kernels.sample(logits, *params))
     if mode == "greedy":
-        peer_name, peer = "torch argmax", median_ms(lambda: logits.argmax(dim=-1))
+        peer_name, peer = "torch argmax", bench.time(lambda: logits.argmax(dim=-1))
     else:
         peer_name = "softmax/sort + multinomial"
-        peer = median_ms(lambda: naive_sample(logits, *settings))
+        peer = bench.time(lambda: naive_sample(logits, *settings))
     moved = logits.numel() * 4  # one read of the logits; the search re-reads from cache
-    rows.append(Row("sample", f"{batch}x{vocab} {mode}", ms, moved, 0.0, peer_name, peer))
+    bench.rows.append(Row("sample", f"{batch}x{vocab} {mode}", ms, moved, 0.0, peer_name, peer))
 
 
 def naive_sample(
@@ -208,37 +222,39 @@ def naive_sample(
 
 
 def run(quick: bool) -> list[Row]:
-    rows: list[Row] = []
+    bench = Bench(0.2 if quick else 1.0, [])
     if GPU:
         bf16 = torch.bfloat16
-        bench_store(rows, 65536, 8, 128, bf16)
-        bench_prefill(rows, 16, 2048, 0, 32, 8, 128, bf16)
-        bench_prefill(rows, 8, 1024, 0, 9, 3, 64, bf16)  # SmolLM2-135M heads
-        bench_prefill(rows, 16, 512, 1536, 32, 8, 128, bf16)  # extend over a cached prefix
+        bench_store(bench, 65536, 8, 128, bf16)
+        bench_prefill(bench, 16, 2048, 0, 32, 8, 128, bf16)
+        bench_prefill(bench, 8, 1024, 0, 9, 3, 64, bf16)  # SmolLM2-135M heads
+        bench_prefill(bench, 16, 512, 1536, 32, 8, 128, bf16)  # extend over a cached prefix
         for seqs, context in ((1, 4096), (16, 2048), (64, 4096), (256, 4096)):
-            bench_decode(rows, seqs, context, 32, 8, 128, bf16)
+            bench_decode(bench, seqs, context, 32, 8, 128, bf16)
         for seqs in (1, 64):
-            bench_decode(rows, seqs, 2048, 9, 3, 64, bf16)
+            bench_decode(bench, seqs, 2048, 9, 3, 64, bf16)
         for batch in (1, 64) if quick else (1, 64, 256):
             for mode in ("greedy", "temperature", "top-k 50", "top-p 0.9"):
-                bench_sample(rows, batch, 49152, mode)
+                bench_sample(bench, batch, 49152, mode)
         if not quick:
-            bench_sample(rows, 64, 151936, "top-p 0.9")  # Qwen2.5's vocabulary
+            bench_sample(bench, 64, 151936, "top-p 0.9")  # Qwen2.5's vocabulary
     else:
         fp32 = torch.float32
-        bench_store(rows, 1024, 3, 64, fp32)
-        bench_prefill(rows, 1, 512, 0, 9, 3, 64, fp32)
-        bench_prefill(rows, 4, 128, 256, 9, 3, 64, fp32)
+        bench_store(bench, 1024, 3, 64, fp32)
+        bench_prefill(bench, 1, 512, 0, 9, 3, 64, fp32)
+        bench_prefill(bench, 4, 128, 256, 9, 3, 64, fp32)
         for seqs in (1, 8):
-            bench_decode(rows, seqs, 512, 9, 3, 64, fp32)
+            bench_decode(bench, seqs, 512, 9, 3, 64, fp32)
         for mode in ("greedy", "temperature", "top-k 50", "top-p 0.9"):
-            bench_sample(rows, 1 if quick else 8, 49152, mode)
-    return rows
+            bench_sample(bench, 1 if quick else 8, 49152, mode)
+    return bench.rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer sampling shapes")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer sampling shapes, shorter CPU measurements"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
     if args.threads:

@@ -70,9 +70,17 @@ def test_importing_the_package_on_cpu_does_not_import_triton() -> None:
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_arguments_are_checked_before_running(
-    backend: str, monkeypatch: pytest.MonkeyPatch
+    backend: str, monkeypatch: pytest.MonkeyPatch, device: torch.device
 ) -> None:
     monkeypatch.setenv("CORTEX_KERNELS", backend)
+    torch.set_default_device(device)
+    try:
+        _check_arguments()
+    finally:
+        torch.set_default_device(None)
+
+
+def _check_arguments() -> None:
     cache = torch.zeros(4, 16, 2, 64)
     meta = _meta([5, 3], [5, 3])
     q = torch.zeros(8, 6, 64)

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+import torch
 
 from cortex.engine import Engine, SamplingParams
 
@@ -19,7 +20,11 @@ def model_dir() -> Path:
 
 
 async def _generate(model_dir: Path, prompts: list[list[int]]) -> list[list[int]]:
-    engine = Engine.from_pretrained(model_dir, dtype="float32", kv_cache_mb=8, max_num_seqs=2)
+    # On CUDA the engine captures its decode steps in CUDA graphs, kernels included.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    engine = Engine.from_pretrained(
+        model_dir, device=device, dtype="float32", kv_cache_mb=8, max_num_seqs=2
+    )
     try:
         # A greedy and a seeded request share each step, so the kernels see batches of two.
         params = [

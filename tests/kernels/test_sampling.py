@@ -194,13 +194,15 @@ def _chi_square(counts: list[int], probs: torch.Tensor) -> tuple[float, int]:
     return statistic, len(kept) - 1
 
 
-# The interpreter draws only tens of rows a second, so Triton gets fewer draws; the exact-equality
-# test above ties its draws to the reference's anyway.
-@pytest.mark.parametrize(("backend", "draws"), [("torch", 20000), ("triton", 300)])
+@pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_draws_follow_the_filtered_distribution(
-    backend: str, draws: int, monkeypatch: pytest.MonkeyPatch, device: torch.device
+    backend: str, monkeypatch: pytest.MonkeyPatch, device: torch.device
 ) -> None:
     monkeypatch.setenv("CORTEX_KERNELS", backend)
+    # The interpreter draws only tens of rows a second, so it gets fewer draws; the exact-equality
+    # test above ties its draws to the reference's anyway.
+    interpreted = backend == "triton" and device.type == "cpu"
+    draws = 300 if interpreted else 20000
     vocab = 10
     row = _logits(1, vocab, 4, device)[0] / 2
     temperature, top_k, top_p, min_p = 0.8, 7, 0.97, 0.02

@@ -155,10 +155,14 @@ def decode_attention_reference(
     k = _gather_blocks(k_cache, tables)  # (seqs, keys, kv_heads, dim)
     v = _gather_blocks(v_cache, tables)
     # Slots past a sequence's end hold whatever the cache held (maybe NaN): zero them, since
-    # a masked score still multiplies its value by 0 and NaN * 0 is NaN. Only those slots are
-    # touched, so batches of similar lengths pay next to nothing.
+    # a masked score still multiplies its value by 0 and NaN * 0 is NaN. On CPU only those
+    # slots are touched (batches of similar lengths pay next to nothing); on CUDA a masked
+    # fill avoids the host sync, so the reference can be captured in a CUDA graph.
     hidden = ~visible.flatten()
-    if bool(hidden.any()):
+    if q.is_cuda:
+        k.masked_fill_(hidden.view(*visible.shape, 1, 1), 0)
+        v.masked_fill_(hidden.view(*visible.shape, 1, 1), 0)
+    elif bool(hidden.any()):
         k.view(-1, *k.shape[2:])[hidden] = 0
         v.view(-1, *v.shape[2:])[hidden] = 0
     k, v = k.transpose(1, 2), v.transpose(1, 2)  # (seqs, kv_heads, keys, dim)
