@@ -136,19 +136,23 @@ def bench_prefill(
     visible = seqs * (new * context + new * (new + 1) / 2)  # (query, key) pairs
     flops = 4 * visible * heads * dim
     moved = (q.numel() * 2 + 2 * seqs * (new + context) * kv_heads * dim) * q.element_size()
-    if context == 0:
-        # Peer: torch SDPA (flash on CUDA) on the same causal problem in dense tensors.
-        dense_q = torch.randn(seqs, heads, new, dim, dtype=dtype, device=DEVICE)
-        dense_kv = torch.randn(seqs, kv_heads, new, dim, dtype=dtype, device=DEVICE)
-        peer_name = "torch SDPA, dense K/V"
-        peer = bench.time(
-            lambda: F.scaled_dot_product_attention(
-                dense_q, dense_kv, dense_kv, is_causal=True, enable_gqa=heads != kv_heads
-            )
+    # Peer: torch SDPA (flash on CUDA when causal) on the same problem in dense tensors; with a
+    # cached prefix the causal diagonal is offset, which needs an explicit mask.
+    dense_q = torch.randn(seqs, heads, new, dim, dtype=dtype, device=DEVICE)
+    dense_kv = torch.randn(seqs, kv_heads, context + new, dim, dtype=dtype, device=DEVICE)
+    positions = torch.arange(context + new, device=DEVICE)
+    mask = None if context == 0 else positions <= context + positions[:new, None]
+    peer_name = "torch SDPA, dense K/V"
+    peer = bench.time(
+        lambda: F.scaled_dot_product_attention(
+            dense_q,
+            dense_kv,
+            dense_kv,
+            attn_mask=mask,
+            is_causal=context == 0,
+            enable_gqa=heads != kv_heads,
         )
-    else:
-        peer_name = "torch reference"
-        peer = bench.time(lambda: kernels.prefill_attention_reference(q, k_cache, v_cache, meta))
+    )
     shape = f"{seqs}x({context}+{new}) H{heads}/{kv_heads} D{dim}"
     bench.rows.append(Row("prefill_attention", shape, ms, moved, flops, peer_name, peer))
 

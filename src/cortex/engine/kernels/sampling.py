@@ -107,15 +107,15 @@ def _gumbel(seed, step, offs):
     c3 = c0 * 0
     k0 = seed.to(tl.uint32)
     k1 = (seed >> 32).to(tl.uint32)
-    for _ in tl.static_range(10):
+    for _ in tl.static_range(10):  # wrapping uint32 arithmetic, as in tl.philox
         c0, c1, c2, c3 = (
             tl.umulhi(0xCD9E8D57, c2) ^ c1 ^ k0,
-            c2 * 0xCD9E8D57,
+            tl.mul(c2, 0xCD9E8D57, sanitize_overflow=False),
             tl.umulhi(0xD2511F53, c0) ^ c3 ^ k1,
-            c0 * 0xD2511F53,
+            tl.mul(c0, 0xD2511F53, sanitize_overflow=False),
         )
-        k0 = k0 + 0x9E3779B9
-        k1 = k1 + 0xBB67AE85
+        k0 = tl.add(k0, 0x9E3779B9, sanitize_overflow=False)
+        k1 = tl.add(k1, 0xBB67AE85, sanitize_overflow=False)
     word = offs % 4
     bits = tl.where(word == 0, c0, tl.where(word == 1, c1, tl.where(word == 2, c2, c3)))
     uniform = ((bits >> 9).to(tl.float32) + 0.5) * (1.0 / 8388608.0)  # 23 bits, inside (0, 1)
