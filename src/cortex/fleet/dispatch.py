@@ -2,8 +2,11 @@
 
 A node that cannot be reached, a load that fails, a node that answers 5xx, 404 (the model left)
 or 409 (it is unloading), or a stream that breaks before its first token: the request moves to
-the next candidate. Once a token has been passed on, a failure is the caller's to report (the
-gateway closes the stream with an error event in the client's dialect).
+the next candidate. When every candidate failed that way, the client gets the nodes' fault
+(502, naming each node and what it did), not "overloaded": retrying would not help. Replies and
+events are checked for the shape the gateway reads (a malformed one is the node's fault, 502).
+Once a token has been passed on, a failure is the caller's to report (the gateway closes the
+stream with an error event in the client's dialect).
 """
 
 from __future__ import annotations
@@ -99,14 +102,44 @@ class Chunk:
 _UNPARSED = object()
 
 
-def _starts_reply(payload: Any) -> bool:
-    """Whether a chunk carries a token (or ends the reply): after it, no more failover."""
+def _malformed(node: str, what: str, data: Any) -> UpstreamError:
+    return UpstreamError(f"node {node!r} sent a malformed {what}: {str(data)[:120]!r}")
+
+
+def _checked_choice(chunk: Chunk) -> dict[str, Any] | None:
+    """The first choice of a chunk, its shape checked (None when it has none)."""
+    payload = chunk.payload
     if not isinstance(payload, dict):
-        return True
+        raise _malformed(chunk.node, "event", chunk.data)
     choices = payload.get("choices")
     if not choices:
-        return "usage" in payload
-    choice = choices[0]
+        return None
+    if not isinstance(choices, list) or not isinstance(choices[0], dict):
+        raise _malformed(chunk.node, "event", chunk.data)
+    choice: dict[str, Any] = choices[0]
+    if not isinstance(choice.get("delta", {}) or {}, dict):
+        raise _malformed(chunk.node, "event", chunk.data)
+    return choice
+
+
+def _check_reply(result: dict[str, Any], node: str) -> dict[str, Any]:
+    """A non-streamed reply, its shape checked (the gateway reads its choices)."""
+    choices = result.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise _malformed(node, "reply", result)
+    for choice in choices:
+        if not isinstance(choice, dict) or not (
+            isinstance(choice.get("message"), dict) or isinstance(choice.get("text"), str)
+        ):
+            raise _malformed(node, "reply", result)
+    return result
+
+
+def _starts_reply(chunk: Chunk) -> bool:
+    """Whether a chunk carries a token (or ends the reply): after it, no more failover."""
+    choice = _checked_choice(chunk)
+    if choice is None:
+        return "usage" in chunk.payload
     if choice.get("finish_reason") is not None or choice.get("text"):
         return True
     delta = choice.get("delta") or {}
@@ -135,9 +168,21 @@ def _body_for(lease: Lease, body: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def _next_lease(fleet: Fleet, route: Route, excluded: set[str]) -> Lease:
-    """The next candidate; when none is left, the error names every failure so far."""
-    return await fleet.acquire(route.model, exclude=excluded, failures=route.failures)
+async def _next_lease(
+    fleet: Fleet, route: Route, excluded: set[str], last: CortexError | None = None
+) -> Lease:
+    """The next candidate; when none is left, the error names every failure so far.
+
+    If the last candidate answered with garbage or could not be reached (`last`), that is the
+    client's error (502), not "overloaded": a retry would most likely meet the same nodes.
+    """
+    try:
+        return await fleet.acquire(route.model, exclude=excluded, failures=route.failures)
+    except OverloadedError as exc:
+        if isinstance(last, UpstreamError) and route.failures:
+            tried = "; ".join(route.failures)
+            raise UpstreamError(f"no node could answer: {tried}", code=last.code) from exc
+        raise
 
 
 def _failed(fleet: Fleet, lease: Lease, exc: CortexError, route: Route) -> None:
@@ -166,17 +211,20 @@ async def complete(
         lease: a lease already held for the first attempt (released here).
     """
     excluded: set[str] = set()
+    last: CortexError | None = None
     while True:
         if lease is None:
-            lease = await _next_lease(fleet, route, excluded)
+            lease = await _next_lease(fleet, route, excluded, last)
         route.node = lease.node
         try:
             with lease:
-                return await lease.client.post(path, _body_for(lease, body))
+                return _check_reply(
+                    await lease.client.post(path, _body_for(lease, body)), lease.node
+                )
         except RETRYABLE as exc:
             _failed(fleet, lease, exc, route)
             excluded.add(lease.node)
-            lease = None
+            lease, last = None, exc
 
 
 async def stream(
@@ -220,9 +268,10 @@ async def stream_batches(
     """As `stream`, but the events that arrived together come as one list (relays write them
     in one go: fewer writes under load)."""
     excluded: set[str] = set()
+    last: CortexError | None = None
     while True:
         if lease is None:
-            lease = await _next_lease(fleet, route, excluded)
+            lease = await _next_lease(fleet, route, excluded, last)
         route.node = lease.node
         started = False
         held: list[Chunk] = []
@@ -242,7 +291,7 @@ async def stream_batches(
                             if isinstance(chunk.payload, dict) and "error" in chunk.payload:
                                 raise _stream_error(chunk.payload)
                             held.append(chunk)
-                            started = started or _starts_reply(chunk.payload)
+                            started = _starts_reply(chunk) or started
                         if started:
                             yield held
                     if not started:
@@ -253,7 +302,9 @@ async def stream_batches(
             return
         except RETRYABLE as exc:
             if started:
+                if isinstance(exc, UpstreamError) and exc.code == UNREACHABLE:
+                    fleet.refresh_soon(lease.node)  # dead? then it is marked down at once
                 raise
             _failed(fleet, lease, exc, route)
             excluded.add(lease.node)
-            lease = None
+            lease, last = None, exc
