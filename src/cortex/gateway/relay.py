@@ -224,6 +224,8 @@ async def openai_bytes(
                 if data == "[DONE]":
                     out.append(_DONE)
                     continue
+                if data[:1] != "{" or data[-1:] != "}":
+                    _ = chunk.payload  # not framed like a JSON object: parsing raises the fault
                 # Parse only what must be read: chunks up to the first token (TTFT), and the
                 # one that carries usage. Later tokens are counted from the raw text.
                 if record.first_token_at is None:
