@@ -16,7 +16,7 @@ from cortex.errors import (
     OverloadedError,
 )
 from cortex.neuron import GenerateRequest, LoadEvent, SamplingOptions
-from cortex.neuron.registry import check_model_id
+from cortex.neuron.model_ids import check_model_id
 from cortex.testing import FakeHarness
 
 MODELS = [

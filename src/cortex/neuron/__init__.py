@@ -10,13 +10,15 @@ from __future__ import annotations
 from cortex.neuron.app import create_neuron_app
 from cortex.neuron.gpus import Device, discover_devices
 from cortex.neuron.harness import GenerationStream, Harness, RegistryHarness
-from cortex.neuron.registry import ModelLease, ModelRegistry, ModelRunner, ModelSpec
+from cortex.neuron.registry import ModelLease, ModelRegistry
 from cortex.neuron.types import (
     GenerateRequest,
     GenerationEvent,
     HarnessStats,
     LoadEvent,
     ModelEntry,
+    ModelRunner,
+    ModelSpec,
     SamplingOptions,
     TokenUsage,
     ToolCall,

@@ -32,8 +32,8 @@ from cortex.errors import (
     NotFoundError,
     OverloadedError,
 )
-from cortex.neuron.completions import SSE_DONE, CompletionBuilder, sse
-from cortex.neuron.harness import GenerationStream, Harness
+from cortex.neuron.completions import CompletionBuilder, sse
+from cortex.neuron.harness import Harness
 from cortex.neuron.metrics import NeuronMetrics
 from cortex.neuron.openapi import openapi_document
 from cortex.neuron.requests import (
@@ -43,7 +43,7 @@ from cortex.neuron.requests import (
     parse_body,
     to_generate_request,
 )
-from cortex.neuron.types import GenerationEvent
+from cortex.neuron.serving import CompletionRun, until_disconnect
 
 __all__ = ["create_neuron_app"]
 
@@ -192,10 +192,10 @@ class _Neuron:
         builder = CompletionBuilder(
             kind, prefix + request_id, int(time.time()), model, include_usage=include_usage
         )
-        run = _Run(self, stream, builder, endpoint, arrived)
+        run = CompletionRun(self.metrics, stream, builder, endpoint, arrived)
         headers = {"x-request-id": request_id}
         if body.stream:
-            first = await _until_disconnect(request, run.first)
+            first = await until_disconnect(request, run.first)
             if first is None:
                 return Response(status_code=499)
             return StreamingResponse(
@@ -203,7 +203,7 @@ class _Neuron:
                 media_type="text/event-stream",
                 headers={**headers, "cache-control": "no-cache"},
             )
-        result = await _until_disconnect(request, run.collect)
+        result = await until_disconnect(request, run.collect)
         if result is None:
             return Response(status_code=499)
         return JSONResponse(result, headers=headers)
@@ -228,125 +228,6 @@ class _Neuron:
             logger.info("preloaded %s", model_id)
         except CortexError as exc:
             logger.error("preload of %s failed: %s", model_id, exc.message)
-
-
-class _Run:
-    """One generation being answered: metrics, the first event, the SSE stream or the body."""
-
-    def __init__(
-        self,
-        neuron: _Neuron,
-        stream: GenerationStream,
-        builder: CompletionBuilder,
-        endpoint: str,
-        arrived: float,
-    ) -> None:
-        self.neuron = neuron
-        self.stream = stream
-        self.builder = builder
-        self.endpoint = endpoint
-        self.arrived = arrived
-        self.model = stream.model
-        self.status = "499"  # until it ends otherwise: the client went away
-        self._first_token_seen = False
-
-    def _observe(self, event: GenerationEvent) -> None:
-        metrics = self.neuron.metrics
-        if event.token_count:
-            if not self._first_token_seen:
-                self._first_token_seen = True
-                elapsed = time.perf_counter() - self.arrived
-                metrics.time_to_first_token.labels(self.model).observe(elapsed)
-            metrics.batch_size.observe(max(1, self.stream.batch_size()))
-        if event.finish_reason == "cancelled":
-            raise OverloadedError("the generation was cancelled by the engine", code="cancelled")
-
-    async def _next(self) -> GenerationEvent | None:
-        try:
-            event = await self.stream.__anext__()
-        except StopAsyncIteration:
-            return None
-        self._observe(event)
-        return event
-
-    async def first(self) -> GenerationEvent:
-        """The first event, so that errors (context length, queue full) get their status."""
-        try:
-            event = await self._next()
-        except BaseException as exc:
-            await self._finish(exc)
-            raise
-        if event is None:
-            await self._finish(None)
-            raise CortexError("the generation ended without any event")
-        return event
-
-    async def collect(self) -> dict[str, Any]:
-        """The whole completion (non-streamed)."""
-        try:
-            event: GenerationEvent | None = await self.first()
-            while event is not None:
-                self.builder.add(event)
-                event = await self._next()
-        except BaseException as exc:
-            await self._finish(exc)
-            raise
-        await self._finish(None)
-        return self.builder.body()
-
-    async def sse(self, first: GenerationEvent) -> AsyncIterator[bytes]:
-        """The streamed completion; an error after the first byte is sent as an error event."""
-        error: BaseException | None = None
-        try:
-            event: GenerationEvent | None = first
-            while event is not None:
-                yield self.builder.encode(event)
-                event = await self._next()
-            for chunk in self.builder.final_chunks():
-                yield sse(chunk)
-            yield SSE_DONE
-        except CortexError as exc:
-            error = exc
-            yield sse(exc.to_openai())
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            await self._finish(error)
-
-    async def _finish(self, error: BaseException | None) -> None:
-        await self.stream.aclose()
-        if isinstance(error, CortexError):
-            self.status = str(error.status)
-        elif error is None:
-            self.status = "200"
-        elif not isinstance(error, asyncio.CancelledError):
-            self.status = "500"
-        metrics = self.neuron.metrics
-        metrics.requests.labels(self.model, self.endpoint, self.status).inc()
-        usage = self.builder.usage
-        if usage is not None:
-            metrics.tokens.labels(self.model, "prompt").inc(usage.prompt_tokens)
-            metrics.tokens.labels(self.model, "completion").inc(usage.completion_tokens)
-        elif self.builder.completion_tokens:
-            metrics.tokens.labels(self.model, "completion").inc(self.builder.completion_tokens)
-
-
-async def _until_disconnect(request: Request, work: Callable[[], Awaitable[_T]]) -> _T | None:
-    """Run `work`, cancelling it if the client disconnects first (then None)."""
-    with anyio.CancelScope() as scope:
-
-        async def watch() -> None:
-            while (await request.receive())["type"] != "http.disconnect":
-                pass
-            scope.cancel()
-
-        watcher = asyncio.get_running_loop().create_task(watch())
-        try:
-            return await work()
-        finally:
-            watcher.cancel()
-    return None
 
 
 def _error_response(error: CortexError) -> Response:

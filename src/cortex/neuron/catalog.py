@@ -26,7 +26,7 @@ from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from cortex.neuron.registry import ModelSpec
+from cortex.neuron.types import ModelSpec
 
 __all__ = [
     "DEFAULT_MODEL_ID",

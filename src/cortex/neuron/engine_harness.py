@@ -20,8 +20,16 @@ from cortex.errors import ContextLengthExceededError, InvalidRequestError
 from cortex.neuron.catalog import ModelCatalog, read_generation_config
 from cortex.neuron.gpus import device_free_mb
 from cortex.neuron.harness import RegistryHarness
-from cortex.neuron.registry import ModelRegistry, ModelSpec, ProgressCallback, RunnerLoad
-from cortex.neuron.types import FinishReason, GenerateRequest, GenerationEvent, TokenUsage
+from cortex.neuron.registry import ModelRegistry
+from cortex.neuron.types import (
+    FinishReason,
+    GenerateRequest,
+    GenerationEvent,
+    ModelSpec,
+    ProgressCallback,
+    RunnerLoad,
+    TokenUsage,
+)
 
 if TYPE_CHECKING:
     from cortex.config import NeuronConfig

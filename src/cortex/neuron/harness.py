@@ -15,13 +15,14 @@ from typing import Protocol, runtime_checkable
 import anyio
 
 from cortex.neuron.gpus import Device, discover_devices
-from cortex.neuron.registry import ModelLease, ModelRegistry, RunnerLoad
+from cortex.neuron.registry import ModelLease, ModelRegistry
 from cortex.neuron.types import (
     GenerateRequest,
     GenerationEvent,
     HarnessStats,
     LoadEvent,
     ModelEntry,
+    RunnerLoad,
 )
 
 __all__ = ["GenerationStream", "Harness", "RegistryHarness"]

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 
@@ -24,117 +22,20 @@ from cortex.errors import (
     ConflictError,
     CortexError,
     InsufficientMemoryError,
-    InvalidRequestError,
     ModelNotFoundError,
     OverloadedError,
 )
-from cortex.neuron.types import GenerateRequest, GenerationEvent, LoadEvent, ModelEntry, ModelState
-
-__all__ = [
-    "MODEL_ID_PATTERN",
-    "ModelLease",
-    "ModelRegistry",
-    "ModelRunner",
-    "ModelSpec",
-    "Opener",
-    "ProgressCallback",
-    "RunnerLoad",
-    "check_model_id",
-]
-
-ProgressCallback = Callable[[str, float | None], None]
-"""Reports a load's progress: a phase (`importing`, `loading`) and a fraction 0..1 when known."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A model this node can load, as found on disk (or configured, for the fake harness).
-
-    Args:
-        id: the model id clients use.
-        memory_mb: the estimate of what it needs loaded: weights plus the KV cache budget.
-        source: where it comes from: `hf`, `hf-cache`, `gguf`, `default` or `fake`.
-        path: its folder or file (never derived from a client's input).
-    """
-
-    id: str
-    memory_mb: float
-    context_length: int | None = None
-    architecture: str | None = None
-    source: str = "hf"
-    path: Path | None = None
-    weights_mb: float = 0.0
-    kv_cache_mb: float = 0.0
-    generation_config: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class RunnerLoad:
-    """How busy a loaded model is: requests running (its batch) and waiting, KV cache use 0..1."""
-
-    running: int
-    waiting: int
-    kv_usage: float
-
-
-class ModelRunner(Protocol):
-    """A loaded model: what a harness's opener returns and the registry holds until unload."""
-
-    @property
-    def context_length(self) -> int:
-        """The context window it enforces."""
-        ...
-
-    @property
-    def memory_mb(self) -> float:
-        """The memory it holds."""
-        ...
-
-    def generate(self, request: GenerateRequest) -> AsyncIterator[GenerationEvent]:
-        """Stream the reply to `request`; leaving the iteration early cancels it."""
-        ...
-
-    def count_prompt_tokens(self, request: GenerateRequest) -> int:
-        """Prompt tokens of `request`, as `generate` would see them (for `POST /tokenize`)."""
-        ...
-
-    def load(self) -> RunnerLoad:
-        """Its requests running and waiting, and its KV cache use."""
-        ...
-
-    async def close(self) -> None:
-        """Free everything it holds (idempotent)."""
-        ...
-
-
-Opener = Callable[[ModelSpec, ProgressCallback], Awaitable[ModelRunner]]
-"""Loads a model: the spec and a progress callback in, a runner out."""
-
-
-_ALLOWED = r"[^/\\\x00-\x1f]"
-_NOT_DOT = r"[^/\\\x00-\x1f.]"
-_FIRST = r"[^/\\\x00-\x1f.~]"
-MODEL_ID_PATTERN = (
-    rf"^(?:{_FIRST}{_ALLOWED}*|\.{_NOT_DOT}{_ALLOWED}*|\.\.{_ALLOWED}+)"
-    rf"(?:/(?:{_NOT_DOT}{_ALLOWED}*|\.{_NOT_DOT}{_ALLOWED}*|\.\.{_ALLOWED}+))*$"
+from cortex.neuron.model_ids import check_model_id
+from cortex.neuron.types import (
+    LoadEvent,
+    ModelEntry,
+    ModelRunner,
+    ModelSpec,
+    ModelState,
+    Opener,
 )
-"""What a model id may look like: `/`-separated names, none empty, `.` or `..`, no backslash
-or control character, not starting with `~` (so an id can never be read as a path)."""
-_MODEL_ID = re.compile(MODEL_ID_PATTERN)
 
-
-def check_model_id(model_id: object) -> str:
-    """Refuse a model id that is not a plain name (ids are looked up, never used as paths).
-
-    Raises:
-        InvalidRequestError: for a non-string or empty id, one over 256 characters, or one that
-            breaks `MODEL_ID_PATTERN` (absolute, `..`, backslashes, control characters) (400).
-    """
-    if not isinstance(model_id, str) or not model_id:
-        raise InvalidRequestError("`model` must be a non-empty string", param="model")
-    if len(model_id) > 256 or not _MODEL_ID.fullmatch(model_id):
-        raise InvalidRequestError(f"invalid model id {model_id!r}", param="model")
-    return model_id
+__all__ = ["ModelLease", "ModelRegistry"]
 
 
 @dataclass(eq=False)

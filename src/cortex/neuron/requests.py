@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from cortex.errors import InvalidRequestError
-from cortex.neuron.registry import MODEL_ID_PATTERN, check_model_id
+from cortex.neuron.model_ids import MODEL_ID_PATTERN, check_model_id
 from cortex.neuron.types import GenerateRequest, SamplingOptions
 
 __all__ = [

@@ -1,9 +1,11 @@
-"""The values that pass between a neuron's app, its harness and its registry."""
+"""Values passed between a neuron's app, harness and registry, and the model runner protocol."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 __all__ = [
     "FinishReason",
@@ -12,7 +14,12 @@ __all__ = [
     "HarnessStats",
     "LoadEvent",
     "ModelEntry",
+    "ModelRunner",
+    "ModelSpec",
     "ModelState",
+    "Opener",
+    "ProgressCallback",
+    "RunnerLoad",
     "SamplingOptions",
     "TokenUsage",
     "ToolCall",
@@ -192,3 +199,72 @@ class HarnessStats:
     memory_free_mb: float
     load_cycles: int
     loads_started: int
+
+
+ProgressCallback = Callable[[str, float | None], None]
+"""Reports a load's progress: a phase (`importing`, `loading`) and a fraction 0..1 when known."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model this node can load, as found on disk (or configured, for the fake harness).
+
+    Args:
+        id: the model id clients use.
+        memory_mb: the estimate of what it needs loaded: weights plus the KV cache budget.
+        source: where it comes from: `hf`, `hf-cache`, `gguf`, `default` or `fake`.
+        path: its folder or file (never derived from a client's input).
+    """
+
+    id: str
+    memory_mb: float
+    context_length: int | None = None
+    architecture: str | None = None
+    source: str = "hf"
+    path: Path | None = None
+    weights_mb: float = 0.0
+    kv_cache_mb: float = 0.0
+    generation_config: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RunnerLoad:
+    """How busy a loaded model is: requests running (its batch) and waiting, KV cache use 0..1."""
+
+    running: int
+    waiting: int
+    kv_usage: float
+
+
+class ModelRunner(Protocol):
+    """A loaded model: what a harness's opener returns and the registry holds until unload."""
+
+    @property
+    def context_length(self) -> int:
+        """The context window it enforces."""
+        ...
+
+    @property
+    def memory_mb(self) -> float:
+        """The memory it holds."""
+        ...
+
+    def generate(self, request: GenerateRequest) -> AsyncIterator[GenerationEvent]:
+        """Stream the reply to `request`; leaving the iteration early cancels it."""
+        ...
+
+    def count_prompt_tokens(self, request: GenerateRequest) -> int:
+        """Prompt tokens of `request`, as `generate` would see them (for `POST /tokenize`)."""
+        ...
+
+    def load(self) -> RunnerLoad:
+        """Its requests running and waiting, and its KV cache use."""
+        ...
+
+    async def close(self) -> None:
+        """Free everything it holds (idempotent)."""
+        ...
+
+
+Opener = Callable[[ModelSpec, ProgressCallback], Awaitable[ModelRunner]]
+"""Loads a model: the spec and a progress callback in, a runner out."""

@@ -1,0 +1,185 @@
+"""Real `cortex-neuron` processes for tests, on free ports of 127.0.0.1.
+
+`start_neuron_process(config)` runs `cortex-neuron` (by default with `--harness fake`) and returns
+once `/health` answers; `.stop()` sends SIGTERM, `.kill()` SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = ["NeuronProcess", "free_port", "start_neuron_process", "toml_dumps"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on `host` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class NeuronProcess:
+    """A running `cortex-neuron` process: its `url`, `pid`, log file; stop or kill it."""
+
+    def __init__(self, process: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
+        self.process = process
+        self.url = url
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        return self.process.pid
+
+    def logs(self) -> str:
+        """What the process printed so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM (graceful drain), wait up to `timeout_s`, then SIGKILL; the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait()
+
+    def kill(self) -> int:
+        """SIGKILL at once; the exit code."""
+        if self.process.poll() is None:
+            self.process.kill()
+        return self.process.wait()
+
+    def __enter__(self) -> NeuronProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_neuron_process(
+    config: str | Path | Mapping[str, Any] | None = None,
+    *,
+    harness: str = "fake",
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    workdir: str | Path | None = None,
+    startup_timeout_s: float = 60.0,
+    port: int | None = None,
+) -> NeuronProcess:
+    """Start `cortex-neuron` on a free port of 127.0.0.1 and wait for its `/health`.
+
+    Args:
+        config: a neuron.toml path, or its content as a dict (written to a file), or None.
+        harness: `fake` (default) or `engine`.
+        args: more command-line flags (`--token`, `--memory-mb`...).
+        env: extra environment variables.
+        workdir: where the config and log files go (default: a new temporary folder).
+        startup_timeout_s: how long to wait for `/health`.
+        port: the port to listen on (default: a free one); e.g. to restart a neuron in place.
+
+    Raises:
+        RuntimeError: the process exited or did not answer in time (its log is in the message).
+    """
+    folder = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="neuron-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "cortex.neuron", "--harness", harness, *args]
+    if isinstance(config, Mapping):
+        path = folder / "neuron.toml"
+        path.write_text(toml_dumps(config))
+        command += ["--config", str(path)]
+    elif config is not None:
+        command += ["--config", str(config)]
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    fixed = port
+    for attempt in range(3):
+        port = fixed or free_port()
+        log_path = folder / f"neuron-{port}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [*command, "--listen", f"127.0.0.1:{port}"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=environment,
+                cwd=folder,
+            )
+        handle = NeuronProcess(process, f"http://127.0.0.1:{port}", log_path)
+        if _wait_healthy(handle, startup_timeout_s):
+            return handle
+        handle.kill()
+        lost_port_race = "address already in use" in handle.logs().lower()
+        if not lost_port_race or attempt == 2 or fixed:
+            raise RuntimeError(f"cortex-neuron did not start:\n{handle.logs()[-4000:]}")
+    raise AssertionError("unreachable")
+
+
+def _wait_healthy(handle: NeuronProcess, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if handle.process.poll() is not None:
+                return False
+            try:
+                if client.get(f"{handle.url}/health").status_code == 200:
+                    return True
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+    return False
+
+
+def toml_dumps(data: Mapping[str, Any]) -> str:
+    """Write a config dict as TOML: scalars, lists of scalars, tables and arrays of tables."""
+    lines: list[str] = []
+    _toml_table(data, [], lines)
+    return "\n".join(lines) + "\n"
+
+
+def _toml_table(data: Mapping[str, Any], path: list[str], lines: list[str]) -> None:
+    tables: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        if isinstance(value, Mapping) or (
+            isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value)
+        ):
+            tables.append((key, value))
+        elif value is not None:
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    for key, value in tables:
+        name = ".".join(_toml_key(part) for part in [*path, key])
+        if isinstance(value, Mapping):
+            lines.append(f"\n[{name}]")
+            _toml_table(value, [*path, key], lines)
+        else:
+            for item in value:
+                lines.append(f"\n[[{name}]]")
+                _toml_table(item, [*path, key], lines)
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str | Path):
+        return json.dumps(str(value))
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
