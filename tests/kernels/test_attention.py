@@ -77,9 +77,10 @@ def test_prefill_reads_strided_queries_and_zeroes_rows_of_no_sequence(
     triton_kernels: None, device: torch.device
 ) -> None:
     rng, spec = _case(1, decode=False)
-    batch = make_paged_batch(rng, q_lens=[5, 17], contexts=[40, 0], extra_tokens=3, **spec).to(
-        device
-    )
+    # The middle sequence has nothing new this step (a chunked-prefill batch can hold one).
+    batch = make_paged_batch(
+        rng, q_lens=[5, 0, 17], contexts=[40, 20, 0], extra_tokens=3, **spec
+    ).to(device)
     tokens, heads, dim = batch.q.shape
     # q as the head of a fused qkv projection: rows are strided, heads contiguous.
     fused = torch.randn(tokens, (heads + 4) * dim, device=device)
