@@ -340,7 +340,13 @@ def openapi_document() -> dict[str, Any]:
             "/health": {
                 "get": {
                     "summary": "Liveness.",
-                    "responses": {"200": _json(_ref("Health"), "Alive.")},
+                    "responses": {
+                        "200": _json(_ref("Health"), "Alive."),
+                        "503": _json(
+                            {"type": "object", "properties": {"status": {"const": "draining"}}},
+                            "Shutting down: in-flight requests finish, new ones are refused.",
+                        ),
+                    },
                 }
             },
             "/status": {
