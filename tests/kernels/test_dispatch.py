@@ -37,6 +37,7 @@ def test_backend_follows_device_and_environment(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("CORTEX_KERNELS", "torch")
     assert kernels.backend_for(cpu) == "torch"
     monkeypatch.setenv("CORTEX_KERNELS", "Triton")  # read at call time, case-insensitive
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert kernels.backend_for(cpu) == "triton"
     monkeypatch.setenv("CORTEX_KERNELS", "cuda")
     with pytest.raises(ValueError, match="CORTEX_KERNELS"):
@@ -115,7 +116,10 @@ def _check_arguments() -> None:
         )
 
 
-def test_reference_attention_handles_empty_and_padding_sequences() -> None:
+def test_reference_attention_handles_empty_and_padding_sequences(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CORTEX_KERNELS", "torch")
     cache = torch.randn(4, 16, 1, 64)
     q = torch.randn(3, 2, 64)
     out = kernels.prefill_attention(q, cache, cache, _meta([4, 0, 2], [2, 0, 1]))
