@@ -11,6 +11,7 @@ import torch
 
 from cortex.engine import load_model
 from cortex.engine.models import LlamaConfig
+from cortex.engine.models.kv_cache import ContiguousKVCache
 from cortex.engine.safetensors import save_file
 from cortex.errors import CortexError
 
@@ -198,3 +199,29 @@ def test_bad_checkpoints_are_reported(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CortexError, match="dtype"):
         load_model(tmp_path, dtype="int8")
+
+
+def test_contiguous_cache_runs_chunks(checkpoint: Any) -> None:
+    # A chunk after a cached prefix needs the offset causal mask; decode steps need none.
+    _, model_dir, _ = checkpoint
+    model = load_model(model_dir)
+    config = model.config
+    cache = ContiguousKVCache(
+        config.num_layers,
+        config.num_kv_heads,
+        config.head_dim,
+        100,
+        device="cpu",
+        dtype=model.dtype,
+    )
+    chunks = []
+    with torch.inference_mode():
+        for size in (33, 40, 1, 1, 13):
+            ids = torch.tensor(IDS[cache.start : cache.start + size])
+            rope = model.rope_table[cache.start : cache.start + size]
+            chunks.append(model.compute_logits(model.hidden_states(ids, rope, cache)))
+            cache.start += size
+    expected = model.forward(IDS[: cache.start])
+    assert (torch.cat(chunks) - expected).abs().max().item() < 1e-4
+    with pytest.raises(ValueError, match="holds 100 tokens"):
+        model.hidden_states(torch.tensor(IDS[:13]), model.rope_table[88:101], cache)

@@ -36,15 +36,42 @@ class KVCache(Protocol):
         ...
 
 
+def _attention(
+    q: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor | None,
+    *,
+    causal: bool,
+) -> torch.Tensor:
+    """Scaled dot-product attention with grouped heads, as (tokens, heads, head_dim).
+
+    Args:
+        q: (tokens, heads, head_dim).
+        keys: (kv_heads, context, head_dim).
+        values: (kv_heads, context, head_dim).
+        mask: (tokens, context) bool, True where a query may look, or None.
+        causal: query i sees keys 0..i (the tokens are the whole context).
+    """
+    # Batched 4-D inputs take torch's fused CPU attention kernel; 3-D ones fall back to the
+    # unfused math path, several times slower.
+    out = F.scaled_dot_product_attention(
+        q.transpose(0, 1)[None],
+        keys[None],
+        values[None],
+        attn_mask=mask,
+        is_causal=causal,
+        enable_gqa=True,
+    )  # (1, heads, tokens, head_dim)
+    return out[0].transpose(0, 1)
+
+
 class NoCache:
     """Causal attention over exactly the tokens of this call (a whole sequence from position 0)."""
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """See `KVCache.attend`."""
-        out = F.scaled_dot_product_attention(
-            q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), is_causal=True, enable_gqa=True
-        )  # (heads, tokens, head_dim)
-        return out.transpose(0, 1)
+        return _attention(q, k.transpose(0, 1), v.transpose(0, 1), None, causal=True)
 
 
 class ContiguousKVCache:
@@ -94,15 +121,8 @@ class ContiguousKVCache:
             key_positions = torch.arange(end, device=q.device)
             query_positions = torch.arange(self.start, end, device=q.device)
             mask = key_positions[None, :] <= query_positions[:, None]  # (tokens, end)
-        out = F.scaled_dot_product_attention(
-            q.transpose(0, 1),
-            keys[:, :end],
-            values[:, :end],
-            attn_mask=mask,
-            is_causal=tokens > 1 and self.start == 0,
-            enable_gqa=True,
-        )  # (heads, tokens, head_dim)
-        return out.transpose(0, 1)
+        causal = tokens > 1 and self.start == 0
+        return _attention(q, keys[:, :end], values[:, :end], mask, causal=causal)
 
 
 class PagedKVCache:
