@@ -1,0 +1,56 @@
+r"""Tool calls in a model's text: the formats models write them in, and a streaming parser each.
+
+A parser is fed the reply's text deltas and returns text deltas and complete `ToolCall`s, in
+order. It holds back only what could still become a call: the part of a marker seen so far
+(`<tool_c`), a call whose closing marker has not come, and whitespace that may separate text
+from a call (dropped when a call follows, so `"Sure.\n<tool_call>..."` gives the text
+`"Sure."`). What turns out not to be a valid call (broken JSON, a marker in prose, a reply cut
+by `max_tokens`) comes back as the text it was.
+
+Formats (see docs/tools.md):
+
+- `hermes` (Hermes, Qwen2.5/3, SmolLM3): `<tool_call>\n{"name": ..., "arguments": {...}}\n
+  </tool_call>`, several in a row.
+- `llama3_json` (Llama 3.1 to 3.3): `<|python_tag|>{"name": ..., "parameters": {...}}`, or that
+  JSON alone as the whole reply.
+- `mistral`: `[TOOL_CALLS] [{"name": ..., "arguments": {...}}, ...]` (or `[TOOL_CALLS]name[ARGS]
+  {...}`).
+
+`detect_format(template_source)` picks the format from markers in the chat template;
+`ChatPrompter` renders chats with tools (the fallback for templates without tools included).
+"""
+
+from __future__ import annotations
+
+from cortex.engine.tool_calls.formats import (
+    FORMATS,
+    HERMES,
+    LLAMA3_JSON,
+    MISTRAL,
+    ToolCallFormat,
+    detect_format,
+)
+from cortex.engine.tool_calls.hermes import HermesParser
+from cortex.engine.tool_calls.json_calls import Llama3JsonParser, MistralParser
+from cortex.engine.tool_calls.parser import Item, ToolCall, ToolCallParser, new_call_id
+from cortex.engine.tool_calls.prompt import ChatPrompt, ChatPrompter, ToolChoice, parse_tool_choice
+
+__all__ = [
+    "FORMATS",
+    "HERMES",
+    "LLAMA3_JSON",
+    "MISTRAL",
+    "ChatPrompt",
+    "ChatPrompter",
+    "HermesParser",
+    "Item",
+    "Llama3JsonParser",
+    "MistralParser",
+    "ToolCall",
+    "ToolCallFormat",
+    "ToolCallParser",
+    "ToolChoice",
+    "detect_format",
+    "new_call_id",
+    "parse_tool_choice",
+]
