@@ -21,6 +21,12 @@ __all__ = ["openapi_document"]
 
 _REF = "#/components/schemas/{model}"
 _STRING = {"type": "string"}
+_SSE_EVENT = {
+    "type": "object",
+    "description": "One server-sent event: its `data` (JSON, or `[DONE]`), and `event` when named.",
+    "required": ["data"],
+    "properties": {"data": _STRING, "event": _STRING},
+}
 _NULLABLE_STRING = {"anyOf": [_STRING, {"type": "null"}]}
 
 _ERROR_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -109,7 +115,7 @@ def _inference(summary: str, request: str, envelope: str, codes: tuple[int, ...]
                     "failure after the first event is an error event of the dialect).",
                     "content": {
                         "application/json": {"schema": {"type": "object"}},
-                        "text/event-stream": {"schema": _STRING},
+                        "text/event-stream": {"schema": _SSE_EVENT},
                     },
                 },
                 **_errors(envelope, codes),

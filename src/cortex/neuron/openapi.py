@@ -29,6 +29,12 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 _NUMBER = {"type": "number"}
 _INTEGER = {"type": "integer"}
 _STRING = {"type": "string"}
+_SSE_EVENT = {
+    "type": "object",
+    "description": "One server-sent event: its `data` (JSON, or `[DONE]`), and `event` when named.",
+    "required": ["data"],
+    "properties": {"data": _STRING, "event": _STRING},
+}
 
 _SCHEMAS: dict[str, dict[str, Any]] = {
     "Error": {
@@ -312,7 +318,7 @@ def _generation(summary: str, model: type[BaseModel], result: str) -> dict[str, 
                     '`data: {"error": ...}` event).',
                     "content": {
                         "application/json": {"schema": _ref(result)},
-                        "text/event-stream": {"schema": _STRING},
+                        "text/event-stream": {"schema": _SSE_EVENT},
                     },
                 },
                 **_errors(400, 404, 409, 503),
