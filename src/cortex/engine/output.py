@@ -41,6 +41,7 @@ class TokenEvent:
         logprobs: when asked, one `TokenLogprob` for the token (with its top alternatives).
         finish_reason: None until the final event, then `stop`, `length` or `cancelled`.
         usage: on the final event, the request's token counts.
+        stop_string: on the final event, the stop string that ended the request, if one did.
     """
 
     token_id: int | None
@@ -48,6 +49,7 @@ class TokenEvent:
     logprobs: list[TokenLogprob] | None = None
     finish_reason: str | None = None
     usage: Usage | None = None
+    stop_string: str | None = None
 
 
 class RequestOutput:
@@ -101,4 +103,5 @@ class RequestOutput:
         """The last event: leftover text, the finish reason and the usage."""
         seq = self.seq
         usage = Usage(seq.num_prompt_tokens, seq.num_output_tokens, seq.num_cached_tokens or 0)
-        return TokenEvent(None, self.finish(finish_reason), None, finish_reason, usage)
+        text = self.finish(finish_reason)
+        return TokenEvent(None, text, None, finish_reason, usage, self._matcher.matched)

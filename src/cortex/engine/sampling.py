@@ -153,19 +153,22 @@ class StopStringMatcher:
         self.stops = tuple(s for s in stops if s)
         self._held = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop string found
 
     def feed(self, text: str) -> str:
-        """Add a text delta; returns what can be released now. Sets `stopped` on a match."""
+        """Add a text delta; returns what can be released now. Sets `stopped` (and `matched`,
+        the stop string) on a match."""
         if self.stopped:
             return ""
         if not self.stops:
             return text
         buffer = self._held + text
-        hits = [i for i in (buffer.find(stop) for stop in self.stops) if i >= 0]
+        hits = [(i, stop) for stop in self.stops if (i := buffer.find(stop)) >= 0]
         if hits:
+            at, self.matched = min(hits, key=lambda hit: hit[0])
             self.stopped = True
             self._held = ""
-            return buffer[: min(hits)]
+            return buffer[:at]
         keep = self._longest_partial_suffix(buffer)
         self._held = buffer[len(buffer) - keep :]
         return buffer[: len(buffer) - keep]

@@ -1,4 +1,7 @@
-"""OpenAI response bodies and stream chunks built from a harness's `GenerationEvent`s."""
+"""OpenAI response bodies and stream chunks built from a harness's `GenerationEvent`s.
+
+Choices that end carry vLLM's `stop_reason`: the stop string that ended the reply, or null.
+"""
 
 from __future__ import annotations
 
@@ -64,6 +67,7 @@ class CompletionBuilder:
         self.tool_calls: list[ToolCall] = []
         self.logprobs: list[dict[str, Any]] = []
         self.finish_reason: str | None = None
+        self.stop_string: str | None = None
         self.usage: TokenUsage | None = None
         self.completion_tokens = 0
         self._started = False
@@ -79,6 +83,7 @@ class CompletionBuilder:
         self.completion_tokens += event.token_count
         if event.finish_reason is not None:
             self.finish_reason = event.finish_reason
+            self.stop_string = event.stop_string
         if event.usage is not None:
             self.usage = event.usage
 
@@ -98,6 +103,7 @@ class CompletionBuilder:
                 "index": 0,
                 "message": message,
                 "finish_reason": self.finish_reason,
+                "stop_reason": self.stop_string,
                 "logprobs": {"content": self.logprobs} if self.logprobs else None,
             }
             obj = "chat.completion"
@@ -106,6 +112,7 @@ class CompletionBuilder:
                 "index": 0,
                 "text": "".join(self.text),
                 "finish_reason": self.finish_reason,
+                "stop_reason": self.stop_string,
                 "logprobs": _text_logprobs(self.logprobs) if self.logprobs else None,
             }
             obj = "text_completion"
@@ -198,6 +205,8 @@ class CompletionBuilder:
                 "finish_reason": finish_reason,
                 "logprobs": _text_logprobs(logprobs) if logprobs else None,
             }
+        if finish_reason is not None:  # vLLM's extra: the stop string that ended the reply
+            choice["stop_reason"] = self.stop_string
         chunk = {**self._envelope(), "choices": [choice]}
         if self.include_usage:
             chunk["usage"] = None

@@ -2,9 +2,10 @@
 
 Each loaded model is one `Engine` (continuous batching over a paged KV cache on its own worker
 thread), wrapped by an `EngineRunner` that turns OpenAI-level requests into token ids and
-`SamplingParams`, and engine `TokenEvent`s into `GenerationEvent`s. Weights load in bfloat16 on
-CUDA and float32 on CPU; GGUF files are imported to safetensors on first load, the import's
-progress visible in `/models`.
+`SamplingParams` (chats through `cortex.engine.tool_calls.ChatPrompter`: tools, prefills), and
+engine `TokenEvent`s into `GenerationEvent`s (tool calls read out of the text). Weights load
+in bfloat16 on CUDA and float32 on CPU; GGUF files are imported to safetensors on first load,
+the import's progress visible in `/models`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from cortex.engine.tool_calls import ChatPrompt, ChatPrompter
 from cortex.errors import ContextLengthExceededError, InvalidRequestError
 from cortex.neuron.catalog import ModelCatalog, read_generation_config
 from cortex.neuron.gpus import device_free_mb
 from cortex.neuron.harness import RegistryHarness
 from cortex.neuron.registry import ModelRegistry
+from cortex.neuron.tool_reader import ToolCallReader
 from cortex.neuron.types import (
     FinishReason,
     GenerateRequest,
@@ -63,6 +66,7 @@ class EngineRunner:
     def __init__(self, engine: Engine, generation_config: dict[str, Any] | None = None) -> None:
         self.engine = engine
         self.generation_config = dict(generation_config or {})
+        self._prompter: ChatPrompter | None = None
         stats = engine.stats()
         kv_tokens = int(stats["kv_blocks_total"]) * int(stats["block_size"])
         self._memory_mb = (engine.weights_bytes + kv_tokens * engine.kv_bytes_per_token) / _MB
@@ -91,13 +95,20 @@ class EngineRunner:
         return self._generate(request)
 
     async def _generate(self, request: GenerateRequest) -> AsyncIterator[GenerationEvent]:
-        prompt_ids = await asyncio.to_thread(self._prompt_ids, request)
+        prompt_ids, chat = await asyncio.to_thread(self._prompt, request)
         params = self._params(request, len(prompt_ids))
         tokenizer = self.engine.tokenizer
+        parser = chat.parser() if chat is not None else None
+        reader = ToolCallReader(parser) if parser is not None else None
         events = self.engine.generate(prompt_ids, params, request_id=request.request_id)
         try:
             async for event in events:
-                yield _event(event, tokenizer if params.logprobs else None)
+                generated = _event(event, tokenizer if params.logprobs else None)
+                if reader is None:
+                    yield generated
+                else:
+                    for part in reader.read(generated):
+                        yield part
         finally:  # leaving early (client gone, unload) cancels the engine request at once
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
@@ -105,23 +116,37 @@ class EngineRunner:
 
     def count_prompt_tokens(self, request: GenerateRequest) -> int:
         """Prompt tokens of `request` (chat template applied), as `generate` would see them."""
-        return len(self._prompt_ids(request))
+        return len(self._prompt(request)[0])
 
-    def _prompt_ids(self, request: GenerateRequest) -> list[int]:
+    def _prompt(self, request: GenerateRequest) -> tuple[list[int], ChatPrompt | None]:
+        """The prompt's token ids, and for a chat how it was rendered (tools, prefill)."""
         tokenizer = self.engine.tokenizer
         if request.messages is not None:
             try:
-                return list(tokenizer.apply_chat_template(request.messages, tools=request.tools))
+                chat = self._render(request, request.messages)
             except InvalidRequestError:
                 # Simple templates concatenate `content`, which is null on assistant turns that
                 # only call tools: retry with empty text before giving up.
                 if all(m.get("content") is not None for m in request.messages):
                     raise
                 messages = [{**m, "content": m.get("content") or ""} for m in request.messages]
-                return list(tokenizer.apply_chat_template(messages, tools=request.tools))
+                chat = self._render(request, messages)
+            return tokenizer.encode(chat.text, add_special_tokens=False), chat
         if isinstance(request.prompt, str):
-            return list(tokenizer.encode(request.prompt, add_special_tokens=True))
-        return list(request.prompt or [])
+            return list(tokenizer.encode(request.prompt, add_special_tokens=True)), None
+        return list(request.prompt or []), None
+
+    def _render(self, request: GenerateRequest, messages: list[dict[str, Any]]) -> ChatPrompt:
+        if self._prompter is None:  # probes the chat template once
+            self._prompter = ChatPrompter(self.engine.tokenizer)
+        return self._prompter.render(
+            messages,
+            tools=request.tools,
+            tool_choice=request.tool_choice,
+            add_generation_prompt=request.add_generation_prompt,
+            continue_final_message=request.continue_final_message,
+            template_kwargs=request.chat_template_kwargs,
+        )
 
     def _params(self, request: GenerateRequest, prompt_tokens: int) -> SamplingParams:
         from cortex.engine.sampling import SamplingParams
@@ -174,6 +199,7 @@ def _event(event: TokenEvent, tokenizer: Any) -> GenerationEvent:
         logprobs=logprobs,
         finish_reason=finish,
         usage=usage,
+        stop_string=event.stop_string,
     )
 
 

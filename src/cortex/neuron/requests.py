@@ -1,7 +1,9 @@
 """The OpenAI requests a neuron accepts, validated into `GenerateRequest`s (wrong input -> 400).
 
 Besides the standard fields, chat and completion requests take vLLM's `top_k`, `min_p`,
-`repetition_penalty` and `ignore_eos`. Unknown fields are ignored, as OpenAI-compatible servers do.
+`repetition_penalty` and `ignore_eos`, and chat requests vLLM's `add_generation_prompt`,
+`continue_final_message` (an assistant prefill is continued, not closed) and
+`chat_template_kwargs`. Unknown fields are ignored, as OpenAI-compatible servers do.
 """
 
 from __future__ import annotations
@@ -128,6 +130,9 @@ class ChatCompletionRequest(_Sampling):
     top_logprobs: Annotated[int, Field(ge=0, le=20), _Integral] | None = None
     tools: list[Tool] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    chat_template_kwargs: dict[str, Any] | None = None
 
 
 class CompletionRequest(_Sampling):
@@ -251,6 +256,10 @@ def to_generate_request(
             tools=tools,
             sampling=_options(body, max_tokens, body.logprobs, body.top_logprobs or 0),
             request_id=request_id,
+            tool_choice=body.tool_choice if tools else None,
+            add_generation_prompt=body.add_generation_prompt,
+            continue_final_message=body.continue_final_message,
+            chat_template_kwargs=body.chat_template_kwargs,
         )
     prompt = body.prompt
     if isinstance(prompt, list) and isinstance(prompt[0], str | list):

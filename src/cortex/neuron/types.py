@@ -64,6 +64,10 @@ class GenerateRequest:
             template of the model turns them into the prompt.
         prompt: the raw prompt of a completion, as text or token ids.
         tools: OpenAI function tools offered to the model (`{"type": "function", "function": ...}`).
+        tool_choice: OpenAI's `tool_choice` (`auto`, `none`, `required`, a named function).
+        add_generation_prompt: end the prompt with the header that opens the assistant's turn.
+        continue_final_message: the reply continues the final message (an assistant prefill).
+        chat_template_kwargs: more variables for the chat template (`enable_thinking`...).
         request_id: an id for logs and cancellation.
     """
 
@@ -73,6 +77,10 @@ class GenerateRequest:
     tools: list[dict[str, Any]] | None = None
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     request_id: str = ""
+    tool_choice: str | dict[str, Any] | None = None
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    chat_template_kwargs: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
@@ -110,6 +118,8 @@ class GenerationEvent:
         text: the new text (may be empty, e.g. while a multi-byte character is incomplete).
         token_count: how many tokens this event stands for.
         logprobs: OpenAI `logprobs.content` entries of those tokens, when asked for.
+        stop_string: on the last event, the stop string that ended the reply (vLLM's
+            `choices[].stop_reason`).
     """
 
     text: str = ""
@@ -118,6 +128,7 @@ class GenerationEvent:
     logprobs: list[dict[str, Any]] | None = None
     finish_reason: FinishReason | None = None
     usage: TokenUsage | None = None
+    stop_string: str | None = None
 
 
 @dataclass(frozen=True)

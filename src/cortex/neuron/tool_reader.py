@@ -1,0 +1,65 @@
+"""`ToolCallReader`: a reply's tool calls, read out of the text the model writes them in."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from cortex.engine.tool_calls import ToolCall as ParsedCall
+from cortex.engine.tool_calls import ToolCallParser
+from cortex.neuron.types import FinishReason, GenerationEvent, ToolCall
+
+__all__ = ["ToolCallReader"]
+
+
+class ToolCallReader:
+    """Turns the generation events of one reply into events with `tool_calls`.
+
+    Text goes through the format's parser (see `cortex.engine.tool_calls`): what may become a
+    call is held back, complete calls come out as `ToolCall`s, in the order written (an event
+    whose text follows a call is split in two). A reply that called a tool and ended by a stop
+    token or `max_tokens` ends with `finish_reason` `tool_calls`.
+
+    Args:
+        parser: a fresh parser for the reply (primed with any prefill).
+    """
+
+    def __init__(self, parser: ToolCallParser) -> None:
+        self.parser = parser
+        self.called = False
+
+    def read(self, event: GenerationEvent) -> list[GenerationEvent]:
+        """The events that stand for `event` (one, unless text follows a call in it)."""
+        items = self.parser.feed(event.text)
+        if event.finish_reason is not None:
+            items += self.parser.finish()
+        groups: list[tuple[str, list[ToolCall]]] = [("", [])]
+        for item in items:
+            if isinstance(item, ParsedCall):
+                groups[-1][1].append(ToolCall(item.id, item.name, item.arguments))
+                self.called = True
+            elif groups[-1][1]:  # text after a call: a new event keeps the order
+                groups.append((item, []))
+            else:
+                groups[-1] = (groups[-1][0] + item, groups[-1][1])
+        finish: FinishReason | None = event.finish_reason
+        if self.called and finish in ("stop", "length"):
+            finish = "tool_calls"
+        last = len(groups) - 1
+        return [
+            GenerationEvent(
+                text=text,
+                token_count=event.token_count if i == 0 else 0,
+                tool_calls=tuple(calls),
+                logprobs=event.logprobs if i == 0 else None,
+            )
+            if i < last
+            else replace(
+                event,
+                text=text,
+                token_count=event.token_count if i == 0 else 0,
+                tool_calls=tuple(calls),
+                logprobs=event.logprobs if i == 0 else None,
+                finish_reason=finish,
+            )
+            for i, (text, calls) in enumerate(groups)
+        ]
