@@ -225,3 +225,26 @@ def test_contiguous_cache_runs_chunks(checkpoint: Any) -> None:
     assert (torch.cat(chunks) - expected).abs().max().item() < 1e-4
     with pytest.raises(ValueError, match="holds 100 tokens"):
         model.hidden_states(torch.tensor(IDS[:13]), model.rope_table[88:101], cache)
+
+
+def test_sampling_is_reproducible_with_a_seed(checkpoint: Any) -> None:
+    _, model_dir, _ = checkpoint
+    model = load_model(model_dir)
+    prompt = IDS[:10]
+    first = model.generate(prompt, 12, temperature=1.0, seed=7, stop_token_ids=())
+    assert model.generate(prompt, 12, temperature=1.0, seed=7, stop_token_ids=()) == first
+    others = [model.generate(prompt, 12, temperature=1.0, seed=s) for s in (8, 9)]
+    assert any(other != first[: len(other)] for other in others)
+    assert all(0 <= t < 96 for t in first)
+    # A very low temperature is greedy in all but name.
+    cold = model.generate(prompt, 12, temperature=1e-4, seed=1, stop_token_ids=())
+    assert cold == model.generate(prompt, 12, stop_token_ids=())
+
+
+def test_generation_stops_at_end_of_turn(checkpoint: Any) -> None:
+    _, model_dir, _ = checkpoint
+    model = load_model(model_dir)
+    free = model.generate(IDS[:10], 12, stop_token_ids=())
+    stop = free[5]
+    stopped = model.generate(IDS[:10], 12, stop_token_ids={stop})
+    assert stopped == free[: free.index(stop) + 1]

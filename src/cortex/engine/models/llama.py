@@ -150,8 +150,6 @@ class Llama(nn.Module):
     ) -> None:
         super().__init__()
         self.config = config
-        self.dtype = dtype
-        self.device = torch.device(device)
         self.embed_tokens = _weight((config.vocab_size, config.hidden_size), device, dtype)
         self.layers = nn.ModuleList(
             TransformerBlock(config, i, device=device, dtype=dtype)
@@ -166,6 +164,16 @@ class Llama(nn.Module):
         table = rotary_table(inv_freq, config.context_length, dtype, device)
         self.rope_table: torch.Tensor  # (positions, 2, head_dim // 2): cos, sin
         self.register_buffer("rope_table", table, persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are."""
+        return self.embed_tokens.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' and activations' dtype."""
+        return self.embed_tokens.dtype
 
     # -- the forward pass -------------------------------------------------------------------
 
