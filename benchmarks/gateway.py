@@ -4,8 +4,9 @@ One `cortex-neuron --harness fake` process streams replies at a high token rate,
 is measured is the gateway: a `cortex-gateway` process in front of it relays the same streamed
 OpenAI chat requests. At each concurrency (closed loop: N clients, each sending its next request
 when the last one ends) the direct and the gateway paths alternate round by round, so other load
-on the machine hits both alike. TTFT is the first content chunk, total the `[DONE]`; "added" is
-gateway minus direct at the same percentile. Run:
+on the machine hits both alike. TTFT is the first content chunk, total the `[DONE]`. "added" is
+paired: the median over rounds of (gateway - direct) at that percentile within the round, which
+cancels the machine's slow swings in load. Run:
 
     python benchmarks/gateway.py [--concurrency 1 16 64 256] [--requests 256] [--tokens 32]
 """
@@ -36,6 +37,7 @@ class Series:
     total_s: list[float] = field(default_factory=list)
     tokens: int = 0
     wall_s: float = 0.0
+    errors: int = 0
 
 
 def pct(values: list[float], q: float) -> float:
@@ -44,10 +46,18 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def one(client: httpx.AsyncClient, url: str, body: dict[str, object], out: Series) -> None:
+    try:
+        await _one(client, url, body, out)
+    except httpx.TransportError:
+        out.errors += 1  # counted and reported, not timed
+
+
+async def _one(client: httpx.AsyncClient, url: str, body: dict[str, object], out: Series) -> None:
     started = time.perf_counter()
     first = 0.0
     async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
-        response.raise_for_status()
+        if response.status_code != 200:
+            raise RuntimeError(f"{url}: {response.status_code} {(await response.aread())[:300]!r}")
         async for line in response.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
@@ -109,21 +119,34 @@ async def main(args: argparse.Namespace) -> None:
     try:
         for concurrency in args.concurrency:
             direct, through = Series(), Series()
+            paired: list[list[float]] = []
             per_round = max(args.requests // args.rounds, concurrency)
             for _ in range(args.rounds):
-                await round_of(neuron.url, concurrency, per_round, args.tokens, direct)
-                await round_of(gateway_url, concurrency, per_round, args.tokens, through)
-            rows.append((concurrency, direct, through))
+                d, g = Series(), Series()
+                await round_of(neuron.url, concurrency, per_round, args.tokens, d)
+                await round_of(gateway_url, concurrency, per_round, args.tokens, g)
+                paired.append(
+                    [pct(g.ttft_s, q) - pct(d.ttft_s, q) for q in (0.5, 0.99)]
+                    + [pct(g.total_s, q) - pct(d.total_s, q) for q in (0.5, 0.99)]
+                )
+                for whole, part in ((direct, d), (through, g)):
+                    whole.ttft_s += part.ttft_s
+                    whole.total_s += part.total_s
+                    whole.tokens += part.tokens
+                    whole.wall_s += part.wall_s
+                    whole.errors += part.errors
+            added = [statistics.median(column) for column in zip(*paired, strict=True)]
+            rows.append((concurrency, direct, through, added))
     finally:
         gateway.terminate()
         gateway.wait(30)
         neuron.stop()
     ms = 1000.0
     print(
-        f"| streams | path | TTFT p50 ms | TTFT p99 ms | total p50 ms | total p99 ms "
-        f"| tok/s | tok/s vs direct |\n|---|---|---|---|---|---|---|---|"
+        "| streams | path | TTFT p50 ms | TTFT p99 ms | total p50 ms | total p99 ms "
+        "| tok/s | tok/s vs direct |\n|---|---|---|---|---|---|---|---|"
     )
-    for concurrency, direct, through in rows:
+    for concurrency, direct, through, added in rows:
         for name, s in (("direct", direct), ("gateway", through)):
             rate = s.tokens / s.wall_s
             print(
@@ -132,10 +155,18 @@ async def main(args: argparse.Namespace) -> None:
                 f"{pct(s.total_s, 0.99) * ms:.2f} | {rate:,.0f} | "
                 f"{rate / (direct.tokens / direct.wall_s):.2f} |"
             )
-        added = [
-            (pct(through.ttft_s, q) - pct(direct.ttft_s, q)) * ms for q in (0.5, 0.99)
-        ] + [(pct(through.total_s, q) - pct(direct.total_s, q)) * ms for q in (0.5, 0.99)]
-        print(f"| {concurrency} | added | " + " | ".join(f"{a:+.2f}" for a in added) + " | | |")
+        cells = " | ".join(f"{a * ms:+.2f}" for a in added)
+        print(f"| {concurrency} | **added** | {cells} | | |")
+    errors = {
+        f"{c} {name}": s.errors
+        for c, d, g, _ in rows
+        for name, s in (("direct", d), ("gateway", g))
+    }
+    if any(errors.values()):
+        print(
+            "\nconnection errors (not timed): "
+            + ", ".join(f"{k}: {v}" for k, v in errors.items() if v)
+        )
     mean_tokens = statistics.mean([rows[0][1].tokens / len(rows[0][1].total_s)])
     print(
         f"\n{mean_tokens:.0f} content tokens per reply, fake neuron at {args.token_rate:,.0f} "
@@ -148,7 +179,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
     parser.add_argument("--requests", type=int, default=512, help="requests per path and level")
-    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per level")
+    parser.add_argument("--rounds", type=int, default=8, help="alternating rounds per level")
     parser.add_argument("--tokens", type=int, default=32, help="content tokens per reply")
     parser.add_argument("--token-rate", type=float, default=20000.0, help="fake tok/s per stream")
     asyncio.run(main(parser.parse_args()))

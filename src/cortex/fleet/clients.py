@@ -142,7 +142,11 @@ class HTTPNodeClient:
                 transport=transport,
                 verify=tls,
                 timeout=httpx.Timeout(t.request_s, connect=t.connect_s, pool=t.request_s),
-                limits=httpx.Limits(max_connections=512, max_keepalive_connections=64),
+                # Idle connections are dropped before the node's own keep-alive timeout
+                # (uvicorn's is 5 s) would close them under a new request.
+                limits=httpx.Limits(
+                    max_connections=512, max_keepalive_connections=64, keepalive_expiry=2.0
+                ),
             )
             for _ in range(1 if transport is not None else _POOLS)
         ]
@@ -164,16 +168,11 @@ class HTTPNodeClient:
             if timeout_s is not None
             else httpx.USE_CLIENT_DEFAULT
         )
-        try:
-            response = await (pool or self._http).request(
-                method, self._url(path), json=body if body is not None else None, timeout=timeout
-            )
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeoutError(
-                f"node {self.name!r} did not answer {method} {path} in time"
-            ) from exc
-        except httpx.TransportError as exc:
-            raise self._unreachable(exc) from exc
+        client = pool or self._http
+        request = client.build_request(
+            method, self._url(path), json=body if body is not None else None, timeout=timeout
+        )
+        response = await self._send(client, request, stream=False)
         if response.status_code >= 400:
             raise self._error(response.status_code, response.content)
         if not response.content:
@@ -182,6 +181,29 @@ class HTTPNodeClient:
             return response.json()
         except ValueError as exc:
             raise UpstreamError(f"node {self.name!r} sent invalid JSON for {path}") from exc
+
+    async def _send(
+        self, client: httpx.AsyncClient, request: httpx.Request, *, stream: bool
+    ) -> httpx.Response:
+        """Send `request`; a pooled connection that broke under it is retried once on a fresh one.
+
+        A kept-alive connection can be closed by the node at the moment it is reused (the two
+        idle timeouts race): that is no sign of a dead node. Only a failure to connect, or a
+        second failure in a row, reports the node unreachable.
+        """
+        for attempt in (1, 2):
+            try:
+                return await client.send(request, stream=stream)
+            except httpx.TimeoutException as exc:
+                raise UpstreamTimeoutError(
+                    f"node {self.name!r} did not answer {request.url.path} in time"
+                ) from exc
+            except httpx.ConnectError as exc:
+                raise self._unreachable(exc) from exc
+            except httpx.TransportError as exc:
+                if attempt == 2:
+                    raise self._unreachable(exc) from exc
+        raise AssertionError("unreachable")
 
     def _unreachable(self, exc: Exception) -> UpstreamError:
         return UpstreamError(
@@ -231,12 +253,7 @@ class HTTPNodeClient:
         """
         pool = next(self._turn)
         request = pool.build_request("POST", self._url(path), json=body)
-        try:
-            response = await pool.send(request, stream=True)
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeoutError(f"node {self.name!r} did not answer {path} in time") from exc
-        except httpx.TransportError as exc:
-            raise self._unreachable(exc) from exc
+        response = await self._send(pool, request, stream=True)
         try:
             if response.status_code >= 400:
                 raise self._error(response.status_code, await response.aread())

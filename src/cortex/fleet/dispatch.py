@@ -278,11 +278,15 @@ async def stream_batches(
         try:
             with lease:
                 async with lease.client.stream(path, _body_for(lease, body)) as raw:
-                    decoder = SSEDecoder()
+                    decoder: SSEDecoder | None = None
                     alive = fleet.ledger.alive_at
                     async for piece in raw:
                         alive[lease.node] = time.monotonic()
-                        batch = [Chunk(e.data, lease.node) for e in decoder.feed(piece)]
+                        datas = _whole_data_events(piece) if decoder is None else None
+                        if datas is None:  # anything unusual: the full SSE parser from now on
+                            decoder = decoder or SSEDecoder()
+                            datas = [e.data for e in decoder.feed(piece)]
+                        batch = [Chunk(data, lease.node) for data in datas]
                         if started:
                             if batch:
                                 yield batch
@@ -296,7 +300,8 @@ async def stream_batches(
                             yield held
                     if not started:
                         raise UpstreamError(f"node {lease.node!r} ended the stream without a reply")
-                    tail = [Chunk(e.data, lease.node) for e in decoder.finish()]
+                    ended = decoder.finish() if decoder is not None else []
+                    tail = [Chunk(e.data, lease.node) for e in ended]
                     if tail:
                         yield tail
             return
@@ -308,3 +313,17 @@ async def stream_batches(
             _failed(fleet, lease, exc, route)
             excluded.add(lease.node)
             lease, last = None, exc
+
+
+def _whole_data_events(piece: bytes) -> list[str] | None:
+    """The data of `piece` when it is whole `data: ...` events and nothing else (what neurons
+    and most servers send, one event per write); None for anything else (a split event, CRLF,
+    comments, `event:` lines), which the full SSE parser then handles."""
+    if not piece.endswith(b"\n\n") or b"\r" in piece:
+        return None
+    out = []
+    for block in piece[:-2].split(b"\n\n"):
+        if not block.startswith(b"data: ") or b"\n" in block:
+            return None
+        out.append(block[6:].decode("utf-8", "replace"))
+    return out
