@@ -111,7 +111,7 @@ def gateway_config(
 ) -> dict[str, Any]:
     """A cortex.toml over `neurons` (name -> process or URL) with short test timings."""
     settings: dict[str, Any] = {
-        "poll_interval_s": 0.25,
+        "poll_interval_s": 1.0,  # polls time out at the interval: not too tight on a busy CI box
         "connect_timeout_s": 1.0,
         "request_timeout_s": 5.0,
         "load_timeout_s": 10.0,

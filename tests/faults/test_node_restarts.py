@@ -18,7 +18,7 @@ from .servers import chat, fake_neuron
 
 pytestmark = pytest.mark.e2e
 
-POLL_S = 0.25
+POLL_S = 0.5
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:

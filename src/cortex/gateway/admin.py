@@ -8,7 +8,6 @@ done). Errors use the OpenAI envelope.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -20,6 +19,7 @@ from starlette.routing import Route
 from cortex import __version__
 from cortex.errors import InvalidRequestError
 from cortex.fleet.fleet import Fleet
+from cortex.jsonbody import parse_json_object
 
 __all__ = ["AdminAPI", "fleet_lifespan"]
 
@@ -81,11 +81,8 @@ class AdminAPI:
 
 
 async def _model_and_node(request: Request) -> tuple[str, str | None]:
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except ValueError:
-        raise InvalidRequestError("the body is not valid JSON") from None
-    model = body.get("model") if isinstance(body, dict) else None
+    body = parse_json_object(await request.body() or b"{}")
+    model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequestError('give the model: {"model": "ID"}', param="model")
     node = body.get("node")

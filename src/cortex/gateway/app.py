@@ -9,7 +9,6 @@ error handler turns `CortexError`s into the client's dialect.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -49,6 +48,7 @@ from cortex.gateway.relay import (
     stream_response,
     translated_bytes,
 )
+from cortex.jsonbody import parse_json_object
 from cortex.protocol import anthropic as A
 from cortex.translate import (
     AnthropicStreamTranslator,
@@ -100,13 +100,7 @@ class Gateway:
         raw = await request.body()
         if len(raw) > self.max_body_bytes:
             raise RequestTooLargeError(f"the body is over {self.max_body_bytes} bytes")
-        try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            raise InvalidRequestError(f"the body is not valid JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise InvalidRequestError("the body must be a JSON object")
-        return body
+        return parse_json_object(raw)
 
     def _model(self, body: dict[str, Any], dialect: Dialect) -> str:
         name = body.get("model")

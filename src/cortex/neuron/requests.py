@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from cortex.errors import InvalidRequestError
+from cortex.jsonbody import parse_json_object
 from cortex.neuron.model_ids import MODEL_ID_PATTERN, check_model_id
 from cortex.neuron.types import GenerateRequest, SamplingOptions
 
@@ -170,12 +171,7 @@ def parse_body(raw: bytes, model: type[_T]) -> _T:
         InvalidRequestError: not JSON, not an object, or a field of the wrong type or value
             (400, `param` names the field).
     """
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequestError(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidRequestError("the body must be a JSON object")
+    data = parse_json_object(raw)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -227,7 +223,7 @@ def _history_call(call: MessageToolCall) -> dict[str, Any]:
     # Chat templates (Qwen, Llama 3, Hermes) read `arguments` as a mapping, as transformers does.
     try:
         arguments: Any = json.loads(call.function.arguments)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         arguments = call.function.arguments
     return {
         "id": call.id,
