@@ -299,7 +299,11 @@ class Llama(nn.Module):
     # -- loading ----------------------------------------------------------------------------
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Copy Hugging Face-named tensors into the (fused) parameters, converting dtype/device.
+        """Fill the parameters from Hugging Face-named tensors, converting dtype and device.
+
+        q/k/v and gate/up are copied into their fused matrices. A tensor that already has the
+        parameter's dtype and device becomes the parameter as it is: with our loader that is
+        a view of the file's memory map, so it costs neither a copy nor private memory.
 
         Raises:
             CortexError: a tensor is unknown, misshapen or missing.
@@ -319,7 +323,15 @@ class Llama(nn.Module):
                         f"checkpoint tensor {name!r} has shape {tuple(tensor.shape)}, "
                         f"expected {tuple(slot.shape)}"
                     )
-                slot.copy_(tensor)
+                if (
+                    isinstance(slot, nn.Parameter)
+                    and tensor.dtype == slot.dtype
+                    and tensor.device == slot.device
+                    and tensor.is_contiguous()
+                ):
+                    slot.data = tensor
+                else:
+                    slot.copy_(tensor)
         if slots:
             missing = ", ".join(sorted(slots)[:5])
             raise CortexError(f"checkpoint lacks {len(slots)} tensors, e.g. {missing}")
