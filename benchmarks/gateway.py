@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -38,6 +39,7 @@ class Series:
     tokens: int = 0
     wall_s: float = 0.0
     errors: int = 0
+    cpu_s: float = 0.0
 
 
 def pct(values: list[float], q: float) -> float:
@@ -88,6 +90,12 @@ async def round_of(url: str, concurrency: int, requests: int, tokens: int, out: 
         out.wall_s += time.perf_counter() - started
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_gateway(neuron_url: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     config = {
@@ -124,7 +132,9 @@ async def main(args: argparse.Namespace) -> None:
             for _ in range(args.rounds):
                 d, g = Series(), Series()
                 await round_of(neuron.url, concurrency, per_round, args.tokens, d)
+                before = cpu_s(gateway.pid)
                 await round_of(gateway_url, concurrency, per_round, args.tokens, g)
+                g.cpu_s = cpu_s(gateway.pid) - before
                 paired.append(
                     [pct(g.ttft_s, q) - pct(d.ttft_s, q) for q in (0.5, 0.99)]
                     + [pct(g.total_s, q) - pct(d.total_s, q) for q in (0.5, 0.99)]
@@ -135,6 +145,7 @@ async def main(args: argparse.Namespace) -> None:
                     whole.tokens += part.tokens
                     whole.wall_s += part.wall_s
                     whole.errors += part.errors
+                    whole.cpu_s += part.cpu_s
             added = [statistics.median(column) for column in zip(*paired, strict=True)]
             rows.append((concurrency, direct, through, added))
     finally:
@@ -144,7 +155,7 @@ async def main(args: argparse.Namespace) -> None:
     ms = 1000.0
     print(
         "| streams | path | TTFT p50 ms | TTFT p99 ms | total p50 ms | total p99 ms "
-        "| tok/s | tok/s vs direct |\n|---|---|---|---|---|---|---|---|"
+        "| tok/s | tok/s vs direct | gateway CPU µs/token |\n|---|---|---|---|---|---|---|---|---|"
     )
     for concurrency, direct, through, added in rows:
         for name, s in (("direct", direct), ("gateway", through)):
@@ -153,10 +164,11 @@ async def main(args: argparse.Namespace) -> None:
                 f"| {concurrency} | {name} | {pct(s.ttft_s, 0.5) * ms:.2f} | "
                 f"{pct(s.ttft_s, 0.99) * ms:.2f} | {pct(s.total_s, 0.5) * ms:.2f} | "
                 f"{pct(s.total_s, 0.99) * ms:.2f} | {rate:,.0f} | "
-                f"{rate / (direct.tokens / direct.wall_s):.2f} |"
+                f"{rate / (direct.tokens / direct.wall_s):.2f} | "
+                + (f"{s.cpu_s / s.tokens * 1e6:.0f} |" if name == "gateway" else " |")
             )
         cells = " | ".join(f"{a * ms:+.2f}" for a in added)
-        print(f"| {concurrency} | **added** | {cells} | | |")
+        print(f"| {concurrency} | **added** | {cells} | | | |")
     errors = {
         f"{c} {name}": s.errors
         for c, d, g, _ in rows
