@@ -6,6 +6,9 @@ machine is busy. TTFT is `generate(prompt, 1)`; decode speed is the extra time o
 `generate(prompt, 1 + N)` over that, for N new tokens, end-of-turn ignored.
 
     python benchmarks/engine.py [--dtypes float32,bfloat16] [--new-tokens 32] [--repeats 2]
+
+`--batched` runs the batched `Engine` benchmark instead (`benchmarks/engine_batch.py`: concurrent
+requests, TTFT through the scheduler, aggregate tok/s at 1-64 requests).
 """
 
 from __future__ import annotations
@@ -100,7 +103,20 @@ def main() -> None:
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--batched",
+        action="store_true",
+        help="measure the batched Engine instead (benchmarks/engine_batch.py; pass its options)",
+    )
+    if "--batched" in sys.argv[1:]:
+        import engine_batch  # the sibling script: python puts benchmarks/ on sys.path
+
+        engine_batch.main([a for a in sys.argv[1:] if a != "--batched"])
+        return
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     import transformers
 
     transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]

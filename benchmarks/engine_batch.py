@@ -5,7 +5,8 @@ tok/s at 1, 4, 16 and 64 concurrent requests, and KV bytes per token, and prints
 ratios. Greedy decoding with `ignore_eos`, so every request makes exactly `--tokens` tokens;
 prompts are distinct random token ids, so the prefix cache never helps. Each measurement runs
 for both sides back to back and the best of `--repeats` rounds is kept, so the ratios hold on a
-busy machine. transformers runs the same dtype (and float32 for its default batch-1 decode);
+busy machine; batch-1 decode is the median time between tokens over all rounds. transformers
+runs the same dtype (and float32 for its default batch-1 decode);
 its "concurrent" rows are one static batch of that many prompts.
 
     .venv/bin/python benchmarks/engine_batch.py --dtype bfloat16 --plot docs/img/engine_batch.svg
@@ -15,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import platform
 import random
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -66,9 +69,39 @@ def hf_generate(model: Any, prompts: list[list[int]], tokens: int) -> float:
     return time.perf_counter() - start
 
 
+def hf_token_times(model: Any, prompt: list[int], tokens: int) -> list[float]:
+    """Wall-clock time at which transformers produced each token of a greedy generation."""
+    import transformers
+
+    times: list[float] = []
+
+    class Clock(transformers.StoppingCriteria):  # called once per generated token
+        def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+            times.append(time.perf_counter())
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+    ids = torch.tensor([prompt])
+    with torch.inference_mode():
+        model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=tokens,
+            min_new_tokens=tokens,
+            do_sample=False,
+            pad_token_id=0,
+            stopping_criteria=transformers.StoppingCriteriaList([Clock()]),
+        )
+    return times
+
+
+def intervals(times: list[float]) -> list[float]:
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
 class Pair:
     """Runs each measurement for cortex and transformers back to back, keeping the best of
-    several rounds, so a busy moment on a shared machine hits both sides alike."""
+    several rounds (TTFT, aggregate) or the median inter-token time over all rounds (batch-1
+    decode), so a busy moment on a shared machine hits both sides alike."""
 
     def __init__(self, engine: Engine, hf: Any, hf_fp32: Any, args: argparse.Namespace) -> None:
         self.engine, self.hf, self.hf_fp32, self.args = engine, hf, hf_fp32, args
@@ -88,13 +121,12 @@ class Pair:
     def run(self, loop: asyncio.AbstractEventLoop) -> None:
         args = self.args
         n = args.decode_tokens
+        gaps: dict[str, list[float]] = {"ours": [], "hf": [], "fp32": []}
         for _ in range(args.repeats):
             times = loop.run_until_complete(stream_times(self.engine, self.prompts(1, 16)[0], n))
-            self.keep(self.ours, "decode_1", (n - 1) / (times[-1] - times[0]), True)
-            for model, table in ((self.hf, self.theirs), (self.hf_fp32, self.theirs_fp32)):
-                prompt = self.prompts(1, 16)
-                rate = (n - 1) / (hf_generate(model, prompt, n) - hf_generate(model, prompt, 1))
-                self.keep(table, "decode_1", rate, True)
+            gaps["ours"] += intervals(times)
+            gaps["hf"] += intervals(hf_token_times(self.hf, self.prompts(1, 16)[0], n))
+            gaps["fp32"] += intervals(hf_token_times(self.hf_fp32, self.prompts(1, 16)[0], n))
             for length in (128, 1024):
                 prompt = self.prompts(1, length)[0]
                 start = time.perf_counter()
@@ -110,6 +142,9 @@ class Pair:
                 self.keep(self.ours, f"agg_{count}", rate, True)
                 seconds = hf_generate(self.hf, self.prompts(count, args.prompt_tokens), args.tokens)
                 self.keep(self.theirs, f"agg_{count}", count * args.tokens / seconds, True)
+        self.ours["decode_1"] = 1 / statistics.median(gaps["ours"])
+        self.theirs["decode_1"] = 1 / statistics.median(gaps["hf"])
+        self.theirs_fp32["decode_1"] = 1 / statistics.median(gaps["fp32"])
 
 
 def hf_kv_bytes(model: Any) -> float:
@@ -198,7 +233,7 @@ def svg_plot(ours: dict[str, float], theirs: dict[str, float], title: str) -> st
     return "\n".join(parts) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument("--dtype", default="bfloat16")
@@ -210,7 +245,7 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=16, help="prompt length (aggregate)")
     parser.add_argument("--repeats", type=int, default=2, help="rounds (best is kept)")
     parser.add_argument("--plot", type=Path, default=None, help="write an SVG bar chart here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     model_dir = args.model_dir or default_model_dir(progress=False)
