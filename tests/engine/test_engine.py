@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cortex.engine.engine import Engine, TokenEvent
-from cortex.engine.sampling import SamplingParams
+from cortex.engine.sampling import SamplingParams, apply_penalties
 from cortex.engine.tokenizer import Tokenizer
 from cortex.errors import ContextLengthExceededError, OverloadedError
 
@@ -226,6 +226,26 @@ async def test_logprobs_are_log_softmax_of_the_reference_logits(
         e.logprobs and e.logprobs[0].token_id == e.logprobs[0].top_logprobs[0].token_id
         for e in events
     )
+
+
+async def test_penalties_follow_the_reference_on_the_real_model(
+    engine: Engine, smollm2: Any, tokenizer: Tokenizer
+) -> None:
+    prompt = prompts(tokenizer, 1)[0]
+    params = SamplingParams(
+        temperature=0.0,
+        max_tokens=6,
+        repetition_penalty=1.3,
+        frequency_penalty=0.5,
+        presence_penalty=0.3,
+    )
+    got = token_ids(await collect(engine.generate(prompt, params)))
+    # Reference: full forward each step, penalties over prompt and output, then argmax.
+    output: list[int] = []
+    for _ in got:
+        logits = smollm2.forward(prompt + output)[-1:]
+        output.append(int(apply_penalties(logits, [params], [prompt], [output]).argmax()))
+    assert got == output
 
 
 async def test_cancelled_requests_return_the_allocator_to_baseline(

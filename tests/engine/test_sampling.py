@@ -141,3 +141,45 @@ def test_top_logprobs_are_log_softmax_of_the_logits() -> None:
     assert result[0].top_logprobs[0].logprob == pytest.approx(expected[0, 1].item())
     assert result[1].logprob == pytest.approx(expected[1, 3].item())
     assert result[1].top_logprobs == ()
+
+
+def test_sample_tokens_penalises_before_the_draw_and_reports_raw_logprobs() -> None:
+    from cortex.engine.sampling import sample_tokens
+
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 64, generator=generator)
+    logits[0, 5] = logits[0].max() + 1.0  # the favourite, already generated twice
+    params = [
+        SamplingParams(temperature=0.0, frequency_penalty=2.0, presence_penalty=2.0, logprobs=True),
+        SamplingParams(temperature=0.0),
+    ]
+    result = sample_tokens(logits, params, [0, 0], [2, 0], [[1], [1]], [[5, 5], []])
+    penalised = logits[0].clone()
+    penalised[5] -= 2.0 * 2 + 2.0
+    assert result.token_ids == [int(penalised.argmax()), int(logits[1].argmax())]
+    assert result.token_ids[0] != 5
+    entry = result.logprobs[0]
+    assert entry is not None and entry.token_id == result.token_ids[0]
+    raw = torch.log_softmax(logits[0], dim=-1)[entry.token_id].item()
+    assert entry.logprob == pytest.approx(raw)
+    assert result.logprobs[1] is None
+
+
+def test_sample_tokens_draw_does_not_depend_on_the_batch() -> None:
+    from cortex.engine.sampling import sample_tokens
+
+    generator = torch.Generator().manual_seed(2)
+    logits = torch.randn(5, 256, generator=generator)
+    params = [SamplingParams(temperature=0.8, top_p=0.9, top_k=40, seed=s) for s in range(5)]
+    seeds, steps = [11, 22, 33, 44, 55], [0, 3, 1, 7, 2]
+    empty: list[list[int]] = [[] for _ in range(5)]
+    together = sample_tokens(logits, params, seeds, steps, empty, empty).token_ids
+    alone = [
+        sample_tokens(
+            logits[i : i + 1], params[i : i + 1], seeds[i : i + 1], steps[i : i + 1], [[]], [[]]
+        ).token_ids[0]
+        for i in range(5)
+    ]
+    assert together == alone
+    again = sample_tokens(logits, params, [12, 22, 33, 44, 55], steps, empty, empty).token_ids
+    assert again[1:] == together[1:]
