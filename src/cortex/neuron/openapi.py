@@ -211,6 +211,7 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
                     "properties": {
                         "index": _INTEGER,
                         "finish_reason": {"enum": ["stop", "length", "tool_calls", None]},
+                        "stop_reason": _nullable(_STRING),
                         "logprobs": _nullable({"type": "object"}),
                         "message": {
                             "type": "object",
@@ -246,6 +247,7 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
                         "index": _INTEGER,
                         "text": _STRING,
                         "finish_reason": {"enum": ["stop", "length", None]},
+                        "stop_reason": _nullable(_STRING),
                         "logprobs": _nullable({"type": "object"}),
                     },
                 },
