@@ -33,6 +33,12 @@ def prompts(default_model_dir: Path) -> list[list[int]]:
 
 
 @pytest.fixture(scope="module")
+def logits(smollm2: Llama, prompts: list[list[int]]) -> list[torch.Tensor]:
+    """Our float32 logits at every position of the three chats."""
+    return [smollm2.forward(ids) for ids in prompts]
+
+
+@pytest.fixture(scope="module")
 def greedy(smollm2: Llama, prompts: list[list[int]]) -> list[list[int]]:
     """Our greedy continuations (at most 32 tokens) of the three chats."""
     return [smollm2.generate(ids, 32) for ids in prompts]
@@ -53,9 +59,10 @@ def test_config_is_read(smollm2: Llama) -> None:
     assert config.architecture == "LlamaForCausalLM"
 
 
-def test_logits_match_transformers(smollm2: Llama, hf_model: Any, prompts: list[list[int]]) -> None:
-    for ids in prompts:
-        ours = smollm2.forward(ids)
+def test_logits_match_transformers(
+    hf_model: Any, prompts: list[list[int]], logits: list[torch.Tensor]
+) -> None:
+    for ids, ours in zip(prompts, logits, strict=True):
         expected = _hf_logits(hf_model, ids)
         assert ours.shape == (len(ids), 49152) and ours.dtype == torch.float32
         assert (ours[-1] - expected[-1]).abs().max().item() < 1e-3
@@ -126,13 +133,15 @@ def test_limits_are_enforced(smollm2: Llama) -> None:
 
 
 def test_bfloat16_is_close_to_float32(
-    default_model_dir: Path, smollm2: Llama, prompts: list[list[int]], greedy: list[list[int]]
+    default_model_dir: Path,
+    prompts: list[list[int]],
+    logits: list[torch.Tensor],
+    greedy: list[list[int]],
 ) -> None:
     model = load_model(default_model_dir, dtype="bfloat16")
     assert model.embed_tokens.dtype == torch.bfloat16
-    for ids in prompts:
+    for ids, reference in zip(prompts, logits, strict=True):
         ours = model.forward(ids)
-        reference = smollm2.forward(ids)
         assert ours.dtype == torch.float32
         assert ours[-1].argmax() == reference[-1].argmax()
         # bf16 keeps 8 bits of mantissa: logits of magnitude ~25 move by well under 1.
