@@ -128,16 +128,17 @@ def start_gateway(config: dict[str, Any] | None, *, timeout_s: float = 240.0) ->
         process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}", log
     )
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"cortex-gateway exited:\n{log.read_text()[-4000:]}")
-        try:
-            health = httpx.get(f"{gateway.url}/health", timeout=2).json()
-            if health["nodes_up"] == health["nodes"]:
-                return gateway
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
+    with httpx.Client(timeout=2) as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"cortex-gateway exited:\n{log.read_text()[-4000:]}")
+            try:
+                health = client.get(f"{gateway.url}/health").json()
+                if health["nodes_up"] == health["nodes"]:
+                    return gateway
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
     gateway.stop()
     raise RuntimeError(f"cortex-gateway did not start:\n{log.read_text()[-4000:]}")
 

@@ -26,8 +26,9 @@ from cortex.errors import (
     UpstreamTimeoutError,
     error_from_status,
 )
-from cortex.fleet.state import DeviceInfo, ModelOnNode, NodeKind, NodeSnapshot
+from cortex.fleet.state import ModelOnNode, NodeKind, NodeSnapshot
 from cortex.fleet.transport import ASGIApp, StreamingASGITransport
+from cortex.fleet.wire import parse_neuron
 
 __all__ = [
     "HTTPNodeClient",
@@ -40,7 +41,6 @@ __all__ = [
 
 UNREACHABLE = "node_unreachable"
 _POOLS = 8
-_MODEL_STATES = {"available", "loading", "loaded", "unloading", "failed"}
 
 
 class Timeouts:
@@ -372,90 +372,4 @@ def in_process_client(
         token=token,
         timeouts=timeouts,
         transport=StreamingASGITransport(app),
-    )
-
-
-def parse_neuron(name: str, endpoint: str, status: Any, listing: Any) -> NodeSnapshot:
-    """A neuron's `/status` and `/models` answers as a `NodeSnapshot`."""
-    status = status if isinstance(status, dict) else {}
-    entries: Any = listing
-    if isinstance(listing, dict):
-        entries = listing.get("models", listing.get("data"))
-    if not isinstance(entries, list):
-        entries = []
-    models: dict[str, ModelOnNode] = {}
-    for entry in entries:
-        if isinstance(entry, dict) and isinstance(entry.get("id"), str):
-            models[entry["id"]] = _parse_model(entry)
-    devices = tuple(
-        _parse_device(i, d)
-        for i, d in enumerate(status.get("devices") or [])
-        if isinstance(d, dict)
-    )
-    used = sum(
-        m.memory_mb or 0.0 for m in models.values() if m.state in ("loaded", "loading", "unloading")
-    )
-    memory = status.get("memory") if isinstance(status.get("memory"), dict) else status
-    capacity = _number(memory, "capacity_mb", "memory_mb", "limit_mb", "total_mb")
-    if capacity is None:
-        totals = [d.memory_total_mb for d in devices if d.memory_total_mb is not None]
-        capacity = sum(totals) if totals else None
-    free = _number(memory, "free_mb", "memory_free_mb", "available_mb")
-    if free is None and capacity is not None:
-        free = max(0.0, capacity - used)
-    requests = status.get("requests") if isinstance(status.get("requests"), dict) else status
-    return NodeSnapshot(
-        name=name,
-        kind="neuron",
-        endpoint=endpoint,
-        models=models,
-        devices=devices,
-        memory_capacity_mb=capacity,
-        memory_free_mb=free,
-        in_flight=int(_number(requests, "running") or 0),
-        waiting=int(_number(requests, "waiting") or 0),
-        load_cycles=int(_number(status, "load_cycles", "cycles") or 0),
-        version=status.get("version") if isinstance(status.get("version"), str) else None,
-    )
-
-
-def _number(data: Any, *keys: str) -> float | None:
-    if not isinstance(data, dict):
-        return None
-    for key in keys:
-        value = data.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    return None
-
-
-def _parse_model(entry: dict[str, Any]) -> ModelOnNode:
-    state = entry.get("state")
-    generation = entry.get("generation_config")
-    context = entry.get("context_length")
-    return ModelOnNode(
-        id=entry["id"],
-        state=state if state in _MODEL_STATES else "available",
-        memory_mb=_number(entry, "memory_mb"),
-        context_length=int(context) if isinstance(context, int | float) else None,
-        architecture=entry.get("architecture"),
-        device=str(entry["device"]) if entry.get("device") is not None else None,
-        pinned=bool(entry.get("pinned", False)),
-        in_flight=int(_number(entry, "in_flight") or 0),
-        last_used_at=_number(entry, "last_used_at"),
-        error=entry.get("error"),
-        generation_config=dict(generation) if isinstance(generation, dict) else {},
-        progress=_number(entry, "progress"),
-    )
-
-
-def _parse_device(index: int, entry: dict[str, Any]) -> DeviceInfo:
-    return DeviceInfo(
-        index=int(_number(entry, "index") or index),
-        kind=str(entry.get("kind", "cpu")),
-        name=str(entry.get("name", "")),
-        memory_total_mb=_number(entry, "memory_total_mb", "total_mb"),
-        memory_used_mb=_number(entry, "memory_used_mb", "used_mb"),
-        memory_free_mb=_number(entry, "memory_free_mb", "free_mb"),
-        utilization=_number(entry, "utilization"),
     )

@@ -233,6 +233,11 @@ class Fleet:
         """The fleet now: polled node state with the gateway's own knowledge laid over it."""
         return self.ledger.snapshot()
 
+    def _polled(self) -> FleetSnapshot:
+        """The nodes as polled, without the overlay: enough for names and context windows,
+        and cheap (no copy per request)."""
+        return FleetSnapshot(nodes=self.ledger.nodes, policies=self._policies)
+
     def policy(self, model: str) -> ModelPolicy:
         """The placement policy of `model` (a default one when it has no profile)."""
         return self.ledger.policy(model)
@@ -247,7 +252,7 @@ class Fleet:
         Raises:
             ModelNotFoundError: no node knows it.
         """
-        model = self.snapshot().resolve(name)
+        model = self._polled().resolve(name)
         if model is None:
             known = ", ".join(e.id for e in self.catalogue()) or "none"
             raise ModelNotFoundError(
@@ -272,7 +277,7 @@ class Fleet:
 
     def context_length(self, model: str) -> int | None:
         """The context window of `model` (profile first, else what its nodes report)."""
-        return self.snapshot().context_length(model)
+        return self._polled().context_length(model)
 
     def sampling(self, model: str, request: Mapping[str, Any]) -> dict[str, Any]:
         """`request` with its sampling fields resolved: request, profile, model's own, built-ins."""

@@ -326,6 +326,8 @@ class _Streaming:
     async def __aexit__(self, kind: type[BaseException] | None, exc: Any, tb: Any) -> None:
         if isinstance(exc, CortexError):
             self.record.status = exc.status_for(self.dialect)
+        elif isinstance(exc, Exception):
+            self.record.status = 500  # a bug, not a client gone (499 stays for cancellation)
         self.record.node = self.route.node or self.record.node
         self._untrack()
         self.lease.release()
