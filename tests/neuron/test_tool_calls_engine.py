@@ -56,7 +56,7 @@ async def served() -> AsyncIterator[Served]:
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://neuron", timeout=120) as client,
+        httpx.AsyncClient(transport=transport, base_url="http://neuron", timeout=600) as client,
     ):
         loaded = await client.post("/models/load", json={"model": MODEL})
         assert loaded.status_code == 200, loaded.text
@@ -111,7 +111,7 @@ async def test_a_prefilled_call_comes_back_as_tool_calls(served: Served) -> None
         messages=prefilled(),
         tools=[WEATHER],
         temperature=0,
-        max_tokens=40,
+        max_tokens=13,  # the call takes 9 tokens: cut after `The weather`
         stream=True,
         extra_body=CONTINUE,
     )
@@ -122,8 +122,8 @@ async def test_a_prefilled_call_comes_back_as_tool_calls(served: Served) -> None
     assert streamed.index == 0 and streamed.id and streamed.id.startswith("call_")
     assert streamed.function is not None and streamed.function.name == "get_weather"
     assert json.loads(streamed.function.arguments or "") == {"city": "Paris"}
-    assert "".join(d.delta.content or "" for d in deltas) == "The weather in Paris is Paris."
-    assert deltas[-1].finish_reason == "tool_calls"
+    assert "".join(d.delta.content or "" for d in deltas) == "The weather"
+    assert deltas[-1].finish_reason == "tool_calls"  # cut by max_tokens, but a call was made
 
 
 async def test_a_call_cut_by_max_tokens_is_text_unless_its_json_is_complete(
