@@ -95,7 +95,10 @@ def parse_tool_choice(value: str | Mapping[str, Any] | None) -> ToolChoice:
         if isinstance(allowed, Mapping) and allowed.get("mode", "auto") in ("auto", "required"):
             names = [_function_name(tool) for tool in allowed.get("tools") or ()]
             required = allowed.get("mode") == "required"
-            return ToolChoice("required" if required else "auto", allowed=frozenset(n for n in names if n is not None))
+            return ToolChoice(
+                "required" if required else "auto",
+                allowed=frozenset(n for n in names if n is not None),
+            )
     raise InvalidRequestError(
         'tool_choice must be "none", "auto", "required", a function '
         '({"type": "function", "function": {"name": ...}}) or allowed_tools',
