@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 from collections.abc import Callable, Mapping, Sequence
 
 import pytest
@@ -361,3 +363,9 @@ def test_hermes_recovers_every_call_and_the_text_between(
             expected.append(words)
         expected.append(call(name, args, n))
     assert parse(HERMES, deltas) == expected
+
+
+def test_the_package_is_pure_python() -> None:
+    code = "import sys, cortex.engine.tool_calls; print(sorted({'torch', 'jinja2'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
