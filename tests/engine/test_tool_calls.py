@@ -366,6 +366,9 @@ def test_hermes_recovers_every_call_and_the_text_between(
 
 
 def test_the_package_is_pure_python() -> None:
-    code = "import sys, cortex.engine.tool_calls; print(sorted({'torch', 'jinja2'} & set(sys.modules)))"
+    code = (
+        "import sys, cortex.engine.tool_calls; "
+        "print(sorted({'torch', 'jinja2'} & set(sys.modules)))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
