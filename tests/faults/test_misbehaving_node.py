@@ -33,7 +33,9 @@ READ_TIMEOUT_S = 1.5  # the gateway's request_timeout_s here
 @pytest.fixture(scope="module")
 def wobbly() -> Iterator[tuple[MisbehavingNeuron, GatewayProcess]]:
     with MisbehavingNeuron() as node:
-        config = gateway_config({"w": node.url}, request_timeout_s=READ_TIMEOUT_S, poll_interval_s=0.5)
+        config = gateway_config(
+            {"w": node.url}, request_timeout_s=READ_TIMEOUT_S, poll_interval_s=0.5
+        )
         gateway = start_gateway(config)
         try:
             yield node, gateway
