@@ -61,6 +61,7 @@ def start_gateway(
     *,
     nodes_up: int | None = None,
     timeout_s: float = 60.0,
+    args: Sequence[str] = (),
 ) -> GatewayProcess:
     """Run `cortex-gateway` with `config` as cortex.toml (and `models` as models.toml) on free
     ports; return once `/health` answers with `nodes_up` nodes up (default: all)."""
@@ -81,6 +82,7 @@ def start_gateway(
         f"127.0.0.1:{port}",
         "--metrics-listen",
         f"127.0.0.1:{metrics_port}",
+        *args,
     ]
     log = folder / "gateway.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -12,6 +12,7 @@ from gguf import GGUFReader, ReaderTensor
 from gguf.quants import dequantize
 
 from cortex.engine.gguf import GGUFError
+from cortex.engine.gguf_header import read_gguf_header
 from cortex.engine.gguf_tokenizer import UnsupportedTokenizerError, build_tokenizer_files
 from cortex.engine.safetensors import write_tensors
 
@@ -45,6 +46,10 @@ _PERMUTED_ARCHITECTURES: Final = frozenset({"llama"})
 
 
 def _open(source: Path) -> tuple[GGUFReader, dict[str, Any]]:
+    try:
+        read_gguf_header(source)  # bounded first: the gguf reader trusts the counts it reads
+    except ValueError as exc:
+        raise GGUFError(source, f"not a readable GGUF file: {exc}") from None
     try:
         reader = GGUFReader(source)
         meta = {name: field.contents() for name, field in reader.fields.items()}
@@ -112,7 +117,9 @@ def hf_config(source: Path, reader: GGUFReader, meta: dict[str, Any]) -> dict[st
     if rotary != head_dim:
         raise GGUFError(source, f"partial rotary ({rotary} of {head_dim} dims) is not supported")
     names = {t.name for t in reader.tensors}
-    embed = next(t for t in reader.tensors if t.name == "token_embd.weight")
+    embed = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+    if embed is None:
+        raise GGUFError(source, "tensor token_embd.weight is missing")
     theta = _f32(meta.get(f"{arch}.rope.freq_base", 10000.0))
     config: dict[str, Any] = {
         "architectures": [hf_class],
@@ -179,13 +186,15 @@ def unpermute(weight: torch.Tensor, heads: int) -> torch.Tensor:
 
 def _dequantized(source: Path, tensor: ReaderTensor) -> torch.Tensor:
     """A GGUF tensor as float32 in PyTorch's (out, in) order (GGUF lists dims fastest-first)."""
+    shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
     try:
         values = dequantize(tensor.data, tensor.tensor_type).astype(np.float32, copy=False)
+        values = values.reshape(shape)
     except NotImplementedError:
         kind = tensor.tensor_type.name
         raise GGUFError(source, f"tensor {tensor.name}: cannot dequantise type {kind}") from None
-    shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
-    values = values.reshape(shape)
+    except ValueError as exc:  # its data does not match its type and shape: a damaged file
+        raise GGUFError(source, f"tensor {tensor.name} is damaged: {exc}") from None
     return torch.from_numpy(values if values.flags.writeable else values.copy())
 
 

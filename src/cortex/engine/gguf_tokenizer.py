@@ -83,8 +83,8 @@ def _byte_level_bpe(meta: Mapping[str, Any]) -> Tokenizer:
         if len(parts) != 2:
             raise UnsupportedTokenizerError(f"merge {merge!r} is not two tokens")
         merges.append((parts[0], parts[1]))
-    tokenizer = Tokenizer(
-        models.BPE(
+    try:
+        bpe = models.BPE(
             vocab=vocab,
             merges=merges,
             dropout=None,
@@ -92,7 +92,9 @@ def _byte_level_bpe(meta: Mapping[str, Any]) -> Tokenizer:
             end_of_word_suffix="",
             fuse_unk=False,
         )
-    )
+    except Exception as exc:  # tokenizers raises a bare Exception, e.g. a merge of unknown tokens
+        raise UnsupportedTokenizerError(f"the vocabulary and merges do not agree: {exc}") from None
+    tokenizer = Tokenizer(bpe)
     split = _PRE_SPLITS.get(meta.get("tokenizer.ggml.pre", ""))
     if split is None:
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -26,6 +26,7 @@ from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from cortex.engine.gguf_header import read_gguf_header
 from cortex.neuron.types import ModelSpec
 
 __all__ = [
@@ -169,68 +170,6 @@ def read_gguf_spec(
         weights_mb=weights_mb,
         kv_cache_mb=kv_mb,
     )
-
-
-_GGUF_SCALARS = {
-    0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
-    12: "<d",
-}  # fmt: skip
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
-
-
-def read_gguf_header(path: Path) -> tuple[dict[str, Any], int]:
-    """A GGUF file's scalar metadata (arrays skipped) and its tensors' total element count.
-
-    Reads the header only (the `gguf` package's reader parses every vocabulary entry, which
-    takes seconds; this skips them).
-    """
-    with path.open("rb") as f:
-
-        def unpack(fmt: str) -> Any:
-            size = struct.calcsize(fmt)
-            data = f.read(size)
-            if len(data) != size:
-                raise ValueError(f"{path}: truncated GGUF header")
-            return struct.unpack(fmt, data)[0]
-
-        def string() -> str:
-            return f.read(unpack("<Q")).decode("utf-8", errors="replace")
-
-        def value(kind: int) -> Any:
-            if kind in _GGUF_SCALARS:
-                return unpack(_GGUF_SCALARS[kind])
-            if kind == _GGUF_STRING:
-                return string()
-            if kind == _GGUF_ARRAY:
-                item, count = unpack("<I"), unpack("<Q")
-                if item in _GGUF_SCALARS:
-                    f.seek(count * struct.calcsize(_GGUF_SCALARS[item]), 1)
-                else:
-                    for _ in range(count):
-                        value(item)
-                return None
-            raise ValueError(f"{path}: unknown GGUF value type {kind}")
-
-        if f.read(4) != b"GGUF":
-            raise ValueError(f"{path}: not a GGUF file")
-        version = unpack("<I")
-        if version < 2:
-            raise ValueError(f"{path}: GGUF version {version} is not supported")
-        tensors, fields = unpack("<Q"), unpack("<Q")
-        meta: dict[str, Any] = {}
-        for _ in range(fields):
-            key = string()
-            found = value(unpack("<I"))
-            if found is not None:
-                meta[key] = found
-        numel = 0
-        for _ in range(tensors):
-            string()
-            dims = [unpack("<Q") for _ in range(unpack("<I"))]
-            unpack("<I")  # the tensor's type
-            unpack("<Q")  # its offset
-            numel += math.prod(dims)
-    return meta, numel
 
 
 def _is_hf_folder(folder: Path) -> bool:
