@@ -55,7 +55,7 @@ async def concurrent(engine: Engine, prompts: list[list[int]], tokens: int) -> l
 
 def hf_generate(model: Any, prompts: list[list[int]], tokens: int) -> float:
     """Seconds for transformers to generate `tokens` greedy tokens for a batch of prompts."""
-    ids = torch.tensor(prompts)
+    ids = torch.tensor(prompts, device=model.device)
     start = time.perf_counter()
     with torch.inference_mode():
         model.generate(
@@ -66,6 +66,8 @@ def hf_generate(model: Any, prompts: list[list[int]], tokens: int) -> float:
             do_sample=False,
             pad_token_id=0,
         )
+    if ids.is_cuda:
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
@@ -80,7 +82,7 @@ def hf_token_times(model: Any, prompt: list[int], tokens: int) -> list[float]:
             times.append(time.perf_counter())
             return torch.zeros(input_ids.shape[0], dtype=torch.bool)
 
-    ids = torch.tensor([prompt])
+    ids = torch.tensor([prompt], device=model.device)
     with torch.inference_mode():
         model.generate(
             ids,
@@ -237,6 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (both sides)")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
@@ -255,9 +258,12 @@ def main(argv: list[str] | None = None) -> None:
 
     transformers.logging.set_verbosity_error()
     load_before = os.getloadavg()[0]
-    hf = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
-    hf_fp32 = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    engine = Engine.from_pretrained(model_dir, dtype=dtype, kv_cache_mb=1024, max_num_seqs=64)
+    auto = transformers.AutoModelForCausalLM
+    hf = auto.from_pretrained(model_dir, dtype=dtype).to(args.device).eval()
+    hf_fp32 = auto.from_pretrained(model_dir, dtype=torch.float32).to(args.device)
+    engine = Engine.from_pretrained(
+        model_dir, device=args.device, dtype=dtype, kv_cache_mb=1024, max_num_seqs=64
+    )
     pair = Pair(engine, hf, hf_fp32.eval(), args)
     loop = asyncio.new_event_loop()
     try:
@@ -270,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
         loop.close()
     ours, theirs, fp32 = pair.ours, pair.theirs, pair.theirs_fp32
     print(
-        f"SmolLM2-135M-Instruct, {args.dtype}, torch {torch.__version__}, "
+        f"SmolLM2-135M-Instruct, {args.dtype} on {args.device}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs ({platform.machine()}), "
         f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}, best of {args.repeats} "
         "interleaved rounds"
