@@ -295,8 +295,8 @@ async def main(args: argparse.Namespace) -> None:
         "TTFT vs direct | gateway RSS MB start / end / max |"
     )
     print("|" + "---|" * 15)
-    for measured, peer, clients in rows:
-        print(row(measured, peer, clients))
+    for measured, baseline, clients in rows:
+        print(row(measured, baseline, clients))
     for entry in rows:
         if entry[0].lost:
             print(f"# LOST in {entry[0].name}: {entry[0].lost_why}")
