@@ -272,34 +272,39 @@ def stop_all(gateway: Any, nodes: list[NeuronProcess]) -> None:
         node.stop()
 
 
+HEADER = (
+    "| run | clients | requests | complete | errors | lost | req/s | TTFT p50 ms | TTFT p99 ms "
+    "| total p50 ms | total p99 ms | added TTFT p50 ms | added TTFT p99 ms | TTFT vs direct "
+    "| gateway RSS MB start / end / max |\n" + "|" + "---|" * 15
+)
+
+
+def report(rows: list[tuple[Run, Run | None, int]]) -> None:
+    """Print rows as soon as they are measured (a long run keeps what it got)."""
+    for measured, baseline, clients in rows:
+        print(row(measured, baseline, clients), flush=True)
+        if measured.lost:
+            print(f"# LOST in {measured.name}: {measured.lost_why}", flush=True)
+
+
 async def main(args: argparse.Namespace) -> None:
-    rows: list[tuple[Run, Run | None, int]] = []
+    print(f"# python benchmarks/load.py {' '.join(sys.argv[1:])}")
+    print(f"# {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start")
+    print(HEADER, flush=True)
     nodes, _ = fake_fleet(args)
     gateway, url = start_gateway({n: p.url for n, p in nodes.items()}, PROFILES)
     try:
         direct = Target(("m1", "m2"), (nodes["a"].url, nodes["b"].url), 64)
         through = Target(("m1", "m2"), (url,), 64)
         peer, run = await phase("fake", gateway, through, direct, args.clients, args.duration)
-        rows += [(peer, None, args.clients), (run, peer, args.clients)]
+        report([(peer, None, args.clients), (run, peer, args.clients)])
     finally:
         stop_all(gateway, list(nodes.values()))
     if args.chaos:
-        rows.append(await chaos_run(args))
+        report([await chaos_run(args)])
     if args.real_clients:
-        rows += await real_run(args)
-    print(f"# python benchmarks/load.py {' '.join(sys.argv[1:])}")
-    print(f"# {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
-    print(
-        "| run | clients | requests | complete | errors | lost | req/s | TTFT p50 ms | "
-        "TTFT p99 ms | total p50 ms | total p99 ms | added TTFT p50 ms | added TTFT p99 ms | "
-        "TTFT vs direct | gateway RSS MB start / end / max |"
-    )
-    print("|" + "---|" * 15)
-    for measured, baseline, clients in rows:
-        print(row(measured, baseline, clients))
-    for entry in rows:
-        if entry[0].lost:
-            print(f"# LOST in {entry[0].name}: {entry[0].lost_why}")
+        report(await real_run(args))
+    print(f"# load average {os.getloadavg()[0]:.1f} at the end")
 
 
 async def chaos_run(args: argparse.Namespace) -> tuple[Run, Run | None, int]:
@@ -324,7 +329,14 @@ async def chaos_run(args: argparse.Namespace) -> tuple[Run, Run | None, int]:
 async def real_run(args: argparse.Namespace) -> list[tuple[Run, Run | None, int]]:
     """A shorter run against the real default model (engine harness), 16 tokens per reply."""
     model = "smollm2-135m-instruct"
-    node = start_neuron_process(None, harness="engine", startup_timeout_s=600)
+    for _ in range(3):  # a free port can be taken by another program while the engine imports
+        node = start_neuron_process(None, harness="engine", startup_timeout_s=600)
+        status = httpx.get(f"{node.url}/status", timeout=60)
+        if status.status_code == 200 and status.json().get("harness") == "engine":
+            break
+        node.stop()
+    else:
+        raise RuntimeError("could not start an engine neuron")
     httpx.post(f"{node.url}/models/load", json={"model": model}, timeout=600).raise_for_status()
     gateway, url = start_gateway({"engine": node.url}, [{"id": model}])
     try:
