@@ -124,7 +124,7 @@ async def one(client: httpx.AsyncClient, target: Target, i: int, run: Run, *, di
                 data += piece
             status = response.status_code
     except httpx.HTTPError as exc:
-        run.lose(type(exc).__name__)
+        run.lose(f"{type(exc).__name__} after {len(data)} bytes")
         return
     outcome = classify(status, bytes(data), anthropic)
     if outcome == "complete":

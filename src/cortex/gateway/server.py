@@ -30,6 +30,8 @@ __all__ = ["EMBEDDED_LISTEN", "EMBEDDED_METRICS_LISTEN", "build_parser", "main",
 
 log = logging.getLogger("cortex.gateway")
 
+KEEPALIVE_S = 75
+"""Seconds an idle client connection is kept open (nginx's default; longer than clients' pools)."""
 EMBEDDED_LISTEN = "127.0.0.1:31313"
 EMBEDDED_METRICS_LISTEN = "127.0.0.1:31314"
 
@@ -153,6 +155,9 @@ async def run(
         log_level=level,
         access_log=False,
         timeout_graceful_shutdown=5 if drain is not None else None,  # the drain waited already
+        # Idle connections outlive the clients' pools (httpx, the SDKs: 5 s), so a client never
+        # sends a request on a connection the server is closing at that moment (a reset).
+        timeout_keep_alive=KEEPALIVE_S,
     )
     api = DrainingServer(api_config, drain) if drain is not None else uvicorn.Server(api_config)
     scrape = _MetricsServer(

@@ -25,6 +25,8 @@ from cortex.neuron.harness import Harness
 __all__ = ["build_harness", "build_parser", "main", "resolve_config", "serve_neuron"]
 
 DRAIN_TIMEOUT_S = 30.0
+KEEPALIVE_S = 75
+"""Seconds an idle connection is kept open (longer than the gateway's pool keeps one)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,6 +144,9 @@ def serve_neuron(
             port=config.listen.port,
             log_level=log_level,
             timeout_graceful_shutdown=5,  # the drain has waited already
+            # Idle connections outlive the gateway's pools (5 s), so the gateway never sends a
+            # request on a connection being closed (a reset it would take for a dead node).
+            timeout_keep_alive=KEEPALIVE_S,
             access_log=False,
         ),
         drain,
