@@ -2,8 +2,10 @@
 
 Both run the same weights (the default model folder, SmolLM2-135M-Instruct imported from its
 GGUF) on this machine in the same process, interleaved, so the ratios hold even when the
-machine is busy. TTFT is `generate(prompt, 1)`; decode speed is the extra time of
-`generate(prompt, 1 + N)` over that, for N new tokens, end-of-turn ignored.
+machine is busy. Each run is one greedy `generate(prompt, 1 + N)` (end-of-turn ignored) that
+timestamps every token as it is chosen (our `on_token`, transformers' `streamer`): TTFT is the
+time to the first token (best run), decode speed comes from the median time between tokens
+over all runs, which a burst of load from elsewhere barely moves.
 
     python benchmarks/engine.py [--dtypes float32,bfloat16] [--new-tokens 32] [--repeats 2]
 
@@ -14,12 +16,13 @@ requests, TTFT through the scheduler, aggregate tok/s at 1-64 requests).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
+import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from math import isnan, nan
 from pathlib import Path
 from typing import Any
 
@@ -72,21 +75,51 @@ def load_hf(model_dir: Path, dtype: torch.dtype) -> Any:
     return model.eval()
 
 
-def run_ours(model: Llama) -> Callable[[list[int], int], object]:
-    return lambda ids, n: model.generate(ids, n, stop_token_ids=())
+Run = Callable[[list[int], int], list[float]]
+"""`run(prompt, n)` generates n tokens and returns the time each one was chosen."""
 
 
-def run_hf(model: Any) -> Callable[[list[int], int], object]:
-    def run(ids: list[int], n: int) -> object:
+class _Stamps:
+    """A transformers streamer that only notes when each new token arrives."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if self._prompt_seen:
+            self.times.append(time.perf_counter())
+        self._prompt_seen = True  # the first call carries the prompt
+
+    def end(self) -> None:
+        pass
+
+
+def run_ours(model: Llama) -> Run:
+    def run(ids: list[int], n: int) -> list[float]:
+        times: list[float] = []
+        model.generate(
+            ids, n, stop_token_ids=(), on_token=lambda _: times.append(time.perf_counter())
+        )
+        return times
+
+    return run
+
+
+def run_hf(model: Any) -> Run:
+    def run(ids: list[int], n: int) -> list[float]:
+        stamps = _Stamps()
         with torch.inference_mode():
-            return model.generate(
+            model.generate(
                 torch.tensor([ids]),
                 attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                 max_new_tokens=n,
                 min_new_tokens=n,
                 do_sample=False,
                 pad_token_id=0,
+                streamer=stamps,
             )
+        return stamps.times
 
     return run
 
@@ -157,19 +190,17 @@ def main() -> None:
                 run(ids, 2)  # warm-up
             for _ in range(args.repeats):
                 for engine, run in runners.items():
-                    timings.setdefault((engine, f"first_{length}"), []).append(timed(run, ids, 1))
-                    timings.setdefault((engine, f"full_{length}"), []).append(
-                        timed(run, ids, 1 + new_tokens)
-                    )
+                    start = time.perf_counter()
+                    times = run(ids, 1 + new_tokens)
+                    timings.setdefault((engine, f"ttft_{length}"), []).append(times[0] - start)
+                    gaps = [b - a for a, b in itertools.pairwise(times)]
+                    timings.setdefault((engine, f"gaps_{length}"), []).extend(gaps)
         for engine in loaders:
             stats = {"load_s": min(timings[(engine, "load")])}
             for length in prompts:
-                first = min(timings[(engine, f"first_{length}")])
-                full = min(timings[(engine, f"full_{length}")])
-                stats[f"ttft_{length}_ms"] = first * 1e3
-                # Noise can make the longer run look shorter; report no figure then.
-                decode_s = full - first
-                stats[f"decode_{length}_tok_s"] = new_tokens / decode_s if decode_s > 0 else nan
+                stats[f"ttft_{length}_ms"] = min(timings[(engine, f"ttft_{length}")]) * 1e3
+                gap = statistics.median(timings[(engine, f"gaps_{length}")])
+                stats[f"decode_{length}_tok_s"] = 1 / gap
             rows[(engine, dtype_name)] = stats
         ours = load_ours(model_dir, dtype)
 
@@ -213,10 +244,7 @@ def print_table(
     print("| engine | dtype | " + " | ".join(c[1] for c in columns) + " |")
     print("|---|---|" + "---|" * len(columns))
     for (engine, dtype), stats in rows.items():
-        cells = [
-            "" if c[0] not in stats else "-" if isnan(stats[c[0]]) else c[2].format(stats[c[0]])
-            for c in columns
-        ]
+        cells = [c[2].format(stats[c[0]]) if c[0] in stats else "" for c in columns]
         print(f"| {engine} | {dtype} | " + " | ".join(cells) + " |")
     for dtype in dict.fromkeys(d for _, d in rows):
         ours, theirs = rows.get(("cortex", dtype)), rows.get(("transformers", dtype))
@@ -226,7 +254,7 @@ def print_table(
         for key, _, _, higher_is_better in columns:
             if key in ours and key in theirs:
                 ratio = ours[key] / theirs[key] if higher_is_better else theirs[key] / ours[key]
-                cells.append("-" if isnan(ratio) else f"{ratio:.2f}x")
+                cells.append(f"{ratio:.2f}x")
             else:
                 cells.append("")
         print(f"| **cortex speed-up** | {dtype} | " + " | ".join(cells) + " |")

@@ -246,5 +246,6 @@ def test_generation_stops_at_end_of_turn(checkpoint: Any) -> None:
     model = load_model(model_dir)
     free = model.generate(IDS[:10], 12, stop_token_ids=())
     stop = free[5]
-    stopped = model.generate(IDS[:10], 12, stop_token_ids={stop})
-    assert stopped == free[: free.index(stop) + 1]
+    streamed: list[int] = []
+    stopped = model.generate(IDS[:10], 12, stop_token_ids={stop}, on_token=streamed.append)
+    assert stopped == streamed == free[: free.index(stop) + 1]

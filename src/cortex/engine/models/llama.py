@@ -6,7 +6,7 @@ each at load time, so a step runs two matmuls where it would run five (same sums
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -247,6 +247,7 @@ class Llama(nn.Module):
         seed: int | None = None,
         *,
         stop_token_ids: Collection[int] | None = None,
+        on_token: Callable[[int], object] | None = None,
     ) -> list[int]:
         """Continue one sequence, greedily or by sampling, with a contiguous KV cache.
 
@@ -257,6 +258,7 @@ class Llama(nn.Module):
             seed: makes sampling reproducible.
             stop_token_ids: tokens that end the generation; the model's end-of-turn tokens
                 when None, none at all when empty (benchmarks).
+            on_token: called with each new token as soon as it is chosen (streaming).
 
         Returns:
             The new tokens only; the last is an end-of-turn token when the model stopped.
@@ -288,6 +290,8 @@ class Llama(nn.Module):
                 logits = self.compute_logits(hidden[-1:])  # (1, vocab)
                 token = _pick(logits, temperature, generator)
                 new_tokens.append(token)
+                if on_token is not None:
+                    on_token(token)
                 if token in stop or len(new_tokens) == max_new_tokens:
                     return new_tokens
                 cache.start += hidden.shape[0]
