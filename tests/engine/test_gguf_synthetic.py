@@ -330,7 +330,7 @@ def test_truncated_files_are_clear_errors(tmp_path: Path, fraction: float) -> No
     write_gguf(source, types=[Q.Q4_K, Q.F16])
     blob = source.read_bytes()
     source.write_bytes(blob[: int(len(blob) * fraction)])
-    with pytest.raises(GGUFError, match="truncated or corrupt|not a readable GGUF file"):
+    with pytest.raises(GGUFError, match=r"truncated or corrupt|not a readable GGUF file"):
         import_gguf(source, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
     assert _leftovers(tmp_path) == []
