@@ -214,12 +214,12 @@ def start_gateway(neurons: dict[str, str], models: list[dict[str, Any]]) -> tupl
 async def phase(
     name: str, gateway: Any, gateway_target: Target, direct: Target, clients: int, duration_s: float
 ) -> tuple[Run, Run]:
-    """The direct peer run (a quarter of the time), a warm-up, then the gateway run with its
-    RSS sampled each second."""
+    """A warm-up through the gateway (it warms the neurons too), the direct peer run (a quarter
+    of the time), then the gateway run with its RSS sampled each second."""
+    await drive(gateway_target, clients, min(10.0, duration_s / 6), Run("warm-up"), direct=False)
     peer = Run(f"{name}, direct to the neurons (OpenAI)")
     await drive(direct, clients, max(10.0, duration_s / 4), peer, direct=True)
     run = Run(f"{name}, through the gateway (both dialects)")
-    await drive(gateway_target, clients, min(10.0, duration_s / 6), Run("warm-up"), direct=False)
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_rss(gateway.pid, run, stop))
     await drive(gateway_target, clients, duration_s, run, direct=False)
@@ -291,6 +291,17 @@ async def main(args: argparse.Namespace) -> None:
     print(f"# python benchmarks/load.py {' '.join(sys.argv[1:])}")
     print(f"# {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start")
     print(HEADER, flush=True)
+    if args.clients:
+        await fake_run(args)
+    if args.chaos:
+        report([await chaos_run(args)])
+    if args.real_clients:
+        report(await real_run(args))
+    print(f"# load average {os.getloadavg()[0]:.1f} at the end")
+
+
+async def fake_run(args: argparse.Namespace) -> None:
+    """The fake fleet, direct and through the gateway."""
     nodes, _ = fake_fleet(args)
     gateway, url = start_gateway({n: p.url for n, p in nodes.items()}, PROFILES)
     try:
@@ -300,11 +311,6 @@ async def main(args: argparse.Namespace) -> None:
         report([(peer, None, args.clients), (run, peer, args.clients)])
     finally:
         stop_all(gateway, list(nodes.values()))
-    if args.chaos:
-        report([await chaos_run(args)])
-    if args.real_clients:
-        report(await real_run(args))
-    print(f"# load average {os.getloadavg()[0]:.1f} at the end")
 
 
 async def chaos_run(args: argparse.Namespace) -> tuple[Run, Run | None, int]:
@@ -355,7 +361,7 @@ async def real_run(args: argparse.Namespace) -> list[tuple[Run, Run | None, int]
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=300)
+    parser.add_argument("--clients", type=int, default=300, help="0: no fake-fleet run")
     parser.add_argument("--duration", type=float, default=120.0, help="seconds of gateway load")
     parser.add_argument("--tokens-per-s", type=float, default=50.0, help="the fake's token rate")
     parser.add_argument("--chaos", action="store_true", help="also a run with node a killed")
