@@ -115,10 +115,13 @@ def test_a_stream_longer_than_the_drain_timeout_ends_with_an_error_event() -> No
             [
                 ("openai", "/v1/chat/completions", chat("m1", long, stream=True)),
                 ("anthropic", "/v1/messages", message("m1", long, stream=True)),
+                ("responses", "/v1/responses", {"model": "m1", "input": long, "stream": True}),
             ],
         )
         gateway.terminate()
         results = streams.join()
+        cut = results["responses"][-1]
+        assert cut.event == "error" and "shutting down" in cut.json()["message"]
         assert results["openai"][-1].data == "[DONE]"
         error = results["openai"][-2].json()
         assert is_openai_error(error) and "shutting down" in error["error"]["message"]
