@@ -1,21 +1,29 @@
-"""Reading a JSON request body safely: a clear 400 for bad JSON, bad UTF-8 and deep nesting.
+"""Reading request bodies safely: a size limit, then a clear 400 for bad JSON, UTF-8 or nesting.
 
-Both servers read client bodies through `parse_json_object`. Nesting is bounded (`MAX_DEPTH`
-levels) at the door, so no later layer (validation, translation, chat templates, serialisation)
-can be driven into a `RecursionError` by a body that parsed.
+Both servers refuse a body over their limit with 413 before reading it whole
+(`BodyLimitMiddleware`: at once when `Content-Length` says so, else as soon as the bytes received
+pass the limit), and read client bodies through `parse_json_object`. Nesting is bounded
+(`MAX_DEPTH` levels) at the door, so no later layer (validation, translation, chat templates,
+serialisation) can be driven into a `RecursionError` by a body that parsed.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
-from cortex.errors import InvalidRequestError
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["MAX_DEPTH", "json_depth", "parse_json_object"]
+from cortex.errors import Dialect, InvalidRequestError, RequestTooLargeError
+
+__all__ = ["MAX_DEPTH", "BodyLimitMiddleware", "json_depth", "parse_json_object"]
 
 MAX_DEPTH = 64
 """Deepest nesting of objects and arrays accepted (real tool schemas stay well under 20)."""
+_LINGER_BYTES = 16 * 1024 * 1024  # read (and drop) this much of an oversized body so that the
+# client, still sending, reads the 413 rather than a reset connection
 
 
 def json_depth(value: Any, limit: int) -> int:
@@ -58,3 +66,66 @@ def parse_json_object(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> dict[s
     if json_depth(data, max_depth) > max_depth:
         raise InvalidRequestError(too_deep)
     return data
+
+
+class BodyLimitMiddleware:
+    """ASGI middleware refusing request bodies over `max_bytes` with 413.
+
+    Args:
+        app: the app.
+        max_bytes: the largest body accepted.
+        dialect: the dialect of a request's refusal (default: OpenAI's envelope).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        dialect: Callable[[Scope], Dialect] = lambda scope: "openai",
+    ) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.dialect = dialect
+
+    def _error(self) -> RequestTooLargeError:
+        return RequestTooLargeError(f"the request body is over the limit of {self.max_bytes} bytes")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            if int(length) <= self.max_bytes + _LINGER_BYTES:  # far beyond: answer at once
+                await _linger(receive, int(length))
+            error, dialect = self._error(), self.dialect(scope)
+            response = JSONResponse(error.to_dialect(dialect), status_code=error.status)
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    if message.get("more_body"):
+                        await _linger(receive, _LINGER_BYTES)
+                    raise self._error()  # the app's error handler answers 413 in the dialect
+            return message
+
+        await self.app(scope, limited, send)
+
+
+async def _linger(receive: Receive, most: int) -> None:
+    """Read and drop up to `most` bytes of the body (bounded), so that the client, still
+    sending, reads the refusal instead of a connection reset."""
+    dropped = 0
+    while dropped < min(most, _LINGER_BYTES):
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        dropped += len(message.get("body", b""))
+        if not message.get("more_body"):
+            return

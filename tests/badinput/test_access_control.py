@@ -277,7 +277,7 @@ def test_keys_never_reach_logs_or_metrics(limited: Limited, stack: Stack) -> Non
             httpx.post(f"{gateway.url}/v1/chat/completions", json=chat("nope"), headers=headers)
         httpx.get(f"{gateway.url}/admin/status", headers=ADMIN)
         scraped = httpx.get(f"{gateway.metrics_url}/metrics", timeout=10).text
-        logs = gateway.logs()
+        logs = gateway.logs() + limited.neuron.logs() + stack.neuron.logs()
         for secret in (KEY, OTHER_KEY, ADMIN_KEY, WRONG_KEY, NODE_TOKEN):
             assert secret not in scraped
             assert secret not in logs

@@ -5,8 +5,10 @@ with the right status and a well-formed error in the client's dialect; never a 5
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -281,3 +283,28 @@ def test_odd_keys_are_refused_not_crashed_on(stack: Stack) -> None:
             )
             assert got.status_code == 401, (key[:20], header, got.text[:200])
             assert is_openai_error(got.json())
+
+
+@pytest.mark.parametrize("server", ["gateway", "neuron"])
+def test_a_declared_length_over_the_limit_is_refused_before_the_body(
+    stack: Stack, server: str
+) -> None:
+    """A client that announces a huge body gets 413 at once: nothing is read into memory (the
+    neuron's own bound is 256 MB, far above the gateway's policy)."""
+    url = stack.gateway.url if server == "gateway" else stack.neuron.url
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            + f"x-api-key: {KEY}\r\ncontent-length: {300 * 1024 * 1024}\r\n\r\n".encode()
+            + b'{"model": "m1"'
+        )
+        answer = b""  # and sends no more: the answer must come without the body
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        while len(body) < length:
+            body += sock.recv(65536)
+    assert head.startswith(b"HTTP/1.1 413"), answer[:300]
+    assert is_openai_error(json.loads(body)) and b"over the limit" in body

@@ -20,10 +20,11 @@ from starlette.types import Scope
 
 from cortex.config import LimitsConfig
 from cortex.drain import Drain, DrainMiddleware
-from cortex.errors import OverloadedError
+from cortex.errors import Dialect, OverloadedError
 from cortex.gateway.auth import AuthMiddleware, KeyRing, dialect_of
-from cortex.gateway.limits import BodyLimitMiddleware, KeyLimiter, LimitsMiddleware
+from cortex.gateway.limits import KeyLimiter, LimitsMiddleware
 from cortex.gateway.relay import error_event, error_response
+from cortex.jsonbody import BodyLimitMiddleware
 from cortex.translate.sse import encode_sse
 
 __all__ = ["gateway_middleware"]
@@ -35,8 +36,12 @@ def _stopping() -> OverloadedError:
     return OverloadedError("the gateway is shutting down; retry in a moment", retry_after_s=5)
 
 
+def _dialect(scope: Scope) -> Dialect:
+    return dialect_of(scope["path"], _ScopeHeaders(scope))
+
+
 def _refusal(scope: Scope) -> Response:
-    return error_response(_stopping(), dialect_of(scope["path"], _ScopeHeaders(scope)))
+    return error_response(_stopping(), _dialect(scope))
 
 
 def _cut_event(scope: Scope) -> bytes:
@@ -44,7 +49,7 @@ def _cut_event(scope: Scope) -> bytes:
     if scope["path"].startswith("/v1/responses"):
         body = {"type": "error", "code": "server_shutting_down", "message": error.message}
         return encode_sse(body)
-    return error_event(error, dialect_of(scope["path"], _ScopeHeaders(scope)))
+    return error_event(error, _dialect(scope))
 
 
 class _ScopeHeaders(dict[str, str]):
@@ -91,5 +96,5 @@ def gateway_middleware(
     limiter = KeyLimiter(limits or LimitsConfig())
     if limiter.active:
         stack.append(Middleware(LimitsMiddleware, limiter=limiter, keyed=bool(keyring.keys)))
-    stack.append(Middleware(BodyLimitMiddleware, max_bytes=max_body_bytes))
+    stack.append(Middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, dialect=_dialect))
     return stack

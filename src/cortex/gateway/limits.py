@@ -1,13 +1,10 @@
-"""Per-key limits (requests in flight, request rate) and the request body size limit.
+"""Per-key limits: requests in flight and request rate.
 
 `KeyLimiter` keeps, per key, the requests in flight and a token bucket: a key may start `burst`
 requests at once, then `requests_per_minute` on average. A request over either limit gets 429
 in its dialect with `Retry-After` (the seconds until the bucket holds a token again; 1 for the
 concurrency limit). Keys are held only as a hash, and idle keys are forgotten. With no API keys
 configured, the client's address stands in for the key.
-
-`BodyLimitMiddleware` refuses bodies over the limit with 413 before the app reads them whole:
-at once when `Content-Length` says so, else as soon as the bytes received pass the limit.
 """
 
 from __future__ import annotations
@@ -19,17 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cortex.config import LimitsConfig
-from cortex.errors import CortexError, RateLimitError, RequestTooLargeError
+from cortex.errors import CortexError, RateLimitError
 from cortex.gateway.auth import dialect_of, request_key
 
-__all__ = ["BodyLimitMiddleware", "KeyLimiter", "LimitsMiddleware"]
+__all__ = ["KeyLimiter", "LimitsMiddleware"]
 
 _MAX_KEYS = 10_000  # buckets kept before idle ones are forgotten
-_LINGER_BYTES = 16 * 1024 * 1024  # read (and drop) this much of an oversized body so the client
-# gets the 413 rather than a reset connection
 
 
 @dataclass
@@ -162,56 +157,3 @@ class LimitsMiddleware:
             await self.app(scope, receive, send)
         finally:
             self.limiter.release(who)
-
-
-class BodyLimitMiddleware:
-    """ASGI middleware refusing request bodies over `max_bytes` with 413 (in the dialect).
-
-    Args:
-        app: the app.
-        max_bytes: the largest body accepted.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    def _error(self) -> RequestTooLargeError:
-        return RequestTooLargeError(f"the request body is over the limit of {self.max_bytes} bytes")
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = _headers(scope).get("content-length", "")
-        if length.isdigit() and int(length) > self.max_bytes:
-            await _linger(receive, int(length))
-            await _refuse(self._error(), scope, receive, send)
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    if message.get("more_body"):
-                        await _linger(receive, _LINGER_BYTES)
-                    raise self._error()  # the app's error handler answers 413 in the dialect
-            return message
-
-        await self.app(scope, limited, send)
-
-
-async def _linger(receive: Receive, most: int) -> None:
-    """Read and drop up to `most` bytes of the body (bounded), so that the client, still
-    sending, reads the refusal instead of a connection reset."""
-    dropped = 0
-    while dropped < min(most, _LINGER_BYTES):
-        message = await receive()
-        if message["type"] != "http.request":
-            return
-        dropped += len(message.get("body", b""))
-        if not message.get("more_body"):
-            return

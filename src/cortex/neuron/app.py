@@ -32,6 +32,7 @@ from cortex.errors import (
     NotFoundError,
     OverloadedError,
 )
+from cortex.jsonbody import BodyLimitMiddleware
 from cortex.neuron.completions import CompletionBuilder, sse
 from cortex.neuron.harness import Harness
 from cortex.neuron.metrics import NeuronMetrics
@@ -258,6 +259,10 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return _error_response(CortexError(f"internal error: {type(exc).__name__}: {exc}"))
 
 
+MAX_BODY_MB = 256
+"""Largest request body, a bound on memory (the gateway's own `max_body_mb` is the policy)."""
+
+
 def _drain_middleware(drain: Drain) -> Middleware:
     def stopping() -> OverloadedError:
         return OverloadedError("this neuron is shutting down; try another node", retry_after_s=5)
@@ -311,6 +316,7 @@ def create_neuron_app(
         Exception: _server_error,
     }
     middleware = [] if drain is None else [_drain_middleware(drain)]
+    middleware.append(Middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_MB * 1024 * 1024))
     app = Starlette(
         routes=routes, middleware=middleware, exception_handlers=handlers, lifespan=neuron.lifespan
     )
