@@ -32,7 +32,7 @@ pytest: install-dev ## the test suite
 test: lint check pytest docs ## everything CI runs: lint, types, tests, docs
 
 bench: install-dev ## the CPU benchmarks (see docs/benchmarks.md)
-	$(VENV)/python benchmarks/translate.py
-	$(VENV)/python benchmarks/engine.py
+	$(VENV)/python benchmarks/bench_translate.py
+	$(VENV)/python benchmarks/bench_engine.py
 
 .PHONY: help install install-dev serve lint check docs pytest test bench

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One prepared GPU check for a lent CUDA device (sized for one H200, under 8 minutes):
 #   1. the kernel tests with the Triton kernels compiled (not interpreted), GPU tests included;
-#   2. every kernel's timings against copy/matmul peaks (benchmarks/kernels.py);
+#   2. every kernel's timings against copy/matmul peaks (benchmarks/bench_kernels.py);
 #   3. end-to-end decode tok/s and TTFT of the default model, decode in CUDA graphs, beside
-#      transformers (benchmarks/engine.py --batched --device cuda, the engine engineers' script).
+#      transformers (benchmarks/bench_engine.py --batched --device cuda, the engine engineers' script).
 # Each step has its own time limit; a failing step is reported and the next one still runs.
 # Logs go to $OUT (default /tmp/cortex-gpu-check); the exit status is non-zero if any step
 # failed.
@@ -44,16 +44,16 @@ print(torch.cuda.get_device_name(), 'torch', torch.__version__, 'triton', triton
 step kernel-tests 200 env CORTEX_KERNELS=triton TRITON_INTERPRET=0 \
     "$PY" -m pytest tests/kernels -m "not slow" -q -p no:cacheprovider --durations=10
 
-step kernel-timings 150 env TRITON_INTERPRET=0 "$PY" benchmarks/kernels.py
+step kernel-timings 150 env TRITON_INTERPRET=0 "$PY" benchmarks/bench_kernels.py
 
-if [ "$DRY" = 0 ] && ! "$PY" benchmarks/engine.py --batched --help 2>/dev/null | grep -q -- "--device"; then
+if [ "$DRY" = 0 ] && ! "$PY" benchmarks/bench_engine.py --batched --help 2>/dev/null | grep -q -- "--device"; then
     echo
-    echo "!! benchmarks/engine.py --batched has no --device option yet:"
+    echo "!! benchmarks/bench_engine.py --batched has no --device option yet:"
     echo "!! the end-to-end GPU numbers (decode tok/s, TTFT, CUDA graphs) cannot be taken."
-    FAILED+=("engine-e2e (benchmarks/engine.py --batched lacks --device)")
+    FAILED+=("engine-e2e (benchmarks/bench_engine.py --batched lacks --device)")
 else
     step engine-e2e 150 env TRITON_INTERPRET=0 \
-        "$PY" benchmarks/engine.py --batched --device cuda --dtype bfloat16 --repeats 2
+        "$PY" benchmarks/bench_engine.py --batched --device cuda --dtype bfloat16 --repeats 2
 fi
 
 echo

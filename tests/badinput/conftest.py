@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from faults.servers import GatewayProcess, gateway_config, start_gateway
+from tests.faults.servers import GatewayProcess, gateway_config, start_gateway
 
 from cortex.testing import NeuronProcess, start_neuron_process
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from faults.servers import (
+from tests.faults.servers import (
     ADMIN,
     ADMIN_KEY,
     ANTHROPIC,

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from faults.servers import (
+from tests.faults.servers import (
     ANTHROPIC,
     API,
     KEY,

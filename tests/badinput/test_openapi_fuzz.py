@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from faults.servers import ADMIN, ADMIN_KEY, KEY, is_anthropic_error, is_openai_error
+from tests.faults.servers import ADMIN, ADMIN_KEY, KEY, is_anthropic_error, is_openai_error
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import (

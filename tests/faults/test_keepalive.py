@@ -1,7 +1,7 @@
 """Idle keep-alive connections outlive the clients' pools (5 s in httpx and the SDKs), so no client
 sends a request on a connection the server is closing at that very moment.
 
-Found under load (`benchmarks/load.py`): with uvicorn's 5 s default, about one request in two
+Found under load (`benchmarks/bench_load.py`): with uvicorn's 5 s default, about one request in two
 thousand failed with a reset before any byte came back, and a gateway meeting the same race on
 its way to a neuron took the neuron for dead.
 """

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_kernel_benchmark_times_the_references_without_cuda() -> None:
     env = {**os.environ, "CORTEX_KERNELS": "auto"}
     result = subprocess.run(
-        [sys.executable, "benchmarks/kernels.py", "--quick", "--threads", "1"],
+        [sys.executable, "benchmarks/bench_kernels.py", "--quick", "--threads", "1"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -34,7 +34,7 @@ def test_kernel_benchmark_times_the_references_without_cuda() -> None:
     for row in rows:
         median_us = float(row.split("|")[3].replace(",", ""))
         assert median_us > 0
-    assert "command: python benchmarks/kernels.py --quick --threads 1" in out
+    assert "command: python benchmarks/bench_kernels.py --quick --threads 1" in out
 
 
 def test_gpu_check_lists_its_steps_in_a_dry_run(tmp_path: Path) -> None:
@@ -55,4 +55,4 @@ def test_gpu_check_lists_its_steps_in_a_dry_run(tmp_path: Path) -> None:
         "engine-e2e",
     ]
     assert "CORTEX_KERNELS=triton TRITON_INTERPRET=0" in result.stdout
-    assert "benchmarks/engine.py --batched --device cuda" in result.stdout
+    assert "benchmarks/bench_engine.py --batched --device cuda" in result.stdout

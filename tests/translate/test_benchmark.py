@@ -1,4 +1,4 @@
-"""benchmarks/translate.py runs, covers both directions, and prints its table and command."""
+"""benchmarks/bench_translate.py runs, covers both directions, and prints its table and command."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "translate.py"
+SCRIPT = Path(__file__).parents[2] / "benchmarks" / "bench_translate.py"
 
 
 def test_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
@@ -21,5 +21,5 @@ def test_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert {row["shape"] for row in rows} == {"text", "tool"}
     assert all(row["events"] >= 20 and row["us_per_token"] > 0 for row in rows)
     out = capsys.readouterr().out
-    assert out.startswith("# python benchmarks/translate.py --tokens 20 --repeat 1\n")
+    assert out.startswith("# python benchmarks/bench_translate.py --tokens 20 --repeat 1\n")
     assert "| reply | path |" in out

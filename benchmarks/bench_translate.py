@@ -6,7 +6,7 @@ decode + JSON parse + encode (the floor any gateway pays); ratios are against it
 `feed() only` rows time the state machine alone, on events already parsed. One upstream event
 carries one token (text) or one argument fragment (tool call).
 
-    python benchmarks/translate.py [--tokens 2000] [--repeat 15]
+    python benchmarks/bench_translate.py [--tokens 2000] [--repeat 15]
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             )
     given = argv if argv is not None else sys.argv[1:]
     python = f"{platform.python_implementation()} {platform.python_version()}"
-    print(f"# python benchmarks/translate.py {' '.join(given)}".rstrip())
+    print(f"# python benchmarks/bench_translate.py {' '.join(given)}".rstrip())
     print(f"# {python}, {args.tokens} tokens per reply, best of {args.repeat}")
     print("| reply | path | upstream events | µs/event | µs/token | vs relay |")
     print("|---|---|---:|---:|---:|---:|")

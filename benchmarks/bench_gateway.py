@@ -8,7 +8,7 @@ on the machine hits both alike. TTFT is the first content chunk, total the `[DON
 paired: the median over rounds of (gateway - direct) at that percentile within the round, which
 cancels the machine's slow swings in load. Run:
 
-    python benchmarks/gateway.py [--concurrency 1 16 64 256] [--requests 256] [--tokens 32]
+    python benchmarks/bench_gateway.py [--concurrency 1 16 64 256] [--requests 256] [--tokens 32]
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ async def main(args: argparse.Namespace) -> None:
         f"\n{mean_tokens:.0f} content tokens per reply, fake neuron at {args.token_rate:,.0f} "
         f"tok/s per stream, {args.rounds} alternating rounds per concurrency."
     )
-    print("command: python benchmarks/gateway.py " + " ".join(sys.argv[1:]))
+    print("command: python benchmarks/bench_gateway.py " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ prefill, our torch references for the rest). Peaks are measured in the same run:
 device-to-device copy (GB/s) and a large bf16 matmul (TFLOP/s). Without CUDA it times the torch
 references at small sizes (what a CPU neuron runs), against a CPU copy and fp32 matmul.
 
-    python benchmarks/kernels.py [--quick] [--threads N]
+    python benchmarks/bench_kernels.py [--quick] [--threads N]
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ timestamps every token as it is chosen (our `on_token`, transformers' `streamer`
 time to the first token (best run), decode speed comes from the median time between tokens
 over all runs, which a burst of load from elsewhere barely moves.
 
-    python benchmarks/engine.py [--dtypes float32,bfloat16] [--new-tokens 32] [--repeats 2]
+    python benchmarks/bench_engine.py [--dtypes float32,bfloat16] [--new-tokens 32] [--repeats 2]
 
-`--batched` runs the batched `Engine` benchmark instead (`benchmarks/engine_batch.py`: concurrent
+`--batched` runs the batched `Engine` benchmark instead (`benchmarks/bench_engine_batch.py`: concurrent
 requests, TTFT through the scheduler, aggregate tok/s at 1-64 requests).
 """
 
@@ -138,12 +138,12 @@ def main() -> None:
     parser.add_argument(
         "--batched",
         action="store_true",
-        help="measure the batched Engine instead (benchmarks/engine_batch.py; pass its options)",
+        help="measure the batched Engine instead (benchmarks/bench_engine_batch.py; pass its options)",
     )
     if "--batched" in sys.argv[1:]:
-        import engine_batch  # the sibling script: python puts benchmarks/ on sys.path
+        import bench_engine_batch  # the sibling script: python puts benchmarks/ on sys.path
 
-        engine_batch.main([a for a in sys.argv[1:] if a != "--batched"])
+        bench_engine_batch.main([a for a in sys.argv[1:] if a != "--batched"])
         return
     args = parser.parse_args()
     if args.threads:

@@ -5,7 +5,7 @@ Both sides run the same model, device, dtype and KV budget and the same greedy c
 `Engine.generate` in this process; the neuron side streams `/v1/chat/completions` from a real
 `cortex-neuron` process over loopback HTTP (SSE parsing included). Run:
 
-    python benchmarks/neuron.py [--device cpu|cuda] [--concurrency 1 4] [--batches 3]
+    python benchmarks/bench_neuron.py [--device cpu|cuda] [--concurrency 1 4] [--batches 3]
 
 The two paths alternate batch by batch so that other load on the machine hits both alike. A
 third row streams from the fake harness at an unlimited token rate: the ceiling of the HTTP

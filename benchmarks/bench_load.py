@@ -12,7 +12,7 @@ stream straight to the neurons (OpenAI only) for the peer row: "added" is gatewa
 at the same percentile. Gateway RSS is sampled each second after the warm-up. `--real-clients`
 adds a shorter run against the real default model (engine harness). Run:
 
-    python benchmarks/load.py [--clients 300] [--duration 120] [--chaos] [--real-clients 8]
+    python benchmarks/bench_load.py [--clients 300] [--duration 120] [--chaos] [--real-clients 8]
 """
 
 from __future__ import annotations
@@ -288,7 +288,7 @@ def report(rows: list[tuple[Run, Run | None, int]]) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    print(f"# python benchmarks/load.py {' '.join(sys.argv[1:])}")
+    print(f"# python benchmarks/bench_load.py {' '.join(sys.argv[1:])}")
     print(f"# {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start")
     print(HEADER, flush=True)
     if args.clients:
