@@ -25,6 +25,31 @@ def _not_available(what: str) -> int:
     return 2
 
 
+# What a neuron needs beyond the base (gateway) install: the `engine` extra's import names.
+ENGINE_MODULES = ("torch", "tokenizers", "jinja2", "gguf", "numpy")
+ENGINE_HINT = "pip install 'cortex-fleet[engine]'"
+
+
+def missing_engine() -> list[str]:
+    """The engine extra's modules that this Python cannot import (empty on a neuron host)."""
+    import importlib.util
+
+    return [name for name in ENGINE_MODULES if importlib.util.find_spec(name) is None]
+
+
+def _require_engine(what: str) -> int:
+    """0 when the engine extra is installed; else say in one line how to get it (exit 2)."""
+    missing = missing_engine()
+    if not missing:
+        return 0
+    print(
+        f"cortex: {what} runs models and needs the engine extra (missing: {', '.join(missing)}); "
+        f"install it with: {ENGINE_HINT}",
+        file=sys.stderr,
+    )
+    return 2
+
+
 def _call(module: str, name: str, *args: Any, **kwargs: Any) -> int:
     """Call `module.name(*args, **kwargs)`, or say the feature is not available yet (exit 2)."""
     try:
@@ -157,6 +182,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             from cortex.config import load_cortex_config
 
             config = load_cortex_config(args.config)
+        if config is None and (code := _require_engine("cortex serve with no --config")):
+            return code
         return _call(
             "cortex.gateway.server",
             "serve",
@@ -165,6 +192,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             metrics_listen=args.metrics_listen,
         )
     if command == "import":
+        if code := _require_engine("cortex import"):
+            return code
         return _call("cortex.engine.gguf", "main_import", args.file, args.out, args.dtype)
     admin = {"url": args.url, "admin_key": args.admin_key}
     if command in ("status", "models"):
@@ -179,6 +208,9 @@ def gateway_main(argv: Sequence[str] | None = None) -> int:
 
 def neuron_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `cortex-neuron` (its own options: see `cortex-neuron --help`)."""
+    args = list(argv) if argv is not None else sys.argv[1:]
+    if not {"-h", "--help", "--version"} & set(args) and (code := _require_engine("cortex-neuron")):
+        return code
     return _call("cortex.neuron.server", "main", list(argv) if argv is not None else None)
 
 
