@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -209,7 +210,11 @@ def gateway_main(argv: Sequence[str] | None = None) -> int:
 def neuron_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `cortex-neuron` (its own options: see `cortex-neuron --help`)."""
     args = list(argv) if argv is not None else sys.argv[1:]
-    if not {"-h", "--help", "--version"} & set(args) and (code := _require_engine("cortex-neuron")):
+    fake = "--harness=fake" in args or any(
+        a == "--harness" and b == "fake" for a, b in itertools.pairwise(args)
+    )
+    runs_models = not fake and not {"-h", "--help", "--version"} & set(args)
+    if runs_models and (code := _require_engine("cortex-neuron")):
         return code
     return _call("cortex.neuron.server", "main", list(argv) if argv is not None else None)
 
