@@ -4,12 +4,16 @@ Both servers refuse a body over their limit with 413 before reading it whole
 (`BodyLimitMiddleware`: at once when `Content-Length` says so, else as soon as the bytes received
 pass the limit), and read client bodies through `parse_json_object`. Nesting is bounded
 (`MAX_DEPTH` levels) at the door, so no later layer (validation, translation, chat templates,
-serialisation) can be driven into a `RecursionError` by a body that parsed.
+serialisation) can be driven into a `RecursionError` by a body that parsed. Strings holding a
+lone UTF-16 surrogate (`"\\ud800"` is valid JSON syntax, and Python's decoder also lets UTF-8
+encoded surrogates through) are refused at the door too, naming the field: no such string can
+be encoded again, so it would otherwise fail later when the body is re-encoded for a node.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -18,12 +22,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cortex.errors import Dialect, InvalidRequestError, RequestTooLargeError
 
-__all__ = ["MAX_DEPTH", "BodyLimitMiddleware", "json_depth", "parse_json_object"]
+__all__ = [
+    "MAX_DEPTH",
+    "BodyLimitMiddleware",
+    "json_depth",
+    "lone_surrogate_path",
+    "parse_json_object",
+]
 
 MAX_DEPTH = 64
 """Deepest nesting of objects and arrays accepted (real tool schemas stay well under 20)."""
 _LINGER_BYTES = 16 * 1024 * 1024  # read (and drop) this much of an oversized body so that the
 # client, still sending, reads the 413 rather than a reset connection
+# Where a surrogate can hide in a body: a `\\uD800`-`\\uDFFF` escape, or its UTF-8 encoding
+# (ED A0-BF ..), which Python's JSON decoder passes. Surrogate pairs (escaped emoji) match too
+# and are then checked string by string; bodies without either (nearly all) are never walked.
+_SURROGATE_HINT = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+_LONE = re.compile("[\ud800-\udfff]")
 
 
 def json_depth(value: Any, limit: int) -> int:
@@ -47,16 +62,43 @@ def json_depth(value: Any, limit: int) -> int:
     return deepest
 
 
+def _not_json(constant: str) -> Any:
+    # Python's decoder accepts NaN and Infinity, which JSON has not (RFC 8259): no encoder on the
+    # way to a node or back to the client would write them again.
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def lone_surrogate_path(value: Any) -> str | None:
+    """The path (`messages[0].content`) of the first string, key or value, in a parsed JSON value
+    holding a lone UTF-16 surrogate; None when there is none. `$` is the value itself."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _LONE.search(item):
+                return path or "$"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                name = key if key.isascii() else key.encode("utf-8", "backslashreplace").decode()
+                where = f"{path}.{name}" if path else name
+                if name is not key and _LONE.search(key):
+                    return where
+                stack.append((child, where))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+    return None
+
+
 def parse_json_object(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
     """Parse a request body that must be a JSON object.
 
     Raises:
-        InvalidRequestError: not JSON (or not UTF-8), not an object, or nested deeper than
-            `max_depth` levels.
+        InvalidRequestError: not JSON (or not UTF-8), not an object, nested deeper than
+            `max_depth` levels, or a string holding a lone surrogate (its field in `param`).
     """
     too_deep = f"the body is nested deeper than {max_depth} levels"
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_not_json)
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         raise InvalidRequestError(f"the body is not valid JSON: {exc}") from None
     except RecursionError:
@@ -65,6 +107,13 @@ def parse_json_object(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> dict[s
         raise InvalidRequestError("the body must be a JSON object")
     if json_depth(data, max_depth) > max_depth:
         raise InvalidRequestError(too_deep)
+    hint = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    if _SURROGATE_HINT.search(hint):
+        where = lone_surrogate_path(data)
+        if where is not None:
+            raise InvalidRequestError(
+                f"`{where}` holds a lone UTF-16 surrogate, which is not a character", param=where
+            )
     return data
 
 

@@ -69,7 +69,7 @@ def _item_kind(value: Any) -> str:
         kind = value.get("type", "message")
     else:
         kind = getattr(value, "type", None)
-    return kind if kind in _INPUT_ITEMS else "other"
+    return kind if isinstance(kind, str) and kind in _INPUT_ITEMS else "other"
 
 
 # -- content parts ---------------------------------------------------------------------------
