@@ -69,6 +69,18 @@ def test_config_check_prints_resolved_config() -> None:
     assert '"listen": "0.0.0.0:31313"' in result.stdout
 
 
+def test_config_check_hides_keys_and_tokens(tmp_path: Path) -> None:
+    path = tmp_path / "cortex.toml"
+    path.write_text(
+        '[auth]\nkeys = ["sk-never-shown"]\n'
+        '[[neurons]]\nname = "a"\nendpoint = "http://a:1"\ntoken = "tok-never-shown"\n'
+    )
+    result = run(str(BIN / "cortex"), "config", "check", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "never-shown" not in result.stdout + result.stderr
+    assert "**********" in result.stdout
+
+
 def test_config_check_broken_file_names_the_key(tmp_path: Path) -> None:
     broken = tmp_path / "cortex.toml"
     text = (ROOT / "cortex.example.toml").read_text()

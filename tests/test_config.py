@@ -153,7 +153,7 @@ def test_env_overrides(tmp_path: Path) -> None:
     config = load_cortex_config(path, env=env)
     assert str(config.gateway.listen) == "127.0.0.1:9999"
     assert config.eviction.defrag_after_cycles == 7
-    assert config.auth.keys == ["k1", "k2"]
+    assert [k.get_secret_value() for k in config.auth.keys] == ["k1", "k2"]
     assert config.neurons[0].endpoint == "http://other:13131"
     neuron = load_neuron_config(None, env={"CORTEX_NEURON__MEMORY_MB": "512"})
     assert neuron.memory_mb == 512
@@ -185,3 +185,28 @@ def test_fake_harness_section(tmp_path: Path) -> None:
     err = error_of(write(tmp_path, text), kind="neuron")
     assert err.key == "fake.models[1].id"
     assert err.line == 9
+
+
+def test_an_open_gateway_binds_localhost_unless_the_file_says_otherwise(tmp_path: Path) -> None:
+    open_ = load_cortex_config(write(tmp_path, "[gateway]\n"), env={})
+    assert [str(a) for a in open_.bind()] == ["127.0.0.1:31313", "127.0.0.1:31314"]
+    keyed = load_cortex_config(write(tmp_path, '[auth]\nkeys = ["k"]\n'), env={})
+    assert [str(a) for a in keyed.bind()] == ["0.0.0.0:31313", "0.0.0.0:31314"]
+    written = load_cortex_config(write(tmp_path, '[gateway]\nlisten = "0.0.0.0:5"\n'), env={})
+    assert [str(a) for a in written.bind()] == ["0.0.0.0:5", "127.0.0.1:31314"]
+    env = {"CORTEX_GATEWAY__METRICS_LISTEN": "0.0.0.0:6"}
+    overridden = load_cortex_config(write(tmp_path, "[gateway]\n"), env=env)
+    assert str(overridden.bind()[1]) == "0.0.0.0:6"
+
+
+def test_secrets_are_never_printed(tmp_path: Path) -> None:
+    text = (
+        '[auth]\nkeys = ["sk-api-secret"]\nadmin_keys = ["sk-admin-secret"]\n'
+        '[[neurons]]\nname = "a"\nendpoint = "http://a:1"\ntoken = "node-secret"\n'
+    )
+    config = load_cortex_config(write(tmp_path, text), env={})
+    shown = config.model_dump_json() + repr(config) + str(config)
+    for secret in ("sk-api-secret", "sk-admin-secret", "node-secret"):
+        assert secret not in shown
+    assert config.neurons[0].token is not None
+    assert config.neurons[0].token.get_secret_value() == "node-secret"

@@ -11,6 +11,11 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+
+from cortex.config import LimitsConfig
+from cortex.gateway.auth import KeyRing
+from cortex.gateway.limits import KeyLimiter
+from cortex.testing import NeuronProcess, start_neuron_process
 from tests.faults.servers import (
     ADMIN,
     ADMIN_KEY,
@@ -26,11 +31,6 @@ from tests.faults.servers import (
     sse_events,
     start_gateway,
 )
-
-from cortex.config import LimitsConfig
-from cortex.gateway.auth import KeyRing
-from cortex.gateway.limits import KeyLimiter
-from cortex.testing import NeuronProcess, start_neuron_process
 
 from .conftest import NODE_TOKEN, Stack
 
@@ -121,16 +121,20 @@ def test_cors_is_off_unless_configured(stack: Stack) -> None:
     assert not any(k.startswith("access-control-") for k in plain.headers)
 
 
-def test_the_neuron_token_guards_its_admin_routes_only(stack: Stack) -> None:
+def test_the_neuron_token_guards_every_route_but_health(stack: Stack) -> None:
     url = stack.neuron.url
     for headers in ({}, {"authorization": "Bearer nope"}, {"x-api-key": NODE_TOKEN}):
         for path in ("/models/load", "/models/unload"):
             refused = httpx.post(url + path, json={"model": "m1"}, headers=headers, timeout=10)
             assert refused.status_code == 401 and is_openai_error(refused.json())
+        # inference too: anyone reaching the port would bypass the gateway's keys and limits
+        refused = httpx.post(f"{url}/v1/chat/completions", json=chat("m1"), headers=headers)
+        assert refused.status_code == 401 and is_openai_error(refused.json())
+    assert httpx.get(f"{url}/health", timeout=10).status_code == 200
     token = {"authorization": f"Bearer {NODE_TOKEN}"}
     assert httpx.post(f"{url}/models/load", json={"model": "m1"}, headers=token).status_code == 200
-    served = httpx.post(f"{url}/v1/chat/completions", json=chat("m1"), timeout=10)
-    assert served.status_code == 200  # inference is the gateway's to guard
+    served = httpx.post(f"{url}/v1/chat/completions", json=chat("m1"), headers=token, timeout=10)
+    assert served.status_code == 200
 
 
 def test_the_key_ring_holds_digests_and_compares_every_key() -> None:

@@ -96,17 +96,34 @@ async def test_load_and_unload_over_http(make_neuron: NeuronFactory) -> None:
         assert bad.json()["error"]["param"] == "model"
 
 
-async def test_admin_routes_need_the_token(make_neuron: NeuronFactory) -> None:
+async def test_every_route_but_health_needs_the_token(make_neuron: NeuronFactory) -> None:
+    chat = {"model": "small", "messages": [{"role": "user", "content": "hi"}]}
+    routes = [
+        ("POST", "/models/load", {"model": "small"}),
+        ("POST", "/models/unload", {"model": "small"}),
+        ("POST", "/v1/chat/completions", chat),
+        ("POST", "/v1/completions", {"model": "small", "prompt": "hi"}),
+        ("POST", "/tokenize", chat),
+        ("GET", "/v1/models", None),
+        ("GET", "/models", None),
+        ("GET", "/status", None),
+        ("GET", "/metrics", None),
+        ("GET", "/openapi.json", None),
+    ]
     async with make_neuron(token="s3cret") as neuron:
         for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "Basic s3cret"}):
-            for route in ("/models/load", "/models/unload"):
-                response = await neuron.client.post(route, json={"model": "small"}, headers=headers)
-                assert response.status_code == 401
+            for method, route, body in routes:
+                response = await neuron.client.request(method, route, json=body, headers=headers)
+                assert response.status_code == 401, (method, route)
                 assert response.json()["error"]["type"] == "authentication_error"
                 assert response.headers["www-authenticate"] == "Bearer"
         assert neuron.harness.model("small").state == "available"
+        assert (await neuron.client.get("/health")).status_code == 200  # liveness stays open
         assert (await neuron.load("small", token="s3cret")).status_code == 200
-        assert (await neuron.client.get("/models")).status_code == 200  # reads stay open
+        token = {"authorization": "Bearer s3cret"}
+        reply = await neuron.client.post("/v1/chat/completions", json=chat, headers=token)
+        assert reply.status_code == 200
+        assert (await neuron.client.get("/status", headers=token)).status_code == 200
 
 
 async def test_insufficient_memory_is_507_with_required_and_free(neuron: Neuron) -> None:

@@ -47,7 +47,7 @@ def wait_until(predicate: object, timeout_s: float = 10.0) -> None:
 
 
 def metric(url: str, line_start: str) -> float:
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
+    for line in httpx.get(f"{url}/metrics", headers=ADMIN).text.splitlines():
         if line.startswith(line_start + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
@@ -74,7 +74,7 @@ def test_lifecycle_over_a_real_process(node: NeuronProcess) -> None:
         )
     assert [r.status_code for r in loads] == [200] * 4
     assert metric(url, 'cortex_neuron_model_loads_total{model="alpha",outcome="ok"}') == 1.0
-    assert httpx.get(f"{url}/status").json()["loads_started"] == 1
+    assert httpx.get(f"{url}/status", headers=ADMIN).json()["loads_started"] == 1
 
     refused = httpx.post(f"{url}/models/load", json={"model": "beta"}, headers=ADMIN)
     assert refused.status_code == 507
@@ -84,7 +84,7 @@ def test_lifecycle_over_a_real_process(node: NeuronProcess) -> None:
     )
     failed = httpx.post(f"{url}/models/load", json={"model": "broken"}, headers=ADMIN)
     assert failed.status_code == 500
-    entry = {m["id"]: m for m in httpx.get(f"{url}/models").json()["data"]}["broken"]
+    entry = {m["id"]: m for m in httpx.get(f"{url}/models", headers=ADMIN).json()["data"]}["broken"]
     assert entry["state"] == "failed" and "injected" in entry["error"]
 
     unloaded = httpx.post(f"{url}/models/unload", json={"model": "alpha"}, headers=ADMIN)
@@ -92,14 +92,14 @@ def test_lifecycle_over_a_real_process(node: NeuronProcess) -> None:
     assert (
         httpx.post(f"{url}/models/load", json={"model": "beta"}, headers=ADMIN).status_code == 200
     )
-    assert httpx.get(f"{url}/status").json()["load_cycles"] == 1
+    assert httpx.get(f"{url}/status", headers=ADMIN).json()["load_cycles"] == 1
     httpx.post(f"{url}/models/unload", json={"model": "beta"}, headers=ADMIN)
 
 
 def test_chat_through_the_sdk_and_a_disconnect_frees_the_request(node: NeuronProcess) -> None:
     url = node.url
     httpx.post(f"{url}/models/load", json={"model": "alpha"}, headers=ADMIN, timeout=10)
-    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=TOKEN, max_retries=0)
     reply = client.chat.completions.create(
         model="alpha", messages=[{"role": "user", "content": "ping"}]
     )
@@ -121,12 +121,14 @@ def test_chat_through_the_sdk_and_a_disconnect_frees_the_request(node: NeuronPro
         "stream": True,
         "messages": [{"role": "user", "content": " ".join(["word"] * 150)}],
     }
-    with httpx.stream("POST", f"{url}/v1/chat/completions", json=long_prompt) as response:
+    with httpx.stream(
+        "POST", f"{url}/v1/chat/completions", json=long_prompt, headers=ADMIN
+    ) as response:
         lines = response.iter_lines()
         assert next(lines).startswith("data: ")
-        assert httpx.get(f"{url}/status").json()["requests"]["running"] == 1
+        assert httpx.get(f"{url}/status", headers=ADMIN).json()["requests"]["running"] == 1
     # the client went away after one chunk of a ~4 s reply: the neuron stops generating
-    wait_until(lambda: httpx.get(f"{url}/status").json()["requests"]["running"] == 0)
+    wait_until(lambda: httpx.get(f"{url}/status", headers=ADMIN).json()["requests"]["running"] == 0)
     status_499 = 'cortex_neuron_requests_total{endpoint="/v1/chat/completions",model="alpha",'
     wait_until(lambda: metric(url, status_499 + 'status="499"}') == 1.0)
 
@@ -135,7 +137,9 @@ def test_sigterm_lets_a_running_stream_finish(tmp_path: Path) -> None:
     with start_neuron_process(CONFIG, workdir=tmp_path) as node:
         httpx.post(f"{node.url}/models/load", json={"model": "alpha"}, headers=ADMIN, timeout=10)
         body = {"model": "alpha", "stream": True, "messages": [{"role": "user", "content": "a b"}]}
-        with httpx.stream("POST", f"{node.url}/v1/chat/completions", json=body) as response:
+        with httpx.stream(
+            "POST", f"{node.url}/v1/chat/completions", json=body, headers=ADMIN
+        ) as response:
             lines = response.iter_lines()
             first = next(lines)
             node.process.terminate()
@@ -163,7 +167,7 @@ def test_flags_override_the_config_file(tmp_path: Path) -> None:
     with start_neuron_process(
         CONFIG, workdir=tmp_path, args=["--name", "renamed", "--memory-mb", "50"]
     ) as node:
-        status = httpx.get(f"{node.url}/status").json()
+        status = httpx.get(f"{node.url}/status", headers=ADMIN).json()
         assert status["name"] == "renamed"
         assert status["memory"]["limit_mb"] == 50
         refused = httpx.post(f"{node.url}/models/load", json={"model": "alpha"}, headers=ADMIN)

@@ -31,7 +31,8 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     )  # fmt: skip
     assert (config.listen.port, config.memory_mb, config.name) == (2, 20, "file")
     assert config.models_dirs == [Path("/a"), Path("/b")]
-    assert (config.device, config.token, config.preload) == ("cuda:1", "t", [])
+    assert config.token is not None and config.token.get_secret_value() == "t"
+    assert (config.device, config.preload) == ("cuda:1", [])
 
 
 def test_bad_flags_name_the_flag() -> None:
@@ -52,3 +53,18 @@ def test_the_fake_harness_reads_the_fake_table(tmp_path: Path) -> None:
     assert [m.id for m in harness.models()] == ["a", "b"]
     assert (harness.load_s, harness.fail_load, harness.node) == (0.5, frozenset({"b"}), "n1")
     assert harness.stats().memory_limit_mb == 500
+
+
+def test_an_open_neuron_binds_localhost_unless_told_otherwise(tmp_path: Path) -> None:
+    assert str(resolve().bind()) == "127.0.0.1:13131"
+    assert str(resolve("--token", "t").bind()) == "0.0.0.0:13131"
+    assert str(resolve("--listen", "0.0.0.0:9").bind()) == "0.0.0.0:9"
+    path = tmp_path / "neuron.toml"
+    path.write_text('listen = "0.0.0.0:7"\n')
+    assert str(resolve("--config", str(path)).bind()) == "0.0.0.0:7"
+
+
+def test_the_token_is_never_printed(tmp_path: Path) -> None:
+    config = resolve("--token", "hunter2-secret")
+    assert "hunter2-secret" not in repr(config)
+    assert "hunter2-secret" not in config.model_dump_json()

@@ -12,6 +12,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     field_validator,
     model_serializer,
     model_validator,
@@ -78,6 +79,16 @@ class Listen(_Frozen):
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
+    @property
+    def loopback(self) -> bool:
+        """Whether only this machine can connect (127.0.0.0/8, ::1, localhost)."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
 
 def _parse_listen(text: str) -> dict[str, Any]:
     expected = f"expected 'HOST:PORT' (like 0.0.0.0:13131), got {text!r}"
@@ -130,11 +141,14 @@ class GatewayConfig(_Frozen):
 
     listen: Listen = Field(
         default=Listen(host="0.0.0.0", port=31313),
-        description="Address of the API listener (OpenAI + Anthropic routes).",
+        description="Address of the API listener (OpenAI + Anthropic routes). Left unset, it "
+        "is 127.0.0.1:31313 unless `[auth] keys` are set: an open gateway is never reachable "
+        "from the network by accident (a wider address without keys logs a warning).",
     )
     metrics_listen: Listen = Field(
         default=Listen(host="0.0.0.0", port=31314),
-        description="Address of the Prometheus metrics listener (its own port).",
+        description="Address of the Prometheus metrics listener (its own port). Left unset, "
+        "127.0.0.1:31314 unless `[auth] keys` are set.",
     )
     poll_interval_s: float = Field(
         default=5.0, gt=0, description="Seconds between polls of each neuron's status."
@@ -192,8 +206,9 @@ class NeuronEndpoint(_Frozen):
         description="`neuron` (cortex-neuron, full lifecycle) or `openai` (an external "
         "OpenAI-compatible server: vLLM, llama.cpp, SGLang, Ollama; routed, never loaded).",
     )
-    token: str | None = Field(
-        default=None, description="Bearer token for the node's admin routes (or its API)."
+    token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token the node requires (its `token`); never printed or logged.",
     )
 
     @field_validator("endpoint")
@@ -205,11 +220,12 @@ class NeuronEndpoint(_Frozen):
 class AuthConfig(_Frozen):
     """`[auth]`: API keys. With no keys the API is open (bind to localhost then)."""
 
-    keys: list[str] = Field(
+    keys: list[SecretStr] = Field(
         default_factory=list,
-        description="Keys accepted on every API route (`Authorization: Bearer` or `x-api-key`).",
+        description="Keys accepted on every API route (`Authorization: Bearer` or `x-api-key`); "
+        "never printed or logged.",
     )
-    admin_keys: list[str] = Field(
+    admin_keys: list[SecretStr] = Field(
         default_factory=list,
         description="Keys for `/admin/*`; when empty, admin routes take the API keys.",
     )
@@ -263,6 +279,28 @@ class CortexConfig(_Frozen):
                 )
             seen[node.name] = i
         return self
+
+    @property
+    def secured(self) -> bool:
+        """Whether the API needs a key (`[auth] keys`)."""
+        return bool(self.auth.keys)
+
+    def bind(self) -> tuple[Listen, Listen]:
+        """The API and metrics addresses to listen on.
+
+        A listener the file (or an environment override) names is taken as written; one left
+        to its default binds every interface only when the API needs keys, else 127.0.0.1, so
+        an open gateway is never reachable from the network by accident.
+        """
+        g = self.gateway
+        host = "0.0.0.0" if self.secured else "127.0.0.1"
+        api = g.listen if "listen" in g.model_fields_set else Listen(host=host, port=31313)
+        metrics = (
+            g.metrics_listen
+            if "metrics_listen" in g.model_fields_set
+            else Listen(host=host, port=31314)
+        )
+        return api, metrics
 
     def load_models(self) -> ModelsConfig:
         """Load the `models_config` file, or an empty one when none is set."""
@@ -359,7 +397,9 @@ class NeuronConfig(_Frozen):
     """A node's `neuron.toml` (top-level keys)."""
 
     listen: Listen = Field(
-        default=Listen(host="0.0.0.0", port=13131), description="Address the neuron listens on."
+        default=Listen(host="0.0.0.0", port=13131),
+        description="Address the neuron listens on. Left unset, 127.0.0.1:13131 unless `token` "
+        "is set: an open node is never reachable from the network by accident.",
     )
     name: str | None = Field(default=None, description="Node name (default: the host name).")
     models_dirs: list[Path] = Field(
@@ -376,8 +416,10 @@ class NeuronConfig(_Frozen):
         default=None, gt=0, description="KV cache budget per loaded model (default: automatic)."
     )
     preload: list[str] = Field(default_factory=list, description="Model ids loaded at start.")
-    token: str | None = Field(
-        default=None, description="Bearer token required on /models/load and /models/unload."
+    token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token required on every route but /health (inference included); "
+        "never printed or logged.",
     )
     fake: FakeConfig | None = Field(
         default=None, description="`[fake]`: settings of the fake harness (tests only)."
@@ -389,6 +431,13 @@ class NeuronConfig(_Frozen):
         if value in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", value):
             return value
         raise ValueError(f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}")
+
+    def bind(self) -> Listen:
+        """The address to listen on: `listen` as written when set, else every interface when a
+        token guards the node, else 127.0.0.1 (an open node is never reachable by accident)."""
+        if "listen" in self.model_fields_set:
+            return self.listen
+        return Listen(host="0.0.0.0" if self.token else "127.0.0.1", port=self.listen.port)
 
     @model_validator(mode="after")
     def _unique_fake_ids(self) -> NeuronConfig:

@@ -26,7 +26,8 @@ def clients_from_config(config: CortexConfig) -> list[NodeClient]:
     clients: list[NodeClient] = []
     for node in config.neurons:
         kind = OpenAIServerClient if node.kind == "openai" else NeuronClient
-        clients.append(kind(node.name, node.endpoint, token=node.token, timeouts=timeouts))
+        token = node.token.get_secret_value() if node.token else None
+        clients.append(kind(node.name, node.endpoint, token=token, timeouts=timeouts))
     return clients
 
 

@@ -13,6 +13,7 @@ import hmac
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 
+from pydantic import SecretStr
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -31,9 +32,11 @@ class KeyRing:
         admin_keys: keys for `/admin/*` (empty: admin routes take the API keys).
     """
 
-    def __init__(self, keys: Iterable[str] = (), admin_keys: Iterable[str] = ()) -> None:
-        self.keys = [_digest(k) for k in keys if k]
-        self.admin_keys = [_digest(k) for k in admin_keys if k]
+    def __init__(
+        self, keys: Iterable[str | SecretStr] = (), admin_keys: Iterable[str | SecretStr] = ()
+    ) -> None:
+        self.keys = [_digest(k) for k in map(_plain, keys) if k]
+        self.admin_keys = [_digest(k) for k in map(_plain, admin_keys) if k]
 
     def required(self, admin: bool) -> list[bytes]:
         """The keys a route accepts (empty when it is open)."""
@@ -49,6 +52,10 @@ class KeyRing:
         key = _digest(given)
         # Compare against every key (no early exit) so timing says nothing of which matched.
         return any([hmac.compare_digest(key, k) for k in wanted])
+
+
+def _plain(key: str | SecretStr) -> str:
+    return key.get_secret_value() if isinstance(key, SecretStr) else key
 
 
 def _digest(key: str) -> bytes:

@@ -90,16 +90,21 @@ def serve(
     """
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per poll is noise
+    default_api, default_metrics = (
+        config.bind() if config else (EMBEDDED_LISTEN, EMBEDDED_METRICS_LISTEN)
+    )
     try:
-        api = _listen(listen, config.gateway.listen if config else EMBEDDED_LISTEN, "--listen")
-        metrics_at = _listen(
-            metrics_listen,
-            config.gateway.metrics_listen if config else EMBEDDED_METRICS_LISTEN,
-            "--metrics-listen",
-        )
+        api = _listen(listen, default_api, "--listen")
+        metrics_at = _listen(metrics_listen, default_metrics, "--metrics-listen")
     except ConfigError as exc:
         print(f"cortex: {exc}", file=sys.stderr)
         return 2
+    if not api.loopback and not (config and config.secured):
+        log.warning(
+            "listening on %s with no API keys: anyone who can reach it may use and administer "
+            "the fleet (set [auth] keys, or listen on 127.0.0.1)",
+            api,
+        )
     metrics = GatewayMetrics()
     if config is None:
         fleet = Fleet.embedded(observer=metrics, poll_interval_s=2.0)

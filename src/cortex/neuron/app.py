@@ -7,7 +7,6 @@ one error handler turns `CortexError`s into the OpenAI error envelope with their
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 import uuid
@@ -33,6 +32,7 @@ from cortex.errors import (
     OverloadedError,
 )
 from cortex.jsonbody import BodyLimitMiddleware
+from cortex.neuron.auth import NodeTokenMiddleware
 from cortex.neuron.completions import CompletionBuilder, sse
 from cortex.neuron.harness import Harness
 from cortex.neuron.metrics import NeuronMetrics
@@ -61,13 +61,11 @@ class _Neuron:
         harness: Harness,
         *,
         name: str,
-        token: str | None,
         preload: Sequence[str],
         drain_timeout_s: float,
     ) -> None:
         self.harness = harness
         self.name = name
-        self.token = token.encode() if token else None
         self.preload = list(preload)
         self.drain_timeout_s = drain_timeout_s
         self.metrics = NeuronMetrics(harness)
@@ -118,28 +116,15 @@ class _Neuron:
         return JSONResponse({"object": "list", "data": [e.to_json() for e in entries]})
 
     async def load(self, request: Request) -> Response:
-        self._authorize(request)
         body = parse_body(await request.body(), ModelRequest)
         entry = await self.harness.load(body.model)
         return JSONResponse(entry.to_json())
 
     async def unload(self, request: Request) -> Response:
-        self._authorize(request)
         body = parse_body(await request.body(), ModelRequest)
         timeout_s = body.drain_timeout_s
         entry = await self.harness.unload(body.model, drain_timeout_s=timeout_s)
         return JSONResponse(entry.to_json())
-
-    def _authorize(self, request: Request) -> None:
-        if self.token is None:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), self.token
-        ):
-            raise AuthenticationError(
-                "this route needs the node's token: `Authorization: Bearer <token>`"
-            )
 
     async def openai_models(self, request: Request) -> Response:
         data = [
@@ -289,14 +274,13 @@ def create_neuron_app(
     Args:
         harness: serves the models (`EngineHarness`, `cortex.testing.FakeHarness`, ...).
         name: the node name shown in `/status`.
-        token: when set, `/models/load` and `/models/unload` need `Authorization: Bearer <token>`.
+        token: when set, every route but `/health` needs `Authorization: Bearer <token>`
+            (`cortex.neuron.auth`), inference included.
         preload: model ids loaded in the background at startup.
         drain_timeout_s: at shutdown, how long in-flight requests may finish before cancellation.
         drain: the server's graceful drain (`cortex.drain`): new requests get 503 while it runs.
     """
-    neuron = _Neuron(
-        harness, name=name, token=token, preload=preload, drain_timeout_s=drain_timeout_s
-    )
+    neuron = _Neuron(harness, name=name, preload=preload, drain_timeout_s=drain_timeout_s)
     routes = [
         Route("/health", neuron.health, methods=["GET"]),
         Route("/status", neuron.status, methods=["GET"]),
@@ -317,6 +301,7 @@ def create_neuron_app(
     }
     middleware = [] if drain is None else [_drain_middleware(drain)]
     middleware.append(Middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_MB * 1024 * 1024))
+    middleware.append(Middleware(NodeTokenMiddleware, token=token))
     app = Starlette(
         routes=routes, middleware=middleware, exception_handlers=handlers, lifespan=neuron.lifespan
     )

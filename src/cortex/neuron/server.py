@@ -34,11 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cortex-neuron",
         description="Serve this node's models over the neuron wire API (flags override the "
-        "config file; with no config: the default model on 0.0.0.0:13131).",
+        "config file; with no config: the default model on 127.0.0.1:13131).",
     )
     parser.add_argument("--version", action="version", version=f"cortex-neuron {__version__}")
     parser.add_argument("--config", type=Path, default=None, help="path of neuron.toml")
-    parser.add_argument("--listen", default=None, help="address HOST:PORT (default 0.0.0.0:13131)")
+    parser.add_argument(
+        "--listen",
+        default=None,
+        help="address HOST:PORT (default 127.0.0.1:13131, or 0.0.0.0:13131 with a token)",
+    )
     parser.add_argument(
         "--models-dir",
         action="append",
@@ -53,7 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--harness", choices=["engine", "fake"], default="engine", help="what serves the models"
     )
     parser.add_argument("--name", default=None, help="node name (default: the host name)")
-    parser.add_argument("--token", default=None, help="bearer token of the admin routes")
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="bearer token required on every route but /health (prefer CORTEX_NEURON__TOKEN: "
+        "flags show in `ps`)",
+    )
     parser.add_argument(
         "--drain-timeout-s",
         type=float,
@@ -73,7 +82,7 @@ def resolve_config(args: argparse.Namespace) -> NeuronConfig:
         ConfigError: the file or a flag is invalid.
     """
     config = load_neuron_config(args.config)
-    data = config.model_dump()
+    data = config.model_dump(exclude_unset=True)  # what is unset keeps its default (`bind`)
     flags = {
         "listen": args.listen,
         "models_dirs": args.models_dirs,
@@ -83,7 +92,7 @@ def resolve_config(args: argparse.Namespace) -> NeuronConfig:
         "token": args.token,
     }
     data.update({key: value for key, value in flags.items() if value is not None})
-    if args.config is None and not data["preload"] and not data["models_dirs"]:
+    if args.config is None and not data.get("preload") and not data.get("models_dirs"):
         data["preload"] = [DEFAULT_MODEL_ID]  # no config: serve the default model at once
     try:
         return NeuronConfig.model_validate(data)
@@ -129,10 +138,17 @@ def serve_neuron(
 
     harness = build_harness(config, harness_kind, drain_timeout_s=drain_timeout_s)
     drain = Drain(drain_timeout_s)
+    listen = config.bind()
+    if not listen.loopback and config.token is None:
+        logging.getLogger("cortex.neuron").warning(
+            "listening on %s with no token: anyone who can reach it may run and unload its "
+            "models, around the gateway's keys and limits (set `token`, or listen on 127.0.0.1)",
+            listen,
+        )
     app = create_neuron_app(
         harness,
         name=config.name or socket.gethostname(),
-        token=config.token,
+        token=config.token.get_secret_value() if config.token else None,
         preload=config.preload,
         drain_timeout_s=drain_timeout_s,
         drain=drain,
@@ -140,8 +156,8 @@ def serve_neuron(
     server = DrainingServer(
         uvicorn.Config(
             app,
-            host=config.listen.host,
-            port=config.listen.port,
+            host=listen.host,
+            port=listen.port,
             log_level=log_level,
             timeout_graceful_shutdown=5,  # the drain has waited already
             # Idle connections outlive the gateway's pools (5 s), so the gateway never sends a
