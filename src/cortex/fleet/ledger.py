@@ -46,6 +46,10 @@ class Ledger:
         self.measured_mb: dict[str, float] = {}
         self.changed_at: dict[str, float] = {}
         self.polled_at: dict[str, float] = {}
+        self.cordoned: set[str] = set()
+        """Nodes where no new load is placed (`Fleet.cordon`, `Fleet.drain`)."""
+        self.draining: set[str] = set()
+        """Nodes being emptied: routed to only while no other node has the model."""
         self.alive_at: dict[str, float] = {}
         """When each node last sent us inference bytes (monotonic): proof of life between polls."""
 
@@ -143,6 +147,8 @@ class Ledger:
         return replace(
             node,
             models=models,
+            cordoned=name in self.cordoned,
+            draining=name in self.draining,
             in_flight=max(node.in_flight, ours),
             memory_free_mb=max(0.0, free - reserved) if free is not None else None,
         )

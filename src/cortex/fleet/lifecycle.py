@@ -127,7 +127,12 @@ class Lifecycle:
     # -- pinned models ------------------------------------------------------------------------
 
     def unpinned(self, snapshot: FleetSnapshot) -> list[str]:
-        """Pinned models loaded (or loading) nowhere that a node up knows: load them."""
+        """Pinned models loaded (or loading) nowhere that a node up could load: load them.
+
+        Only nodes the profile allows count: a model pinned to node `a` is not attempted while
+        only `b` answers (an attempt would fail and back off `retry_pinned_s`), and is loaded at
+        the first poll `a` answers.
+        """
         now = time.monotonic()
         out = []
         for policy in snapshot.policies.values():
@@ -135,15 +140,21 @@ class Lifecycle:
                 continue
             if now < self._pin_retry_at.get(policy.id, 0.0):
                 continue
-            states = [
-                node.models[policy.id].state
-                for node in snapshot.nodes.values()
-                if node.up and policy.id in node.models
+            where = [n for n in snapshot.nodes.values() if n.up and policy.id in n.models]
+            states = [n.models[policy.id].state for n in where]
+            if any(s in ("loaded", "loading") for s in states):
+                continue
+            loadable = [
+                n for n in where if n.kind == "neuron" and not n.cordoned and policy.allows(n.name)
             ]
-            if states and not any(s in ("loaded", "loading") for s in states):
+            if loadable:
                 self._pinning.add(policy.id)
                 out.append(policy.id)
         return out
+
+    def forget_failures(self, model: str) -> None:
+        """Try a pinned model again at once (it was just pinned, or its profile changed)."""
+        self._pin_retry_at.pop(model, None)
 
     async def load_pinned(self, model: str, acquire: Callable[[str], Awaitable[Any]]) -> None:
         """Load a pinned model through `acquire` (placement as for any request)."""

@@ -4,7 +4,9 @@
 
 1. loaded on a healthy node: the least busy such node;
 2. loading on one: join that load;
-3. else loadable (the node's registry has it and the profile allows the node): prefer a node
+   (a node being drained only while no other node has it loaded);
+3. else loadable (the node's registry has it, the profile allows the node and the node is not
+   cordoned): prefer a node
    where it fits without eviction, then the profile's order, then the most free memory;
 4. else make room where it costs least across the whole fleet: `lru` chooses the node whose
    victims are the least recently used in the fleet, `priority` the lowest priority first,
@@ -56,6 +58,9 @@ def plan(
         return (policy.preference(node.name), order[node.name])
 
     loaded = [n for n in here if n.models[model_id].state == "loaded"]
+    staying = [n for n in loaded if not n.draining]
+    if staying:  # a node being drained serves only until a copy elsewhere is ready
+        loaded = staying
     if loaded:
         node = min(loaded, key=lambda n: (n.in_flight + n.waiting, *rank(n)))
         return Plan(model_id, node.name, "route", reason="loaded there; least busy such node")
@@ -69,14 +74,15 @@ def plan(
         n
         for n in here
         if n.kind == "neuron"
+        and not n.cordoned
         and n.models[model_id].state in ("available", "failed")
         and policy.allows(n.name)
     ]
     if not candidates:
         where = [n.name for n in snapshot.nodes.values() if model_id in n.models]
         raise OverloadedError(
-            f"model {model_id!r} is known on {', '.join(where)} but no healthy node allowed by "
-            "its profile can serve it now",
+            f"model {model_id!r} is known on {', '.join(where)} but no healthy, uncordoned node "
+            "allowed by its profile can serve it now",
             details={"model": model_id},
         )
     required = snapshot.required_mb(model_id) or 0.0

@@ -109,6 +109,8 @@ class NodeSnapshot:
         memory_free_mb: memory free for another model now (None when unknown: assumed to fit).
         in_flight: requests running on it (all models).
         load_cycles: load/unload cycles since the node started (for defragmentation).
+        cordoned: no new load is placed there (what is loaded keeps serving).
+        draining: being emptied (`Fleet.drain`): requests go to another copy when there is one.
     """
 
     name: str
@@ -125,6 +127,8 @@ class NodeSnapshot:
     error: str | None = None
     last_seen_at: float | None = None
     version: str | None = None
+    cordoned: bool = False
+    draining: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (for `/admin/status`)."""
@@ -142,6 +146,8 @@ class NodeSnapshot:
             "error": self.error,
             "last_seen_at": self.last_seen_at,
             "version": self.version,
+            "cordoned": self.cordoned,
+            "draining": self.draining,
             "models": [m.to_dict() for m in self.models.values()],
         }
 

@@ -1,15 +1,23 @@
-"""The gateway's admin API: fleet status, load and unload by hand, placement dry runs.
+"""The gateway's admin API: fleet status, load and unload by hand, pins, cordon and drain.
 
-`GET /admin/status` (nodes with devices and memory; models with state, node, in-flight, last
-use, pins), `POST /admin/models/load` and `/admin/models/unload` (`{"model", "node"?}`), and
-`GET /admin/placement?model=ID` (where the model would go and what would be evicted, nothing
-done). Errors use the OpenAI envelope.
+- `GET /admin/status`: nodes (devices, memory, cordoned/draining) and models (state, node,
+  in-flight, last use, pins), with drain reports and runtime pins;
+- `POST /admin/models/load` and `/admin/models/unload` (`{"model", "node"?}`);
+- `POST /admin/models/pin` (`{"model", "node"?, "save"?}`) and `/admin/models/unpin`
+  (`{"model", "save"?}`): runtime pins (`cortex.fleet.pins`);
+- `POST /admin/nodes/{node}/cordon`, `/uncordon` and `/drain` (`cortex.fleet.maintenance`;
+  a drain answers with its report once the node is empty);
+- `GET /admin/placement?model=ID`: where the model would go and what would be evicted.
+
+Errors use the OpenAI envelope.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -19,6 +27,8 @@ from starlette.routing import Route
 from cortex import __version__
 from cortex.errors import InvalidRequestError
 from cortex.fleet.fleet import Fleet
+from cortex.fleet.maintenance import Maintenance
+from cortex.fleet.pins import Pins
 from cortex.jsonbody import parse_json_object
 
 __all__ = ["AdminAPI", "fleet_lifespan"]
@@ -27,8 +37,10 @@ __all__ = ["AdminAPI", "fleet_lifespan"]
 class AdminAPI:
     """The admin routes of one gateway."""
 
-    def __init__(self, fleet: Fleet) -> None:
+    def __init__(self, fleet: Fleet, *, models_path: str | Path | None = None) -> None:
         self.fleet = fleet
+        self.maintenance = Maintenance(fleet)
+        self.pins = Pins(fleet, models_path)
 
     def routes(self) -> list[Route]:
         """The Starlette routes, under `/admin`."""
@@ -36,6 +48,11 @@ class AdminAPI:
             Route("/admin/status", self.status, methods=["GET"]),
             Route("/admin/models/load", self.load, methods=["POST"]),
             Route("/admin/models/unload", self.unload, methods=["POST"]),
+            Route("/admin/models/pin", self.pin, methods=["POST"]),
+            Route("/admin/models/unpin", self.unpin, methods=["POST"]),
+            Route("/admin/nodes/{node}/cordon", self.cordon, methods=["POST"]),
+            Route("/admin/nodes/{node}/uncordon", self.uncordon, methods=["POST"]),
+            Route("/admin/nodes/{node}/drain", self.drain, methods=["POST"]),
             Route("/admin/placement", self.placement, methods=["GET"]),
         ]
 
@@ -56,20 +73,51 @@ class AdminAPI:
                 "strategy": self.fleet.strategy,
                 "nodes": [node.to_dict() for node in snapshot.nodes.values()],
                 "models": models,
+                "drains": {n: r.to_dict() for n, r in self.maintenance.reports.items()},
+                "pins": self.pins.runtime,
             }
         )
 
     async def load(self, request: Request) -> Response:
         """Load a model (where placement says, or on `node`), evicting as needed."""
-        model, node = await _model_and_node(request)
+        model, node = _model_and_node(await _body(request))
         plan = await self.fleet.load(model, node)
         return JSONResponse({"loaded": True, **plan.to_dict()})
 
     async def unload(self, request: Request) -> Response:
         """Unload a model from `node`, or from everywhere it is loaded."""
-        model, node = await _model_and_node(request)
+        model, node = _model_and_node(await _body(request))
         nodes = await self.fleet.unload(model, node)
         return JSONResponse({"model": self.fleet.resolve(model), "unloaded_from": nodes})
+
+    async def pin(self, request: Request) -> Response:
+        """Pin a model (on `node`), load it, and with `save` write models.toml."""
+        body = await _body(request)
+        model, node = _model_and_node(body)
+        return JSONResponse(await self.pins.pin(model, node, save=_flag(body, "save")))
+
+    async def unpin(self, request: Request) -> Response:
+        """Unpin a model (it stays loaded until evicted); with `save` write models.toml."""
+        body = await _body(request)
+        model, _ = _model_and_node(body)
+        return JSONResponse(self.pins.unpin(model, save=_flag(body, "save")))
+
+    async def cordon(self, request: Request) -> Response:
+        """No new loads on the node; what is loaded keeps serving."""
+        node = request.path_params["node"]
+        self.maintenance.cordon(node)
+        return JSONResponse({"node": node, "cordoned": True})
+
+    async def uncordon(self, request: Request) -> Response:
+        """The node takes new loads again."""
+        node = request.path_params["node"]
+        self.maintenance.uncordon(node)
+        return JSONResponse({"node": node, "cordoned": False})
+
+    async def drain(self, request: Request) -> Response:
+        """Cordon the node, move what is worth keeping elsewhere, unload the rest; the report."""
+        report = await self.maintenance.drain(request.path_params["node"])
+        return JSONResponse(report.to_dict())
 
     async def placement(self, request: Request) -> Response:
         """A dry run of placement: `?model=ID` (and `exclude=a,b` to leave nodes out)."""
@@ -80,8 +128,18 @@ class AdminAPI:
         return JSONResponse(self.fleet.plan(model, exclude=exclude).to_dict())
 
 
-async def _model_and_node(request: Request) -> tuple[str, str | None]:
-    body = parse_json_object(await request.body() or b"{}")
+async def _body(request: Request) -> dict[str, Any]:
+    return parse_json_object(await request.body() or b"{}")
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidRequestError(f"`{name}` must be true or false", param=name)
+    return value
+
+
+def _model_and_node(body: dict[str, Any]) -> tuple[str, str | None]:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequestError('give the model: {"model": "ID"}', param="model")

@@ -1,0 +1,183 @@
+"""Cordon, drain and runtime pins: placement rules as pure functions, then the Fleet over three
+real fake-harness neurons, with a drain under steady load that must not fail one request."""
+
+from __future__ import annotations
+
+import asyncio
+import tomllib
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from cortex.config import ModelProfile
+from cortex.errors import CortexError, OverloadedError
+from cortex.fleet.events import FleetObserver
+from cortex.fleet.ledger import Ledger
+from cortex.fleet.lifecycle import Lifecycle
+from cortex.fleet.maintenance import Maintenance
+from cortex.fleet.pins import Pins
+from cortex.fleet.placement import plan
+from cortex.fleet.state import ModelPolicy, NodeSnapshot
+from cortex.testing import NeuronProcess
+
+from .conftest import FleetFactory
+from .helpers import chat, loaded, until
+from .test_placement import fleet, m, node
+
+
+def test_a_cordoned_node_serves_what_it_has_but_takes_no_load() -> None:
+    cordoned = node("a", m("m1", "loaded"), m("m2"))
+    snapshot = fleet(_cordon(cordoned), node("b", m("m3")))
+    assert plan(snapshot, "m1").node == "a"  # loaded there: still routed
+    with pytest.raises(OverloadedError, match="uncordoned"):
+        plan(snapshot, "m2")  # only a has it, and a is cordoned
+    assert plan(fleet(cordoned, node("b")), "m2").node == "a"
+
+
+def test_a_draining_node_is_routed_to_only_until_another_copy_is_ready() -> None:
+    draining = _cordon(node("a", m("m1", "loaded")), draining=True)
+    alone = fleet(draining, node("b", m("m1")))
+    assert plan(alone, "m1").node == "a"
+    both = fleet(draining, node("b", m("m1", "loaded"), in_flight=5))
+    assert plan(both, "m1").node == "b"  # busier, but not on its way out
+
+
+def test_a_pinned_model_waits_for_an_allowed_node_instead_of_failing() -> None:
+    """The pinned-at-start race: b answers first, m1 may only go on a. No attempt is made (it
+    would fail and back off ten poll intervals) until a is up; then it is loaded at once."""
+    ledger = Ledger([], {})
+    lifecycle = Lifecycle(
+        ledger,
+        {},
+        FleetObserver(),
+        refresh=_no_refresh,
+        mark_down=lambda node, reason: None,
+        spawn=lambda coro: coro.close(),
+    )
+    policies = (ModelPolicy("m1", nodes=("a",), pinned=True),)
+    only_b = fleet(node("a", m("m1"), up=False), node("b", m("m1")), policies=policies)
+    assert lifecycle.unpinned(only_b) == []
+    both = fleet(node("a", m("m1")), node("b", m("m1")), policies=policies)
+    assert lifecycle.unpinned(both) == ["m1"]
+
+
+async def _no_refresh(node: str) -> None:
+    return None
+
+
+def _cordon(snapshot: NodeSnapshot, *, draining: bool = False) -> NodeSnapshot:
+    return replace(snapshot, cordoned=True, draining=draining)
+
+
+# -- over real neurons ------------------------------------------------------------------------
+
+
+async def test_cordon_keeps_serving_and_places_nothing_new(
+    nodes: dict[str, NeuronProcess], make_fleet: FleetFactory
+) -> None:
+    fleet_ = await make_fleet(nodes, [ModelProfile(id="m1", nodes=["a"])])
+    await fleet_.load("m1", "a")
+    ops = Maintenance(fleet_)
+    ops.cordon("a")
+    reply = await fleet_.complete(chat("m1"))
+    assert "on a" in reply["choices"][0]["message"]["content"]
+    await fleet_.load("m2")
+    assert "m2" not in loaded(nodes["a"])
+    assert fleet_.snapshot().nodes["a"].cordoned
+    ops.uncordon("a")
+    assert not fleet_.snapshot().nodes["a"].cordoned
+
+
+async def test_drain_under_steady_load_fails_no_request(
+    nodes: dict[str, NeuronProcess], make_fleet: FleetFactory
+) -> None:
+    profiles = [
+        ModelProfile(id="m1", nodes=["a", "b"], pinned=True),  # pinned: copied to b first
+        ModelProfile(id="m2", nodes=["a", "b"]),  # idle, unpinned: simply unloaded
+    ]
+    fleet_ = await make_fleet(nodes, profiles)
+    await until(lambda: "m1" in loaded(nodes["a"]))
+    await fleet_.load("m2", "a")
+    counts: Counter[str] = Counter()
+    served_by: Counter[str] = Counter()
+    stop = asyncio.Event()
+
+    async def worker(i: int) -> None:
+        while not stop.is_set():
+            try:
+                if i % 2:
+                    reply = await fleet_.complete(chat("m1", f"request {i}"))
+                    text = reply["choices"][0]["message"]["content"]
+                    finished = reply["choices"][0]["finish_reason"] is not None
+                else:
+                    chunks = [c async for c in fleet_.stream(chat("m1", f"stream {i}"))]
+                    text = "".join(
+                        c.payload["choices"][0]["delta"].get("content") or ""
+                        for c in chunks
+                        if not c.done and c.payload.get("choices")
+                    )
+                    finished = bool(chunks) and chunks[-1].done
+            except CortexError:
+                counts["error"] += 1
+                continue
+            except Exception:
+                counts["lost"] += 1
+                continue
+            if finished and text.startswith("This is m1 on "):
+                counts["complete"] += 1
+                served_by[text.split(" on ")[1][0]] += 1
+            else:
+                counts["lost"] += 1
+
+    workers = [asyncio.create_task(worker(i)) for i in range(6)]
+    try:
+        await until(lambda: counts["complete"] >= 20)
+        report = await Maintenance(fleet_, recent_s=0.0).drain("a")
+        before = counts["complete"]
+        await until(lambda: counts["complete"] >= before + 20)
+    finally:
+        stop.set()
+        await asyncio.gather(*workers)
+    assert counts["error"] == 0 and counts["lost"] == 0, counts
+    assert report.state == "drained"
+    assert report.moved == [{"model": "m1", "to": "b"}] and report.unloaded == ["m2"]
+    assert loaded(nodes["a"]) == set() and "m1" in loaded(nodes["b"])
+    assert served_by["a"] > 0 and served_by["b"] > 0
+    assert fleet_.snapshot().nodes["a"].cordoned
+
+
+async def test_a_pinned_model_with_nowhere_to_go_stays(
+    nodes: dict[str, NeuronProcess], make_fleet: FleetFactory
+) -> None:
+    fleet_ = await make_fleet(nodes, [ModelProfile(id="m3", nodes=["c"], pinned=True)])
+    await until(lambda: "m3" in loaded(nodes["c"]))
+    report = await Maintenance(fleet_).drain("c")
+    assert report.state == "cordoned" and [s["model"] for s in report.stayed] == ["m3"]
+    assert "m3" in loaded(nodes["c"])
+
+
+async def test_runtime_pins_load_hold_and_save(
+    nodes: dict[str, NeuronProcess], make_fleet: FleetFactory, tmp_path: Path
+) -> None:
+    models_toml = tmp_path / "models.toml"
+    models_toml.write_text('# our models\n[[models]]\nid = "m1"\naliases = ["one"]\n')
+    fleet_ = await make_fleet({"a": nodes["a"]}, [ModelProfile(id="m1", aliases=["one"])])
+    pins = Pins(fleet_, models_toml)
+    result = await pins.pin("one", "a", save=True)
+    assert (result["model"], result["loaded_on"]) == ("m1", "a")
+    assert "m1" in loaded(nodes["a"])
+    saved = tomllib.loads(models_toml.read_text())
+    assert saved["models"] == [{"id": "m1", "aliases": ["one"], "pinned": True, "nodes": ["a"]}]
+    assert Path(result["backup"]).read_text().startswith("# our models")
+    await fleet_.load("m2")
+    await fleet_.load("m3")  # a holds two models: m2 makes room, m1 is pinned
+    assert loaded(nodes["a"]) == {"m1", "m3"}
+    pins.unpin("m1")
+    assert not fleet_.policy("m1").pinned
+    await fleet_.complete(chat("m3"))
+    await fleet_.load("m4")  # now m1, unpinned and least recently used, makes room
+    assert loaded(nodes["a"]) == {"m3", "m4"}
+    with pytest.raises(CortexError, match=r"no models\.toml"):
+        await Pins(fleet_).pin("m1", save=True)
