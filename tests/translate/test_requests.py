@@ -364,6 +364,7 @@ def test_sampling_stop_user_stream_and_prefill() -> None:
 def test_thinking_switch(thinking: dict[str, Any], expected: dict[str, Any] | None) -> None:
     out = to_openai({"messages": [{"role": "user", "content": "hi"}], "thinking": thinking})
     assert out.get("chat_template_kwargs") == expected
+    assert out.get("thinking_token_budget") == thinking.get("budget_tokens")
 
 
 def test_claude_code_extras_are_tolerated_and_output_config_maps() -> None:

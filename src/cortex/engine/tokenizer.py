@@ -13,7 +13,26 @@ from cortex.engine.chat_template import ChatTemplate
 from cortex.engine.detokenizer import IncrementalDetokenizer
 from cortex.errors import CortexError
 
-__all__ = ["IncrementalDetokenizer", "Tokenizer"]
+__all__ = ["MARKER_TOKENS", "IncrementalDetokenizer", "Tokenizer"]
+
+# Special tokens kept in decoded text even when special tokens are skipped: they delimit a
+# thought or a tool call, which the reply's parsers must see (Llama 3's `<|python_tag|>`,
+# Mistral's `[TOOL_CALLS]`, a `<think>` marked special...).
+MARKER_TOKENS = frozenset(
+    {
+        "<think>",
+        "</think>",
+        "[THINK]",
+        "[/THINK]",
+        "<|START_THINKING|>",
+        "<|END_THINKING|>",
+        "<tool_call>",
+        "</tool_call>",
+        "[TOOL_CALLS]",
+        "[ARGS]",
+        "<|python_tag|>",
+    }
+)
 
 # The named special tokens Hugging Face passes to every chat template.
 _SPECIAL_TOKEN_NAMES = (
@@ -55,6 +74,13 @@ class Tokenizer:
         self.eos_token_ids: set[int] = set(eos_token_ids or ())
         self.bos_token_id = bos_token_id
         self._compiled: dict[str, ChatTemplate] = {}
+        special = {
+            int(i): str(t.content)
+            for i, t in backend.get_added_tokens_decoder().items()
+            if t.special
+        }
+        self.marker_ids = frozenset(i for i, text in special.items() if text in MARKER_TOKENS)
+        self._hidden_ids = frozenset(special) - self.marker_ids
 
     @classmethod
     def from_dir(cls, model_dir: str | Path) -> Tokenizer:
@@ -117,7 +143,16 @@ class Tokenizer:
         return list(self.backend.encode(text, add_special_tokens=add_special_tokens).ids)
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
-        """The text of `ids` (invalid or partial UTF-8 becomes U+FFFD)."""
+        """The text of `ids` (invalid or partial UTF-8 becomes U+FFFD).
+
+        Args:
+            ids: token ids.
+            skip_special_tokens: leave special tokens out, except the markers of thoughts and
+                tool calls (`MARKER_TOKENS`), which the reply's parsers read.
+        """
+        if skip_special_tokens and self.marker_ids:
+            kept = [i for i in ids if i not in self._hidden_ids]
+            return str(self.backend.decode(kept, skip_special_tokens=False))
         return str(self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens))
 
     def token_to_id(self, token: str) -> int | None:

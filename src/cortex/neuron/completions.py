@@ -1,6 +1,9 @@
 """OpenAI response bodies and stream chunks built from a harness's `GenerationEvent`s.
 
 Choices that end carry vLLM's `stop_reason`: the stop string that ended the reply, or null.
+A reasoning model's thought streams as `delta.reasoning_content` and, for clients that read
+vLLM's newer name, `delta.reasoning`; whole replies carry it as `message.reasoning_content`
+(and `message.reasoning`), never inside `content`.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ def sse(payload: dict[str, Any]) -> bytes:
 
 
 def usage_json(usage: TokenUsage) -> dict[str, Any]:
-    """OpenAI's `usage` object (prompt tokens include the cached ones)."""
+    """OpenAI's `usage` object (prompt tokens include the cached ones, completion tokens the
+    reasoning ones)."""
     return {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
     }
 
 
@@ -64,6 +69,7 @@ class CompletionBuilder:
         self.model = model
         self.include_usage = include_usage
         self.text: list[str] = []
+        self.reasoning: list[str] = []
         self.tool_calls: list[ToolCall] = []
         self.logprobs: list[dict[str, Any]] = []
         self.finish_reason: str | None = None
@@ -77,6 +83,8 @@ class CompletionBuilder:
         """Take one event (for the non-streamed body)."""
         if event.text:
             self.text.append(event.text)
+        if event.reasoning:
+            self.reasoning.append(event.reasoning)
         self.tool_calls.extend(event.tool_calls)
         if event.logprobs:
             self.logprobs.extend(event.logprobs)
@@ -99,6 +107,9 @@ class CompletionBuilder:
             }
             if self.tool_calls:
                 message["tool_calls"] = [_tool_call_json(call) for call in self.tool_calls]
+            if self.reasoning:
+                thought = "".join(self.reasoning)
+                message["reasoning_content"] = message["reasoning"] = thought
             choice: dict[str, Any] = {
                 "index": 0,
                 "message": message,
@@ -137,6 +148,7 @@ class CompletionBuilder:
             frame is not None
             and event.text
             and event.finish_reason is None
+            and not event.reasoning
             and not event.tool_calls
             and not event.logprobs
         ):
@@ -161,6 +173,12 @@ class CompletionBuilder:
             if not self._started:
                 self._started = True
                 out.append(self._chunk({"role": "assistant", "content": ""}))
+            if event.reasoning:
+                thought = event.reasoning
+                logprobs = None if event.text else event.logprobs
+                out.append(
+                    self._chunk({"reasoning_content": thought, "reasoning": thought}, logprobs)
+                )
             if event.text:
                 out.append(self._chunk({"content": event.text}, event.logprobs))
             if event.tool_calls:

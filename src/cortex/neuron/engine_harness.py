@@ -3,7 +3,8 @@
 Each loaded model is one `Engine` (continuous batching over a paged KV cache on its own worker
 thread), wrapped by an `EngineRunner` that turns OpenAI-level requests into token ids and
 `SamplingParams` (chats through `cortex.engine.tool_calls.ChatPrompter`: tools, prefills), and
-engine `TokenEvent`s into `GenerationEvent`s (tool calls read out of the text). Weights load
+engine `TokenEvent`s into `GenerationEvent`s (a reasoning model's thought and tool calls read
+out of the text; a `thinking_token_budget` enforced). Weights load
 in bfloat16 on CUDA and float32 on CPU; GGUF files are imported to safetensors on first load,
 the import's progress visible in `/models`.
 """
@@ -11,18 +12,23 @@ the import's progress visible in `/models`.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from cortex.engine.chat_layout import fold_layout
+from cortex.engine.reasoning import ThinkMarkers, find_think_markers
 from cortex.engine.tool_calls import ChatPrompt, ChatPrompter
-from cortex.errors import ContextLengthExceededError, InvalidRequestError
+from cortex.errors import ContextLengthExceededError, CortexError, InvalidRequestError
 from cortex.neuron.catalog import ModelCatalog, read_generation_config
 from cortex.neuron.gpus import device_free_mb
 from cortex.neuron.harness import RegistryHarness
 from cortex.neuron.registry import ModelRegistry
+from cortex.neuron.thought_reader import ThoughtReader
 from cortex.neuron.tool_reader import ToolCallReader
 from cortex.neuron.types import (
     FinishReason,
@@ -42,7 +48,10 @@ if TYPE_CHECKING:
 
 __all__ = ["EngineHarness", "EngineRunner", "resolve_device"]
 
+logger = logging.getLogger(__name__)
+
 _MB = 1024 * 1024
+_UNKNOWN = object()  # a runner's thought markers before the tokenizer is asked
 _FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "cancelled": "cancelled"}
 
 
@@ -67,6 +76,9 @@ class EngineRunner:
         self.engine = engine
         self.generation_config = dict(generation_config or {})
         self._prompter: ChatPrompter | None = None
+        self._markers: ThinkMarkers | object | None = _UNKNOWN
+        self._system_role: bool | None = None
+        self.template_folds = 0
         stats = engine.stats()
         kv_tokens = int(stats["kv_blocks_total"]) * int(stats["block_size"])
         self._memory_mb = (engine.weights_bytes + kv_tokens * engine.kv_bytes_per_token) / _MB
@@ -84,7 +96,12 @@ class EngineRunner:
     def load(self) -> RunnerLoad:
         """The engine's running and waiting requests and KV cache use."""
         stats = self.engine.stats()
-        return RunnerLoad(int(stats["running"]), int(stats["waiting"]), float(stats["kv_usage"]))
+        return RunnerLoad(
+            int(stats["running"]),
+            int(stats["waiting"]),
+            float(stats["kv_usage"]),
+            self.template_folds,
+        )
 
     async def close(self) -> None:
         """Stop the engine and free its memory (on a thread: it joins the worker)."""
@@ -97,22 +114,100 @@ class EngineRunner:
     async def _generate(self, request: GenerateRequest) -> AsyncIterator[GenerationEvent]:
         prompt_ids, chat = await asyncio.to_thread(self._prompt, request)
         params = self._params(request, len(prompt_ids))
-        tokenizer = self.engine.tokenizer
         parser = chat.parser() if chat is not None else None
         reader = ToolCallReader(parser) if parser is not None else None
-        events = self.engine.generate(prompt_ids, params, request_id=request.request_id)
-        try:
-            async for event in events:
-                generated = _event(event, tokenizer if params.logprobs else None)
-                if reader is None:
+        thought = self._thought_reader(chat)
+        async for generated in self._events(prompt_ids, params, request, thought):
+            if reader is None:
+                yield generated
+            else:
+                for part in reader.read(generated):
+                    yield part
+
+    def _thought_reader(self, chat: ChatPrompt | None) -> ThoughtReader | None:
+        """For a chat with a reasoning model: the reader of its thought."""
+        if chat is None:
+            return None
+        if self._markers is _UNKNOWN:
+            self._markers = find_think_markers(self.engine.tokenizer)
+        markers = self._markers
+        if not isinstance(markers, ThinkMarkers):
+            return None
+        return ThoughtReader(markers, in_thought=markers.opens_in_thought(chat.text))
+
+    async def _events(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        request: GenerateRequest,
+        thought: ThoughtReader | None,
+    ) -> AsyncIterator[GenerationEvent]:
+        """The engine's events as `GenerationEvent`s, the thought read out of them.
+
+        With a `thinking_token_budget`, a thought that reaches it is cut: this request is
+        cancelled and the engine continues the same tokens with the closing marker appended
+        (`ThinkMarkers.close_text`), so the answer follows within `max_tokens`; the prefix
+        cache makes the continuation's prompt cheap.
+        """
+        tokenizer = self.engine.tokenizer
+        logprob_tokenizer = tokenizer if params.logprobs else None
+        budget = request.thinking_token_budget if thought is not None else None
+
+        def over_budget() -> bool:
+            return (
+                budget is not None
+                and thought is not None
+                and thought.thinking
+                and thought.reasoning_tokens >= budget
+            )
+
+        output_ids: list[int] = []
+        cut = over_budget()  # a budget of 0 closes a thought the prompt opened at once
+        if not cut:
+            events = self.engine.generate(prompt_ids, params, request_id=request.request_id)
+            try:
+                async for event in events:
+                    if event.token_id is not None:
+                        output_ids.append(event.token_id)
+                    generated = _event(event, logprob_tokenizer)
+                    if thought is None:
+                        yield generated
+                        continue
+                    generated = thought.read(generated)
+                    cut = generated.finish_reason is None and over_budget()
                     yield generated
-                else:
-                    for part in reader.read(generated):
-                        yield part
-        finally:  # leaving early (client gone, unload) cancels the engine request at once
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+                    if cut:
+                        break
+            finally:  # leaving early (client gone, unload, budget) cancels the engine request
+                aclose = getattr(events, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        if not cut:
+            return
+        assert thought is not None
+        close_ids = tokenizer.encode(thought.markers.close_text, add_special_tokens=False)
+        spent = len(output_ids) + len(close_ids)
+        closing = GenerationEvent(text=thought.markers.close_text, token_count=len(close_ids))
+        if params.max_tokens - spent < 1:
+            usage = TokenUsage(len(prompt_ids), spent)
+            yield thought.read(replace(closing, finish_reason="length", usage=usage))
+            return
+        yield thought.read(closing)
+        rest = replace(params, max_tokens=params.max_tokens - spent)
+        continued = [*prompt_ids, *output_ids, *close_ids]
+        async for event in self.engine.generate(continued, rest, request_id=request.request_id):
+            generated = _event(event, logprob_tokenizer)
+            if generated.usage is not None:
+                used = generated.usage
+                generated = replace(
+                    generated,
+                    usage=TokenUsage(
+                        len(prompt_ids),
+                        spent + used.completion_tokens,
+                        min(used.cached_tokens, len(prompt_ids)),
+                    ),
+                )
+            yield thought.read(generated)
 
     def count_prompt_tokens(self, request: GenerateRequest) -> int:
         """Prompt tokens of `request` (chat template applied), as `generate` would see them."""
@@ -122,19 +217,57 @@ class EngineRunner:
         """The prompt's token ids, and for a chat how it was rendered (tools, prefill)."""
         tokenizer = self.engine.tokenizer
         if request.messages is not None:
-            try:
-                chat = self._render(request, request.messages)
-            except InvalidRequestError:
-                # Simple templates concatenate `content`, which is null on assistant turns that
-                # only call tools: retry with empty text before giving up.
-                if all(m.get("content") is not None for m in request.messages):
-                    raise
-                messages = [{**m, "content": m.get("content") or ""} for m in request.messages]
-                chat = self._render(request, messages)
+            chat = self._render_chat(request)
             return tokenizer.encode(chat.text, add_special_tokens=False), chat
         if isinstance(request.prompt, str):
             return list(tokenizer.encode(request.prompt, add_special_tokens=True)), None
         return list(request.prompt or []), None
+
+    def _render_chat(self, request: GenerateRequest) -> ChatPrompt:
+        """Render the chat; when the template refuses it, retry once with its layout folded.
+
+        Simple templates concatenate `content`, which is null on assistant turns that only
+        call tools: those get empty text. Templates that refuse a system turn out of place, a
+        system role at all or two turns of one role in a row get the chat folded
+        (`fold_layout`); each such rescue is logged and counted (`template_folds`).
+        """
+        messages = request.messages or []
+        try:
+            return self._render(request, messages)
+        except InvalidRequestError as exc:
+            refusal = exc
+        if any(m.get("content") is None for m in messages):
+            messages = [{**m, "content": m.get("content") or ""} for m in messages]
+            try:
+                return self._render(request, messages)
+            except InvalidRequestError:
+                pass
+        folded = fold_layout(messages, system_role=self._has_system_role())
+        if folded == messages:
+            raise refusal
+        try:
+            chat = self._render(request, folded)
+        except InvalidRequestError:
+            raise refusal from None
+        self.template_folds += 1
+        logger.debug(
+            "model %s: the chat template refused the messages (%s); rendered them folded",
+            self.engine.model_id,
+            refusal.message,
+        )
+        return chat
+
+    def _has_system_role(self) -> bool:
+        """Whether the chat template renders a system message (probed once)."""
+        if self._system_role is None:
+            probe = "cortex-system-probe-5c2e"
+            messages = [{"role": "system", "content": probe}, {"role": "user", "content": "hi"}]
+            try:
+                text = self.engine.tokenizer.render_chat_template(messages)
+            except CortexError:
+                text = ""
+            self._system_role = probe in text
+        return self._system_role
 
     def _render(self, request: GenerateRequest, messages: list[dict[str, Any]]) -> ChatPrompt:
         if self._prompter is None:  # probes the chat template once
@@ -170,15 +303,25 @@ class EngineRunner:
             top_k=int(pick(options.top_k, "top_k", 0)),
             min_p=float(pick(options.min_p, "min_p", 0.0)),
             repetition_penalty=float(pick(options.repetition_penalty, "repetition_penalty", 1.0)),
-            presence_penalty=options.presence_penalty,
+            presence_penalty=float(pick(options.presence_penalty, "presence_penalty", 0.0)),
             frequency_penalty=options.frequency_penalty,
             seed=options.seed,
-            stop=options.stop,
+            stop=tuple(dict.fromkeys([*options.stop, *_strings(defaults.get("stop_strings"))])),
+            stop_token_ids=options.stop_token_ids,
             max_tokens=max_tokens,
             logprobs=options.logprobs,
             top_logprobs=options.top_logprobs,
             ignore_eos=options.ignore_eos,
         )
+
+
+def _strings(value: Any) -> list[str]:
+    """generation_config's `stop_strings`: one string or a list of them."""
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str) and v]
+    return []
 
 
 def _event(event: TokenEvent, tokenizer: Any) -> GenerationEvent:

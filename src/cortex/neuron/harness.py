@@ -222,6 +222,11 @@ class RegistryHarness:
             memory_free_mb=self.registry.memory_free_mb(),
             load_cycles=self.registry.load_cycles,
             loads_started=self.registry.loads_started,
+            template_folds={
+                model_id: load.template_folds
+                for model_id, load in loads.items()
+                if load.template_folds
+            },
         )
 
     def devices(self) -> list[Device]:

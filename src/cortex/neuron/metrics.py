@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from cortex.neuron.harness import Harness
@@ -31,7 +31,8 @@ class NeuronMetrics:
     `cortex_neuron_model_load_seconds{model}`, and at scrape time
     `cortex_neuron_kv_cache_usage_ratio{model}`, `cortex_neuron_queue_depth{model}`,
     `cortex_neuron_running_requests{model}`, `cortex_neuron_memory_used_bytes`,
-    `cortex_neuron_memory_free_bytes`, `cortex_neuron_load_cycles`.
+    `cortex_neuron_memory_free_bytes`, `cortex_neuron_load_cycles`,
+    `cortex_neuron_template_folds_total{model}`.
     """
 
     def __init__(self, harness: Harness) -> None:
@@ -127,6 +128,15 @@ class _HarnessCollector(Collector):
             "Memory left for another model.",
             value=stats.memory_free_mb * mb,
         )
+        folds = CounterMetricFamily(
+            "cortex_neuron_template_folds",
+            "Chats a model's template refused until their system turns were folded, since it "
+            "loaded.",
+            labels=["model"],
+        )
+        for model, count in sorted(stats.template_folds.items()):
+            folds.add_metric([model], count)
+        yield folds
         yield GaugeMetricFamily(
             "cortex_neuron_load_cycles",
             "Load/unload cycles completed since start.",

@@ -2,8 +2,11 @@
 
 Besides the standard fields, chat and completion requests take vLLM's `top_k`, `min_p`,
 `repetition_penalty` and `ignore_eos`, and chat requests vLLM's `add_generation_prompt`,
-`continue_final_message` (an assistant prefill is continued, not closed) and
-`chat_template_kwargs`. Unknown fields are ignored, as OpenAI-compatible servers do.
+`continue_final_message` (an assistant prefill is continued, not closed),
+`chat_template_kwargs`, `stop_token_ids` and `thinking_token_budget`. A reasoning model's
+thought is switched by `chat_template_kwargs.enable_thinking` or, when that is absent, by
+`reasoning_effort` (`none`/`minimal` off, any other effort on). Unknown fields are ignored, as
+OpenAI-compatible servers do.
 """
 
 from __future__ import annotations
@@ -114,10 +117,11 @@ class _Sampling(_Body):
     top_k: Annotated[int, Field(ge=-1), _Integral] | None = None
     min_p: Annotated[float, Field(ge=0, le=1)] | None = None
     repetition_penalty: Annotated[float, Field(gt=0, le=10)] | None = None
-    presence_penalty: Annotated[float, Field(ge=-2, le=2)] = 0.0
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] = 0.0
     seed: Annotated[int, Field(ge=-(2**63), lt=2**63), _Integral] | None = None
     stop: str | list[str] | None = None
+    stop_token_ids: list[TokenId] | None = None
     n: Annotated[int, Field(ge=1, le=1), _Integral] = 1
     ignore_eos: bool = False
 
@@ -134,6 +138,8 @@ class ChatCompletionRequest(_Sampling):
     add_generation_prompt: bool = True
     continue_final_message: bool = False
     chat_template_kwargs: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
+    thinking_token_budget: Annotated[int, Field(ge=0), _Integral] | None = None
 
 
 class CompletionRequest(_Sampling):
@@ -153,10 +159,12 @@ class CompletionRequest(_Sampling):
 
 
 class ModelRequest(_Body):
-    """`POST /models/load` and `/models/unload`: `{"model": id}`."""
+    """`POST /models/load` and `/models/unload`: `{"model": id}`; a load may name the `source`
+    to pull the model from when the node lacks it (`hf:ORG/NAME[:QUANT]`)."""
 
     model: ModelId
     drain_timeout_s: Annotated[float, Field(ge=0)] | None = None
+    source: Annotated[str, Field(min_length=1, max_length=512)] | None = None
 
 
 _T = TypeVar("_T", bound=BaseModel)
@@ -198,6 +206,7 @@ def _options(body: _Sampling, max_tokens: int | None, logprobs: bool, top: int) 
         frequency_penalty=body.frequency_penalty,
         seed=body.seed,
         stop=_stop(body.stop),
+        stop_token_ids=tuple(body.stop_token_ids or ()),
         max_tokens=max_tokens,
         logprobs=logprobs,
         top_logprobs=top,
@@ -216,6 +225,10 @@ def _message(message: ChatMessage) -> dict[str, Any]:
         out["tool_call_id"] = message.tool_call_id
     if message.tool_calls:
         out["tool_calls"] = [_history_call(call) for call in message.tool_calls]
+    extra = message.model_extra or {}
+    thought = extra.get("reasoning_content") or extra.get("reasoning")
+    if isinstance(thought, str) and thought:  # an earlier thought, for templates that render it
+        out["reasoning_content"] = thought
     return out
 
 
@@ -230,6 +243,15 @@ def _history_call(call: MessageToolCall) -> dict[str, Any]:
         "type": "function",
         "function": {"name": call.function.name, "arguments": arguments},
     }
+
+
+def _template_kwargs(body: ChatCompletionRequest) -> dict[str, Any] | None:
+    """`chat_template_kwargs`, with `enable_thinking` from `reasoning_effort` when not given."""
+    kwargs = dict(body.chat_template_kwargs or {})
+    effort = body.reasoning_effort
+    if effort is not None and "enable_thinking" not in kwargs:
+        kwargs["enable_thinking"] = effort not in ("none", "minimal")
+    return kwargs or body.chat_template_kwargs
 
 
 def to_generate_request(
@@ -255,7 +277,8 @@ def to_generate_request(
             tool_choice=body.tool_choice if tools else None,
             add_generation_prompt=body.add_generation_prompt,
             continue_final_message=body.continue_final_message,
-            chat_template_kwargs=body.chat_template_kwargs,
+            chat_template_kwargs=_template_kwargs(body),
+            thinking_token_budget=body.thinking_token_budget,
         )
     prompt = body.prompt
     if isinstance(prompt, list) and isinstance(prompt[0], str | list):

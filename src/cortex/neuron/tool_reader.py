@@ -51,6 +51,7 @@ class ToolCallReader:
                 token_count=event.token_count if i == 0 else 0,
                 tool_calls=tuple(calls),
                 logprobs=event.logprobs if i == 0 else None,
+                reasoning=event.reasoning if i == 0 else "",
             )
             if i < last
             else replace(
@@ -59,6 +60,7 @@ class ToolCallReader:
                 token_count=event.token_count if i == 0 else 0,
                 tool_calls=tuple(calls),
                 logprobs=event.logprobs if i == 0 else None,
+                reasoning=event.reasoning if i == 0 else "",
                 finish_reason=finish,
             )
             for i, (text, calls) in enumerate(groups)

@@ -35,7 +35,9 @@ class SamplingOptions:
 
     Args:
         max_tokens: tokens to generate at most; None lets the reply run to the context's end.
+        presence_penalty: None: the model's default (its generation_config), else 0.
         stop: strings that end the reply (not included in it).
+        stop_token_ids: token ids that end the reply, besides the model's end-of-turn tokens.
         ignore_eos: keep generating past the model's end-of-turn tokens (for benchmarks).
     """
 
@@ -44,10 +46,11 @@ class SamplingOptions:
     top_k: int | None = None
     min_p: float | None = None
     repetition_penalty: float | None = None
-    presence_penalty: float = 0.0
+    presence_penalty: float | None = None
     frequency_penalty: float = 0.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
     max_tokens: int | None = None
     logprobs: bool = False
     top_logprobs: int = 0
@@ -69,6 +72,8 @@ class GenerateRequest:
         continue_final_message: the reply continues the final message (an assistant prefill).
         chat_template_kwargs: more variables for the chat template (`enable_thinking`...).
         request_id: an id for logs and cancellation.
+        thinking_token_budget: most tokens a reasoning model may think for; at the budget the
+            thought is closed for it and the answer follows. None: no limit.
     """
 
     model: str
@@ -81,6 +86,7 @@ class GenerateRequest:
     add_generation_prompt: bool = True
     continue_final_message: bool = False
     chat_template_kwargs: dict[str, Any] | None = None
+    thinking_token_budget: int | None = None
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
@@ -89,11 +95,13 @@ class GenerateRequest:
 
 @dataclass(frozen=True)
 class TokenUsage:
-    """Tokens a request used; `prompt_tokens` includes the prefix cache's `cached_tokens`."""
+    """Tokens a request used; `prompt_tokens` includes the prefix cache's `cached_tokens`,
+    `completion_tokens` the `reasoning_tokens` of the thought."""
 
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -115,7 +123,9 @@ class GenerationEvent:
     """A step of a reply: new text, tool calls, and on the last event the finish reason and usage.
 
     Args:
-        text: the new text (may be empty, e.g. while a multi-byte character is incomplete).
+        text: the new text of the answer (may be empty, e.g. while a multi-byte character is
+            incomplete).
+        reasoning: the new text of the model's thought (OpenAI's `reasoning_content`).
         token_count: how many tokens this event stands for.
         logprobs: OpenAI `logprobs.content` entries of those tokens, when asked for.
         stop_string: on the last event, the stop string that ended the reply (vLLM's
@@ -125,6 +135,7 @@ class GenerationEvent:
     text: str = ""
     token_count: int = 0
     tool_calls: tuple[ToolCall, ...] = ()
+    reasoning: str = ""
     logprobs: list[dict[str, Any]] | None = None
     finish_reason: FinishReason | None = None
     usage: TokenUsage | None = None
@@ -198,6 +209,8 @@ class HarnessStats:
         memory_free_mb: memory left for another model.
         load_cycles: unloads completed since start (each closes a load/unload cycle).
         loads_started: loads begun since start (coalesced loads count once).
+        template_folds: per loaded model, chats its template refused until their system turns
+            were folded (see `EngineRunner`).
     """
 
     running: int
@@ -210,6 +223,7 @@ class HarnessStats:
     memory_free_mb: float
     load_cycles: int
     loads_started: int
+    template_folds: dict[str, int] = field(default_factory=dict)
 
 
 ProgressCallback = Callable[[str, float | None], None]
@@ -240,11 +254,13 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class RunnerLoad:
-    """How busy a loaded model is: requests running (its batch) and waiting, KV cache use 0..1."""
+    """How busy a loaded model is: requests running (its batch) and waiting, KV cache use 0..1,
+    and how many chats its template refused until their layout was folded (since it loaded)."""
 
     running: int
     waiting: int
     kv_usage: float
+    template_folds: int = 0
 
 
 class ModelRunner(Protocol):

@@ -233,6 +233,8 @@ class ChatCompletionRequest(WireModel):
     min_p: float | None = None
     repetition_penalty: float | None = None
     chat_template_kwargs: dict[str, Any] | None = None
+    thinking_token_budget: int | None = None
+    stop_token_ids: list[int] | None = None
 
 
 # -- chat response ---------------------------------------------------------------------------

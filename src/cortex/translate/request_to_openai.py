@@ -33,6 +33,8 @@ def anthropic_request_to_openai(
     become `tool` messages placed before the rest of the turn (images inside them follow in a
     user message); `tool_use` becomes `tool_calls` with JSON-string arguments; thinking
     becomes `reasoning_content`; custom tools become functions and server tools are dropped.
+    `thinking` `enabled`/`disabled` switches the template's `enable_thinking` (`adaptive` leaves
+    the model's default) and `budget_tokens` becomes vLLM's `thinking_token_budget`.
     A final assistant turn is a prefill: `continue_final_message` is set for the neuron.
     Streamed requests ask for `stream_options.include_usage`.
 
@@ -74,8 +76,7 @@ def anthropic_request_to_openai(
         out.update(_tool_choice_to_openai(req.tool_choice))
     if req.metadata is not None and req.metadata.user_id:
         out["user"] = req.metadata.user_id
-    if req.thinking is not None and req.thinking.type in ("enabled", "disabled"):
-        out["chat_template_kwargs"] = {"enable_thinking": req.thinking.type == "enabled"}
+    out.update(_thinking_to_openai(req.thinking))
     if req.output_config is not None:
         fmt = req.output_config.format
         if fmt and fmt.get("type") == "json_schema":
@@ -210,6 +211,17 @@ def _assistant_turn_to_openai(blocks: list[Any]) -> dict[str, Any]:
     if thinking:
         message["reasoning_content"] = thinking
     return message
+
+
+def _thinking_to_openai(thinking: A.ThinkingConfig | None) -> dict[str, Any]:
+    """`thinking` as the neuron's switches: `chat_template_kwargs.enable_thinking` and
+    `thinking_token_budget` (the engine closes the thought at that many tokens)."""
+    if thinking is None or thinking.type not in ("enabled", "disabled"):
+        return {}  # adaptive (Claude Code's default for unknown models): the model decides
+    out: dict[str, Any] = {"chat_template_kwargs": {"enable_thinking": thinking.type == "enabled"}}
+    if thinking.type == "enabled" and thinking.budget_tokens is not None:
+        out["thinking_token_budget"] = max(0, thinking.budget_tokens)
+    return out
 
 
 def _is_custom_tool(tool: A.Tool) -> bool:
