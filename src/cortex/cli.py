@@ -11,10 +11,9 @@ from typing import Any
 
 from cortex import __version__
 from cortex.errors import ConfigError
+from cortex.gateway import admin_cli
 
 __all__ = ["gateway_main", "main", "neuron_main"]
-
-DEFAULT_URL = "http://127.0.0.1:31313"
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -66,13 +65,6 @@ def _call(module: str, name: str, *args: Any, **kwargs: Any) -> int:
     return int(result or 0)
 
 
-def _add_admin_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=DEFAULT_URL, help="base URL of the gateway")
-    parser.add_argument(
-        "--admin-key", default=None, help="admin key, when the gateway has [auth] admin_keys"
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The `cortex` argument parser (exposed for the docs and tests)."""
     parser = argparse.ArgumentParser(
@@ -101,19 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="metrics address HOST:PORT (overrides [gateway] metrics_listen)",
     )
 
-    status = sub.add_parser("status", help="tables of nodes and models", formatter_class=_Formatter)
-    _add_admin_options(status)
-    models = sub.add_parser(
-        "models", help="list the fleet's model catalogue", formatter_class=_Formatter
-    )
-    _add_admin_options(models)
-    for verb in ("load", "unload"):
-        cmd = sub.add_parser(verb, help=f"{verb} a model on the fleet", formatter_class=_Formatter)
-        cmd.add_argument("model", help="model id or alias")
-        cmd.add_argument(
-            "--node", default=None, help="node name (default: where placement puts it)"
-        )
-        _add_admin_options(cmd)
+    admin_cli.add_commands(sub)
 
     config = sub.add_parser(
         "config", help="work with configuration files", formatter_class=_Formatter
@@ -196,10 +176,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         if code := _require_engine("cortex import"):
             return code
         return _call("cortex.engine.gguf", "main_import", args.file, args.out, args.dtype)
-    admin = {"url": args.url, "admin_key": args.admin_key}
-    if command in ("status", "models"):
-        return _call("cortex.gateway.admin_cli", command, **admin)
-    return _call("cortex.gateway.admin_cli", command, args.model, node=args.node, **admin)
+    if command in admin_cli.COMMANDS:
+        return admin_cli.run(args)
+    raise AssertionError(f"unhandled command {command!r}")
 
 
 def gateway_main(argv: Sequence[str] | None = None) -> int:

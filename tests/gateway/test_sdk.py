@@ -268,6 +268,6 @@ def test_admin_cli_commands(remote: Remote) -> None:
     assert "m1" in text and "m2" in text
     assert admin_cli.unload("m2", url=url, admin_key=key, console=out) == 0
     assert "unloaded m2 from a" in said()
-    assert admin_cli.status(url=url, admin_key="wrong", console=out) == 1
+    assert admin_cli.status(url=url, admin_key="wrong", console=out) == 3  # refused
     assert "error 401" in said()
     assert admin_cli.status(url="http://127.0.0.1:9", console=out) == 2
