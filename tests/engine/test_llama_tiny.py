@@ -168,7 +168,8 @@ def test_config_reading(checkpoint: Any) -> None:
     if name == "qwen2":
         assert config.qkv_bias and not config.o_bias and config.sliding_window is None
     if name == "mistral":
-        assert config.context_length == 200  # the sliding window bounds exact attention
+        assert config.context_length == 512  # the sliding window is masked, not a bound
+        assert config.window(0) == config.window(1) == 200
         assert config.eos_token_ids == (2,)
     if name == "llama3":
         assert config.qkv_bias and config.o_bias and config.mlp_bias

@@ -1,8 +1,8 @@
 """Attention, KV-cache and sampling kernels: Triton on CUDA, pure-torch references on CPU.
 
-`store_kv`, `prefill_attention`, `decode_attention` and `sample` dispatch per call (see
-`cortex.engine.kernels.dispatch`); the references are exported under explicit names for callers
-and tests that want one backend regardless of `CORTEX_KERNELS`.
+`store_kv`, `prefill_attention`, `decode_attention`, `moe_experts` and `sample` dispatch per
+call (see `cortex.engine.kernels.dispatch`); the references are exported under explicit names
+for callers and tests that want one backend regardless of `CORTEX_KERNELS`.
 """
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ from cortex.engine.kernels.dispatch import (
     Backend,
     backend_for,
     decode_attention,
+    moe_experts,
     prefill_attention,
     sample,
     store_kv,
 )
 from cortex.engine.kernels.metadata import AttentionMetadata
+from cortex.engine.kernels.moe_reference import moe_experts_reference
 from cortex.engine.kernels.reference import (
     decode_attention_reference,
     prefill_attention_reference,
@@ -29,6 +31,8 @@ __all__ = [
     "backend_for",
     "decode_attention",
     "decode_attention_reference",
+    "moe_experts",
+    "moe_experts_reference",
     "prefill_attention",
     "prefill_attention_reference",
     "sample",

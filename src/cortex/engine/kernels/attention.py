@@ -45,11 +45,16 @@ _LOG2_E = 1.4426950408889634
 def _attend_tile(
     q, acc, l_i, m_i, start, seq_end, q_pos,
     k_cache_ptr, v_cache_ptr, table_ptr, kv_head, scale_log2,
-    stride_cb, stride_cs, stride_ch,
+    stride_cb, stride_cs, stride_ch, window,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     TILE_N: tl.constexpr, CAUSAL: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    WINDOWED: tl.constexpr,
 ):  # fmt: skip
-    """One online-softmax step of rows `q` over keys [start, start + TILE_N) below seq_end."""
+    """One online-softmax step of rows `q` over keys [start, start + TILE_N) below seq_end.
+
+    With CAUSAL, row r sees keys up to q_pos[r]; with WINDOWED too, only those after
+    q_pos[r] - window (sliding window).
+    """
     n = start + tl.arange(0, TILE_N)
     n_ok = n < seq_end
     d = tl.arange(0, BLOCK_D)
@@ -68,6 +73,8 @@ def _attend_tile(
     qk = tl.dot(q, k_t, input_precision=PRECISION) * scale_log2  # (BLOCK_M, TILE_N)
     if CAUSAL:
         visible = (n[None, :] <= q_pos[:, None]) & n_ok[None, :]
+        if WINDOWED:
+            visible = visible & (n[None, :] > q_pos[:, None] - window)
     else:
         visible = n_ok[None, :] & (q_pos[:, None] >= 0)
     qk = tl.where(visible, qk, float("-inf"))
@@ -101,9 +108,11 @@ def _prefill_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, cu_seqlens_ptr, seq_lens_ptr, tables_ptr,
     scale_log2, num_seqs, num_tokens,
     stride_qt, stride_qh, stride_ot, stride_oh, stride_cb, stride_cs, stride_ch, stride_bt,
+    window,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_Q: tl.constexpr,
     TILE_N: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    WINDOWED: tl.constexpr,
 ):  # fmt: skip
     q_block = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -139,21 +148,26 @@ def _prefill_kernel(
         first_q = local * BLOCK_Q
         last_q = tl.minimum(first_q + BLOCK_Q, q_len) - 1
         # Keys below context_len + first_q + 1 are visible to every row: no mask needed there.
+        # A sliding window starts at the first tile the first row sees and masks every tile.
+        first_tile = 0
         full_tiles = (context_len + first_q + 1) // TILE_N
+        if WINDOWED:
+            first_tile = tl.maximum(context_len + first_q - window + 1, 0) // TILE_N
+            full_tiles = first_tile
         end = context_len + last_q + 1
-        for tile in range(0, full_tiles):
+        for tile in range(first_tile, full_tiles):
             acc, l_i, m_i = _attend_tile(
                 q, acc, l_i, m_i, tile * TILE_N, seq_len, q_pos,
                 k_cache_ptr, v_cache_ptr, table_ptr, kv_head, scale_log2,
-                stride_cb, stride_cs, stride_ch,
-                HEAD_DIM, BLOCK_D, BLOCK_SIZE, TILE_N, False, UPCAST, PRECISION,
+                stride_cb, stride_cs, stride_ch, window,
+                HEAD_DIM, BLOCK_D, BLOCK_SIZE, TILE_N, False, UPCAST, PRECISION, WINDOWED,
             )  # fmt: skip
         for tile in range(full_tiles, (end + TILE_N - 1) // TILE_N):
             acc, l_i, m_i = _attend_tile(
                 q, acc, l_i, m_i, tile * TILE_N, seq_len, q_pos,
                 k_cache_ptr, v_cache_ptr, table_ptr, kv_head, scale_log2,
-                stride_cb, stride_cs, stride_ch,
-                HEAD_DIM, BLOCK_D, BLOCK_SIZE, TILE_N, True, UPCAST, PRECISION,
+                stride_cb, stride_cs, stride_ch, window,
+                HEAD_DIM, BLOCK_D, BLOCK_SIZE, TILE_N, True, UPCAST, PRECISION, WINDOWED,
             )  # fmt: skip
         out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
         out = tl.where(row_ok[:, None], out, 0.0)
@@ -168,21 +182,25 @@ def _prefill_kernel(
 @triton.jit
 def _decode_split_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, seq_lens_ptr, tables_ptr, part_out_ptr, part_lse_ptr,
-    scale_log2, stride_qs, stride_qh, stride_cb, stride_cs, stride_ch, stride_bt,
+    scale_log2, stride_qs, stride_qh, stride_cb, stride_cs, stride_ch, stride_bt, window,
     NUM_HEADS: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_H: tl.constexpr,
     TILE_N: tl.constexpr, MAX_SPLITS: tl.constexpr, MIN_SPLIT_LEN: tl.constexpr,
-    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr, WINDOWED: tl.constexpr,
 ):  # fmt: skip
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
     seq_len = tl.load(seq_lens_ptr + seq).to(tl.int32)
-    num_splits = (seq_len + MIN_SPLIT_LEN - 1) // MIN_SPLIT_LEN
+    first = tl.full((), 0, tl.int32)
+    if WINDOWED:  # the query sees only the last `window` keys: split those
+        first = tl.maximum(seq_len - window, 0)
+    num_keys = seq_len - first
+    num_splits = (num_keys + MIN_SPLIT_LEN - 1) // MIN_SPLIT_LEN
     num_splits = tl.maximum(tl.minimum(num_splits, MAX_SPLITS), 1)
-    per_split = (seq_len + num_splits - 1) // num_splits
+    per_split = (num_keys + num_splits - 1) // num_splits
     split_len = (per_split + TILE_N - 1) // TILE_N * TILE_N
-    start = split * split_len
+    start = first + split * split_len
     end = tl.minimum(start + split_len, seq_len)
     h = tl.arange(0, BLOCK_H)
     head = kv_head * GROUP + h
@@ -205,8 +223,8 @@ def _decode_split_kernel(
         acc, l_i, m_i = _attend_tile(
             q, acc, l_i, m_i, tile_start, end, q_pos,
             k_cache_ptr, v_cache_ptr, table_ptr, kv_head, scale_log2,
-            stride_cb, stride_cs, stride_ch,
-            HEAD_DIM, BLOCK_D, BLOCK_SIZE, TILE_N, False, UPCAST, PRECISION,
+            stride_cb, stride_cs, stride_ch, 0,
+            HEAD_DIM, BLOCK_D, BLOCK_SIZE, TILE_N, False, UPCAST, PRECISION, False,
         )  # fmt: skip
     seen = l_i > 0
     lse = tl.where(seen, m_i + tl.log2(tl.where(seen, l_i, 1.0)), float("-inf"))
@@ -273,6 +291,7 @@ def prefill_attention_triton(
     scale: float | None = None,
     *,
     out: torch.Tensor | None = None,
+    window: int | None = None,
 ) -> torch.Tensor:
     """Triton `prefill_attention`; same contract as `reference.prefill_attention_reference`.
 
@@ -297,9 +316,11 @@ def prefill_attention_triton(
         scale * _LOG2_E, num_seqs, num_tokens,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), meta.block_tables.stride(0),
+        window or 0,
         GROUP=group, HEAD_DIM=head_dim, BLOCK_D=max(16, next_power_of_2(head_dim)),
         BLOCK_SIZE=k_cache.shape[1], BLOCK_M=cfg.block_m, BLOCK_Q=cfg.block_q,
         TILE_N=cfg.tile_n, UPCAST=interpreting(), PRECISION=_precision(q.dtype),
+        WINDOWED=window is not None,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return out
@@ -313,6 +334,7 @@ def decode_attention_triton(
     scale: float | None = None,
     *,
     out: torch.Tensor | None = None,
+    window: int | None = None,
 ) -> torch.Tensor:
     """Triton `decode_attention` (split-KV); same contract as the reference.
 
@@ -341,10 +363,10 @@ def decode_attention_triton(
         q, k_cache, v_cache, meta.seq_lens, meta.block_tables, part_out, part_lse,
         scale * _LOG2_E, q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), meta.block_tables.stride(0),
-        NUM_HEADS=num_heads, GROUP=group, HEAD_DIM=head_dim, BLOCK_D=block_d,
+        window or 0, NUM_HEADS=num_heads, GROUP=group, HEAD_DIM=head_dim, BLOCK_D=block_d,
         BLOCK_SIZE=k_cache.shape[1], BLOCK_H=cfg.block_h, TILE_N=cfg.tile_n,
         MAX_SPLITS=cfg.max_splits, MIN_SPLIT_LEN=cfg.min_split_len,
-        UPCAST=interpreting(), PRECISION=_precision(q.dtype),
+        UPCAST=interpreting(), PRECISION=_precision(q.dtype), WINDOWED=window is not None,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     _decode_merge_kernel[(num_seqs, num_heads)](

@@ -6,7 +6,7 @@ import torch
 
 from cortex.engine.kernels.metadata import AttentionMetadata
 
-__all__ = ["check_attention", "check_cache", "check_sample", "check_store_kv"]
+__all__ = ["check_attention", "check_cache", "check_moe", "check_sample", "check_store_kv"]
 
 _ATTENTION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _INDEX_DTYPES = (torch.int32, torch.int64)
@@ -132,3 +132,33 @@ def check_sample(
         if tensor.is_floating_point() != floating:
             _fail(f"{name} must be {'floating point' if floating else 'integer'}, {tensor.dtype}")
         _same_device(name, tensor, logits.device)
+
+
+def check_moe(
+    x: torch.Tensor,
+    gate_up: torch.Tensor,
+    down: torch.Tensor,
+    topk_ids: torch.Tensor,
+    topk_weights: torch.Tensor,
+) -> None:
+    """Check `moe_experts` arguments; raises ValueError naming the first problem found."""
+    if x.dim() != 2 or x.stride(-1) != 1:
+        _fail(f"x must be (tokens, hidden) with a contiguous last dimension, got {x.shape}")
+    tokens, hidden = x.shape
+    if gate_up.dim() != 3 or gate_up.shape[2] != hidden or gate_up.shape[1] % 2:
+        _fail(f"gate_up must be (experts, 2 * width, {hidden}), got {tuple(gate_up.shape)}")
+    experts, width = gate_up.shape[0], gate_up.shape[1] // 2
+    if tuple(down.shape) != (experts, hidden, width):
+        _fail(f"down must be ({experts}, {hidden}, {width}), got {tuple(down.shape)}")
+    for name, weight in (("gate_up", gate_up), ("down", down)):
+        if weight.dtype != x.dtype:
+            _fail(f"{name} dtype {weight.dtype} differs from x's {x.dtype}")
+        if not weight.is_contiguous():
+            _fail(f"{name} must be contiguous")
+        _same_device(name, weight, x.device)
+    if topk_ids.dim() != 2 or topk_ids.shape[0] != tokens or topk_ids.dtype not in _INDEX_DTYPES:
+        _fail(f"topk_ids must be ({tokens}, top_k) int32/int64, got {tuple(topk_ids.shape)}")
+    if topk_weights.shape != topk_ids.shape:
+        _fail(f"topk_weights {tuple(topk_weights.shape)} differs from topk_ids'")
+    _same_device("topk_ids", topk_ids, x.device)
+    _same_device("topk_weights", topk_weights, x.device)

@@ -15,13 +15,15 @@ from typing import Literal
 import torch
 
 from cortex.engine.kernels import reference
-from cortex.engine.kernels.checks import check_attention, check_sample, check_store_kv
+from cortex.engine.kernels.checks import check_attention, check_moe, check_sample, check_store_kv
 from cortex.engine.kernels.metadata import AttentionMetadata
+from cortex.engine.kernels.moe_reference import moe_experts_reference
 
 __all__ = [
     "Backend",
     "backend_for",
     "decode_attention",
+    "moe_experts",
     "prefill_attention",
     "sample",
     "store_kv",
@@ -83,6 +85,7 @@ def prefill_attention(
     scale: float | None = None,
     *,
     out: torch.Tensor | None = None,
+    window: int | None = None,
 ) -> torch.Tensor:
     """Causal paged attention of a ragged batch of new tokens (prefill, extend, chunked prefill).
 
@@ -98,16 +101,20 @@ def prefill_attention(
         scale: softmax scale; `head_dim ** -0.5` when None.
         out: optional buffer of the result's shape and dtype to write into (e.g. a CUDA
             graph's static output); returned.
+        window: sliding window: the query at position `p` sees keys `p - window + 1 .. p`
+            only; None for full causal attention.
 
     Returns:
         (tokens, heads, head_dim) in `q.dtype`; rows of no sequence are zero.
     """
     if backend_for(q) == "torch":
         check_attention(q, k_cache, v_cache, meta, decode=False)
-        return reference.prefill_attention_reference(q, k_cache, v_cache, meta, scale, out=out)
+        return reference.prefill_attention_reference(
+            q, k_cache, v_cache, meta, scale, out=out, window=window
+        )
     from cortex.engine.kernels.attention import prefill_attention_triton
 
-    return prefill_attention_triton(q, k_cache, v_cache, meta, scale, out=out)
+    return prefill_attention_triton(q, k_cache, v_cache, meta, scale, out=out, window=window)
 
 
 def decode_attention(
@@ -118,6 +125,7 @@ def decode_attention(
     scale: float | None = None,
     *,
     out: torch.Tensor | None = None,
+    window: int | None = None,
 ) -> torch.Tensor:
     """Paged attention of one new token per sequence over its whole context (decode).
 
@@ -133,16 +141,19 @@ def decode_attention(
         scale: softmax scale; `head_dim ** -0.5` when None.
         out: optional buffer of the result's shape and dtype to write into (e.g. a CUDA
             graph's static output); returned.
+        window: sliding window: each sequence sees only its last `window` keys; None for all.
 
     Returns:
         (num_seqs, heads, head_dim) in `q.dtype`.
     """
     if backend_for(q) == "torch":
         check_attention(q, k_cache, v_cache, meta, decode=True)
-        return reference.decode_attention_reference(q, k_cache, v_cache, meta, scale, out=out)
+        return reference.decode_attention_reference(
+            q, k_cache, v_cache, meta, scale, out=out, window=window
+        )
     from cortex.engine.kernels.attention import decode_attention_triton
 
-    return decode_attention_triton(q, k_cache, v_cache, meta, scale, out=out)
+    return decode_attention_triton(q, k_cache, v_cache, meta, scale, out=out, window=window)
 
 
 def sample(
@@ -184,3 +195,35 @@ def sample(
     from cortex.engine.kernels.sampling import sample_triton
 
     return sample_triton(logits, temperature, top_k, top_p, min_p, seeds, steps, out=out)
+
+
+def moe_experts(
+    x: torch.Tensor,
+    gate_up: torch.Tensor,
+    down: torch.Tensor,
+    topk_ids: torch.Tensor,
+    topk_weights: torch.Tensor,
+) -> torch.Tensor:
+    """Mixture-of-experts SwiGLU: each token through its `top_k` experts, summed by weight.
+
+    On Triton, the (token, expert) pairs are grouped by expert into tiles and one launch of a
+    grouped matmul runs every expert's gate/up projection with the SwiGLU fused in, a second its
+    down projection scaled by the routing weight; nothing is read back to the host, so the
+    step can be captured in a CUDA graph.
+
+    Args:
+        x: (tokens, hidden), last dimension contiguous.
+        gate_up: (experts, 2 * width, hidden), gate rows then up rows per expert, contiguous.
+        down: (experts, hidden, width), contiguous.
+        topk_ids: (tokens, top_k) int32/int64 expert ids.
+        topk_weights: (tokens, top_k) routing weights.
+
+    Returns:
+        (tokens, hidden) in `x.dtype`.
+    """
+    if backend_for(x) == "torch":
+        check_moe(x, gate_up, down, topk_ids, topk_weights)
+        return moe_experts_reference(x, gate_up, down, topk_ids, topk_weights)
+    from cortex.engine.kernels.moe import moe_experts_triton
+
+    return moe_experts_triton(x, gate_up, down, topk_ids, topk_weights)

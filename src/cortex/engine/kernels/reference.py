@@ -69,6 +69,7 @@ def prefill_attention_reference(
     scale: float | None = None,
     *,
     out: torch.Tensor | None = None,
+    window: int | None = None,
 ) -> torch.Tensor:
     """Causal attention of each sequence's new tokens over its whole paged context.
 
@@ -83,6 +84,7 @@ def prefill_attention_reference(
         meta: the step's paged-KV description.
         scale: softmax scale; `head_dim ** -0.5` when None.
         out: optional buffer of the result's shape and dtype to write into; returned.
+        window: sliding window: query `j` sees only keys after `seq_len - q_len + j - window`.
 
     Returns:
         (tokens, heads, head_dim) attention output in `q.dtype`.
@@ -102,9 +104,12 @@ def prefill_attention_reference(
         k = _gather_blocks(k_cache, blocks)[:seq_len].transpose(0, 1)  # (kv_heads, seq, dim)
         v = _gather_blocks(v_cache, blocks)[:seq_len].transpose(0, 1)
         mask = None
-        if context_len > 0:
+        if context_len > 0 or (window is not None and window < seq_len):
             positions = torch.arange(seq_len, device=q.device)
-            mask = positions <= (context_len + positions[:q_len, None])
+            query_positions = context_len + positions[:q_len, None]
+            mask = positions <= query_positions
+            if window is not None:
+                mask &= positions > query_positions - window
         # 4-D inputs (a batch of one) take torch's fused CPU kernel; 3-D ones fall back to the
         # unfused math path, which is about 8x slower on a 1k-token prompt.
         o = F.scaled_dot_product_attention(
@@ -112,7 +117,7 @@ def prefill_attention_reference(
             k[None],
             v[None],
             attn_mask=mask,
-            is_causal=context_len == 0,
+            is_causal=mask is None,
             scale=scale,
             enable_gqa=num_heads != num_kv_heads,
         )[0]
@@ -128,6 +133,7 @@ def decode_attention_reference(
     scale: float | None = None,
     *,
     out: torch.Tensor | None = None,
+    window: int | None = None,
 ) -> torch.Tensor:
     """Attention of each sequence's one new token over all of its `seq_lens[i]` cached tokens.
 
@@ -139,6 +145,7 @@ def decode_attention_reference(
             gets a zero output.
         scale: softmax scale; `head_dim ** -0.5` when None.
         out: optional buffer of the result's shape and dtype to write into; returned.
+        window: sliding window: only the last `window` of a sequence's keys are seen.
 
     Returns:
         (num_seqs, heads, head_dim) attention output in `q.dtype`.
@@ -151,7 +158,8 @@ def decode_attention_reference(
     tables = meta.block_tables[:, :max_blocks].long()
     seq_lens = meta.seq_lens.to(q.device).long()
     num_keys = max_blocks * block_size
-    visible = torch.arange(num_keys, device=q.device) < seq_lens[:, None]  # (seqs, keys)
+    key_positions = torch.arange(num_keys, device=q.device)
+    visible = key_positions < seq_lens[:, None]  # (seqs, keys)
     k = _gather_blocks(k_cache, tables)  # (seqs, keys, kv_heads, dim)
     v = _gather_blocks(v_cache, tables)
     # Slots past a sequence's end hold whatever the cache held (maybe NaN): zero them, since
@@ -166,8 +174,11 @@ def decode_attention_reference(
         k.view(-1, *k.shape[2:])[hidden] = 0
         v.view(-1, *v.shape[2:])[hidden] = 0
     k, v = k.transpose(1, 2), v.transpose(1, 2)  # (seqs, kv_heads, keys, dim)
+    if window is not None:
+        # Keys out of the window stay finite (they are in the sequence); only the mask drops them.
+        visible &= key_positions >= seq_lens[:, None] - window
     # A padding row sees nothing; let it see key 0 so softmax stays finite, then zero it.
-    visible[:, 0] = True
+    visible[:, 0] |= seq_lens == 0
     o = F.scaled_dot_product_attention(
         q.unsqueeze(2),  # (seqs, heads, 1, dim)
         k,

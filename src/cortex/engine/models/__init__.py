@@ -8,10 +8,23 @@ import torch
 
 from cortex.engine.models.config import SUPPORTED_MODEL_TYPES, LlamaConfig
 from cortex.engine.models.llama import Llama
+from cortex.engine.models.moe import Qwen3Moe
+from cortex.engine.models.qwen3 import Qwen3
 from cortex.engine.safetensors import load_checkpoint
 from cortex.errors import CortexError
 
-__all__ = ["SUPPORTED_MODEL_TYPES", "Llama", "LlamaConfig", "load_model", "resolve_dtype"]
+__all__ = [
+    "SUPPORTED_MODEL_TYPES",
+    "Llama",
+    "LlamaConfig",
+    "Qwen3",
+    "Qwen3Moe",
+    "load_model",
+    "resolve_dtype",
+]
+
+# `model_type` -> the class that runs it; the rest of the Llama family is `Llama` itself.
+_MODEL_CLASSES: dict[str, type[Llama]] = {"qwen3": Qwen3, "qwen3_moe": Qwen3Moe}
 
 _DTYPES = {
     "float32": torch.float32,
@@ -45,7 +58,7 @@ def load_model(
     device: torch.device | str = "cpu",
     dtype: torch.dtype | str = torch.float32,
 ) -> Llama:
-    """Build a Llama-family model from `config.json` and its safetensors weights.
+    """Build a Llama-family model (dense or MoE) from `config.json` and its safetensors weights.
 
     Args:
         model_dir: a Hugging Face model directory (`config.json`, `model.safetensors` or shards).
@@ -60,6 +73,7 @@ def load_model(
         SafetensorsError: a malformed weights file.
     """
     config = LlamaConfig.from_dir(model_dir)
-    model = Llama(config, device=device, dtype=resolve_dtype(dtype))
+    model_class = _MODEL_CLASSES.get(config.model_type, Llama)
+    model = model_class(config, device=device, dtype=resolve_dtype(dtype))
     model.load_weights(load_checkpoint(model_dir))
     return model.eval()

@@ -1,4 +1,4 @@
-"""`LlamaConfig`: what the Llama-family forward pass needs from a Hugging Face `config.json`."""
+"""`LlamaConfig`: what the Llama-family forward pass (dense or MoE) needs from a `config.json`."""
 
 from __future__ import annotations
 
@@ -11,8 +11,17 @@ from cortex.errors import CortexError
 
 __all__ = ["SUPPORTED_MODEL_TYPES", "LlamaConfig"]
 
-# Hugging Face `model_type`s that share the Llama layout (SmolLM is `llama`).
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+# Hugging Face `model_type`s that share the Llama layout (SmolLM is `llama`); Qwen3 adds a
+# per-head RMSNorm on q and k, Qwen3-MoE a sparse mixture-of-experts MLP on top of that.
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "qwen3_moe")
+_QK_NORM_TYPES = ("qwen3", "qwen3_moe")
+_ARCHITECTURES = {
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "qwen3_moe": "Qwen3MoeForCausalLM",
+}
 _SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 
 
@@ -21,7 +30,7 @@ class LlamaConfig:
     """The shape and numerics of a Llama-family decoder.
 
     Attributes:
-        model_type: `llama`, `mistral` or `qwen2`.
+        model_type: one of `SUPPORTED_MODEL_TYPES`.
         vocab_size: rows of the embedding and of the LM head.
         hidden_size: width of the residual stream.
         intermediate_size: width of the SwiGLU MLP.
@@ -38,6 +47,16 @@ class LlamaConfig:
         mlp_bias: the MLP projections carry a bias.
         tie_word_embeddings: the LM head reuses the embedding matrix.
         sliding_window: attention window when the model uses one (Mistral v0.1), else None.
+        layer_windows: per layer, the window that layer attends over (query `i` sees keys
+            `i - window + 1 .. i`), or None for full attention; empty when no layer has one.
+        qk_norm: q and k are RMS-normalised per head before the rotation (Qwen3).
+        num_experts: experts of each sparse MLP (Qwen3-MoE), 0 for a dense model.
+        num_experts_per_tok: experts each token is routed to (top-k).
+        moe_intermediate_size: width of one expert's SwiGLU MLP.
+        norm_topk_prob: the top-k routing weights are renormalised to sum to one.
+        decoder_sparse_step: every this-many-th layer is sparse (layer `i` when
+            `(i + 1) % step == 0`), unless listed in `mlp_only_layers`.
+        mlp_only_layers: layers that keep a dense MLP in a MoE model.
         eos_token_ids: tokens that end a turn (config.json and generation_config.json).
         bos_token_id: the beginning-of-sequence token, if any.
         torch_dtype: the dtype the checkpoint was published in, e.g. `bfloat16`.
@@ -60,6 +79,14 @@ class LlamaConfig:
     mlp_bias: bool = False
     tie_word_embeddings: bool = False
     sliding_window: int | None = None
+    layer_windows: tuple[int | None, ...] = ()
+    qk_norm: bool = False
+    num_experts: int = 0
+    num_experts_per_tok: int = 0
+    moe_intermediate_size: int = 0
+    norm_topk_prob: bool = False
+    decoder_sparse_step: int = 1
+    mlp_only_layers: tuple[int, ...] = ()
     eos_token_ids: tuple[int, ...] = ()
     bos_token_id: int | None = None
     torch_dtype: str | None = None
@@ -67,14 +94,20 @@ class LlamaConfig:
 
     @property
     def context_length(self) -> int:
-        """Longest sequence this implementation runs exactly.
-
-        A sliding window is not implemented, so a model that has one is limited to its window,
-        where full attention and windowed attention agree.
-        """
-        if self.sliding_window is not None:
-            return min(self.max_position_embeddings, self.sliding_window)
+        """Longest sequence this implementation runs (sliding windows are masked, not clipped)."""
         return self.max_position_embeddings
+
+    def window(self, layer: int) -> int | None:
+        """The sliding window of block `layer`, or None when it attends over everything."""
+        return self.layer_windows[layer] if self.layer_windows else None
+
+    def is_sparse(self, layer: int) -> bool:
+        """Whether block `layer` has a mixture-of-experts MLP (Qwen3-MoE's placement rule)."""
+        return (
+            self.num_experts > 0
+            and layer not in self.mlp_only_layers
+            and (layer + 1) % self.decoder_sparse_step == 0
+        )
 
     @property
     def architecture(self) -> str:
@@ -82,9 +115,33 @@ class LlamaConfig:
         names = self.extra.get("architectures")
         if isinstance(names, list) and names:
             return str(names[0])
-        return {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"}.get(
-            self.model_type, "Qwen2ForCausalLM"
+        return _ARCHITECTURES[self.model_type]
+
+    @property
+    def parameters(self) -> int:
+        """Every weight of the model (a tied LM head counted once)."""
+        return self._count(active=False)
+
+    @property
+    def active_parameters(self) -> int:
+        """The weights one token runs through: a MoE layer counts only its top-k experts."""
+        return self._count(active=True)
+
+    def _count(self, *, active: bool) -> int:
+        hidden, head_dim = self.hidden_size, self.head_dim
+        q, kv = self.num_heads * head_dim, self.num_kv_heads * head_dim
+        attention = hidden * (q + 2 * kv) + q * hidden + 2 * hidden
+        attention += (q + 2 * kv) * self.qkv_bias + hidden * self.o_bias
+        attention += 2 * head_dim * self.qk_norm
+        dense = 3 * hidden * self.intermediate_size
+        dense += (2 * self.intermediate_size + hidden) * self.mlp_bias
+        experts = self.num_experts_per_tok if active else self.num_experts
+        sparse = self.num_experts * hidden + experts * 3 * hidden * self.moe_intermediate_size
+        blocks = sum(
+            attention + (sparse if self.is_sparse(i) else dense) for i in range(self.num_layers)
         )
+        embeddings = self.vocab_size * hidden * (1 if self.tie_word_embeddings else 2)
+        return blocks + embeddings + hidden
 
     @classmethod
     def from_dict(
@@ -108,9 +165,9 @@ class LlamaConfig:
         num_heads = int(raw["num_attention_heads"])
         rope_theta, rope_scaling = _rope_settings(raw)
         attention_bias = bool(raw.get("attention_bias", False))
-        sliding_window = raw.get("sliding_window")
-        if model_type == "qwen2" and not raw.get("use_sliding_window", False):
-            sliding_window = None
+        num_layers = int(raw["num_hidden_layers"])
+        sliding_window, layer_windows = _windows(raw, model_type, num_layers)
+        moe = model_type == "qwen3_moe"
         eos: list[int] = []
         for source in (raw, generation or {}):
             eos.extend(_as_ids(source.get("eos_token_id")))
@@ -120,7 +177,7 @@ class LlamaConfig:
             vocab_size=int(raw["vocab_size"]),
             hidden_size=hidden_size,
             intermediate_size=int(raw["intermediate_size"]),
-            num_layers=int(raw["num_hidden_layers"]),
+            num_layers=num_layers,
             num_heads=num_heads,
             num_kv_heads=int(raw.get("num_key_value_heads") or num_heads),
             head_dim=int(raw.get("head_dim") or hidden_size // num_heads),
@@ -129,10 +186,18 @@ class LlamaConfig:
             rope_theta=rope_theta,
             rope_scaling=rope_scaling,
             qkv_bias=model_type == "qwen2" or attention_bias,
-            o_bias=model_type == "llama" and attention_bias,
+            o_bias=model_type in ("llama", "qwen3", "qwen3_moe") and attention_bias,
             mlp_bias=bool(raw.get("mlp_bias", False)),
             tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
-            sliding_window=int(sliding_window) if sliding_window else None,
+            sliding_window=sliding_window,
+            layer_windows=layer_windows,
+            qk_norm=model_type in _QK_NORM_TYPES,
+            num_experts=int(raw.get("num_experts") or raw.get("num_local_experts") or 0) * moe,
+            num_experts_per_tok=int(raw.get("num_experts_per_tok") or 0) * moe,
+            moe_intermediate_size=int(raw.get("moe_intermediate_size") or 0) * moe,
+            norm_topk_prob=moe and bool(raw.get("norm_topk_prob", False)),
+            decoder_sparse_step=int(raw.get("decoder_sparse_step") or 1),
+            mlp_only_layers=tuple(int(i) for i in raw.get("mlp_only_layers") or ()),
             eos_token_ids=tuple(dict.fromkeys(eos)),
             bos_token_id=int(bos) if isinstance(bos, int) else None,
             torch_dtype=raw.get("torch_dtype") or raw.get("dtype"),
@@ -159,6 +224,31 @@ class LlamaConfig:
             except (OSError, ValueError) as exc:
                 raise CortexError(f"{generation_path}: unreadable: {exc}") from exc
         return cls.from_dict(raw, generation)
+
+
+def _windows(
+    raw: dict[str, Any], model_type: str, num_layers: int
+) -> tuple[int | None, tuple[int | None, ...]]:
+    """The sliding window and, per layer, whether it applies, as transformers decides both.
+
+    Mistral windows every layer. The Qwen families window only when `use_sliding_window` is
+    set, then the layers `layer_types` names (else those from `max_window_layers` on); Qwen3-MoE
+    passes its window to every layer.
+    """
+    window = raw.get("sliding_window")
+    if model_type != "mistral" and not raw.get("use_sliding_window", False):
+        window = None
+    if not window:
+        return None, ()
+    window = int(window)
+    if model_type in ("mistral", "qwen3_moe"):
+        return window, (window,) * num_layers
+    types = raw.get("layer_types")
+    if not isinstance(types, list) or len(types) != num_layers:
+        first = int(raw.get("max_window_layers", num_layers))
+        types = ["sliding_attention" if i >= first else "full_attention" for i in range(num_layers)]
+    windows = tuple(window if kind == "sliding_attention" else None for kind in types)
+    return window, windows if any(windows) else ()
 
 
 def _as_ids(value: object) -> list[int]:

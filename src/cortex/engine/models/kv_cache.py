@@ -1,7 +1,8 @@
 """Where attention keeps keys and values: nowhere, contiguous (one sequence) or paged (batched).
 
-Each cache answers `attend(layer, q, k, v)`: store this step's keys and values, then attend the
-step's queries over everything the sequence has so far. The model's `Attention` layer is the
+Each cache answers `attend(layer, q, k, v, window=...)`: store this step's keys and values, then
+attend the step's queries over everything the sequence has so far (or, with a sliding window,
+over the last `window` positions up to each query's own). The model's `Attention` layer is the
 same for all three; only this choice differs.
 """
 
@@ -15,13 +16,21 @@ import torch.nn.functional as F
 from cortex.engine import kernels
 from cortex.engine.kernels.metadata import AttentionMetadata
 
-__all__ = ["ContiguousKVCache", "KVCache", "NoCache", "PagedKVCache"]
+__all__ = ["ContiguousKVCache", "KVCache", "NoCache", "PagedKVCache", "window_mask"]
 
 
 class KVCache(Protocol):
     """Stores a step's keys and values and attends its queries over the whole sequence."""
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def attend(
+        self,
+        layer: int,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        *,
+        window: int | None = None,
+    ) -> torch.Tensor:
         """Attention output for this step.
 
         Args:
@@ -29,6 +38,8 @@ class KVCache(Protocol):
             q: (tokens, heads, head_dim), already rotated.
             k: (tokens, kv_heads, head_dim), already rotated.
             v: (tokens, kv_heads, head_dim).
+            window: the query at position `p` sees keys `p - window + 1 .. p` only (sliding
+                window attention); None sees keys `0 .. p`.
 
         Returns:
             (tokens, heads, head_dim).
@@ -66,12 +77,36 @@ def _attention(
     return out[0].transpose(0, 1)
 
 
+def window_mask(query_positions: torch.Tensor, num_keys: int, window: int | None) -> torch.Tensor:
+    """(queries, num_keys) bool, True where the query at each position may see key `j`.
+
+    Causal (`j <= p`), and with a sliding window also `j > p - window`.
+    """
+    keys = torch.arange(num_keys, device=query_positions.device)[None, :]
+    mask = keys <= query_positions[:, None]
+    if window is not None:
+        mask &= keys > query_positions[:, None] - window
+    return mask
+
+
 class NoCache:
     """Causal attention over exactly the tokens of this call (a whole sequence from position 0)."""
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def attend(
+        self,
+        layer: int,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        *,
+        window: int | None = None,
+    ) -> torch.Tensor:
         """See `KVCache.attend`."""
-        return _attention(q, k.transpose(0, 1), v.transpose(0, 1), None, causal=True)
+        tokens = q.shape[0]
+        if window is None or window >= tokens:
+            return _attention(q, k.transpose(0, 1), v.transpose(0, 1), None, causal=True)
+        mask = window_mask(torch.arange(tokens, device=q.device), tokens, window)
+        return _attention(q, k.transpose(0, 1), v.transpose(0, 1), mask, causal=False)
 
 
 class ContiguousKVCache:
@@ -105,7 +140,15 @@ class ContiguousKVCache:
         self.max_tokens = max_tokens
         self.start = 0
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def attend(
+        self,
+        layer: int,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        *,
+        window: int | None = None,
+    ) -> torch.Tensor:
         """See `KVCache.attend`."""
         tokens = q.shape[0]
         end = self.start + tokens
@@ -115,12 +158,16 @@ class ContiguousKVCache:
         values = self.values[layer]
         keys[:, self.start : end] = k.transpose(0, 1)
         values[:, self.start : end] = v.transpose(0, 1)
+        if window is not None and end > window:
+            if tokens == 1:  # decode: the window is a plain slice of the cache
+                lo = end - window
+                return _attention(q, keys[:, lo:end], values[:, lo:end], None, causal=False)
+            windowed = window_mask(torch.arange(self.start, end, device=q.device), end, window)
+            return _attention(q, keys[:, :end], values[:, :end], windowed, causal=False)
         mask = None
         if tokens > 1 and self.start > 0:
             # A chunk after a cached prefix: query i sees every key up to position start + i.
-            key_positions = torch.arange(end, device=q.device)
-            query_positions = torch.arange(self.start, end, device=q.device)
-            mask = key_positions[None, :] <= query_positions[:, None]  # (tokens, end)
+            mask = window_mask(torch.arange(self.start, end, device=q.device), end, None)
         causal = tokens > 1 and self.start == 0
         return _attention(q, keys[:, :end], values[:, :end], mask, causal=causal)
 
@@ -139,10 +186,18 @@ class PagedKVCache:
         self.kv_caches = kv_caches
         self.meta = meta
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def attend(
+        self,
+        layer: int,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        *,
+        window: int | None = None,
+    ) -> torch.Tensor:
         """See `KVCache.attend`; `tokens` are the packed new tokens of every sequence."""
         k_cache, v_cache = self.kv_caches[layer]
         kernels.store_kv(k, v, k_cache, v_cache, self.meta.slot_mapping)
         if self.meta.is_decode:
-            return kernels.decode_attention(q, k_cache, v_cache, self.meta)
-        return kernels.prefill_attention(q, k_cache, v_cache, self.meta)
+            return kernels.decode_attention(q, k_cache, v_cache, self.meta, window=window)
+        return kernels.prefill_attention(q, k_cache, v_cache, self.meta, window=window)

@@ -2,6 +2,10 @@
 
 Weights keep Hugging Face's layout, except that q/k/v and gate/up are fused into one matrix
 each at load time, so a step runs two matmuls where it would run five (same sums, same result).
+
+The seams other families build on (`qwen3.py`, `moe.py`): `Llama.make_block` chooses each
+block's attention and MLP, `Attention.rotate_qk` turns the projected q/k into rotated heads, and
+every module names the checkpoint tensors it holds (`weight_slots`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,15 @@ from cortex.engine.models.kv_cache import ContiguousKVCache, KVCache, NoCache, P
 from cortex.engine.models.rope import apply_rotary, inverse_frequencies, rotary_table
 from cortex.errors import ContextLengthExceededError, CortexError, InvalidRequestError
 
-__all__ = ["MLP", "Attention", "Llama", "RMSNorm", "TransformerBlock", "linear"]
+__all__ = [
+    "MLP",
+    "Attention",
+    "FeedForward",
+    "Llama",
+    "RMSNorm",
+    "TransformerBlock",
+    "linear",
+]
 
 _MV_DTYPES = (torch.float32, torch.bfloat16)  # float16 matrix-vector products are slow on CPU
 
@@ -68,6 +80,7 @@ class Attention(nn.Module):
     ) -> None:
         super().__init__()
         self.layer = layer
+        self.window = config.window(layer)  # sliding window of this layer, None for full
         self.num_heads = config.num_heads
         self.num_kv_heads = config.num_kv_heads
         self.head_dim = config.head_dim
@@ -87,16 +100,45 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         tokens = x.shape[0]
         qkv = linear(x, self.qkv_weight, self.qkv_bias)  # (tokens, (heads + 2 kv_heads) head_dim)
-        # q and k sit side by side in qkv, so one rotation covers both.
-        qk = qkv[:, : self.qk_width].view(tokens, self.num_heads + self.num_kv_heads, self.head_dim)
-        qk = apply_rotary(qk, cos, sin)
-        q, k = torch.split(qk, [self.num_heads, self.num_kv_heads], dim=1)  # (tokens, h|kv_h, hd)
+        q, k = self.rotate_qk(qkv[:, : self.qk_width], cos, sin)  # (tokens, h|kv_h, head_dim)
         v = qkv[:, self.qk_width :].view(tokens, self.num_kv_heads, self.head_dim)
-        out = cache.attend(self.layer, q, k, v)  # (tokens, heads, head_dim)
+        out = cache.attend(self.layer, q, k, v, window=self.window)  # (tokens, heads, head_dim)
         return linear(out.reshape(tokens, -1), self.o_weight, self.o_bias)
 
+    def rotate_qk(
+        self, qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens, (heads + kv_heads) * head_dim) projections -> rotated q and k heads."""
+        # q and k sit side by side, so one rotation covers both.
+        qk = qk.view(qk.shape[0], self.num_heads + self.num_kv_heads, self.head_dim)
+        qk = apply_rotary(qk, cos, sin)
+        q, k = torch.split(qk, [self.num_heads, self.num_kv_heads], dim=1)
+        return q, k
 
-class MLP(nn.Module):
+    def weight_slots(self, prefix: str) -> dict[str, torch.Tensor]:
+        """Checkpoint names under `prefix` (`model.layers.N.self_attn.`) -> views they fill."""
+        q_rows = self.num_heads * self.head_dim
+        kv_rows = self.num_kv_heads * self.head_dim
+        slots: dict[str, torch.Tensor] = {f"{prefix}o_proj.weight": self.o_weight}
+        if self.o_bias is not None:
+            slots[f"{prefix}o_proj.bias"] = self.o_bias
+        for kind, tensor in {"weight": self.qkv_weight, "bias": self.qkv_bias}.items():
+            if tensor is not None:
+                slots[f"{prefix}q_proj.{kind}"] = tensor[:q_rows]
+                slots[f"{prefix}k_proj.{kind}"] = tensor[q_rows : q_rows + kv_rows]
+                slots[f"{prefix}v_proj.{kind}"] = tensor[q_rows + kv_rows :]
+        return slots
+
+
+class FeedForward(nn.Module):
+    """What a block's MLP is: `(tokens, hidden) -> (tokens, hidden)`, naming its tensors."""
+
+    def weight_slots(self, prefix: str) -> dict[str, torch.Tensor]:
+        """Checkpoint names under `prefix` (`model.layers.N.mlp.`) -> views they fill."""
+        raise NotImplementedError
+
+
+class MLP(FeedForward):
     """SwiGLU: `down(silu(gate(x)) * up(x))`, with gate and up fused into one matmul."""
 
     def __init__(
@@ -113,19 +155,52 @@ class MLP(nn.Module):
         gate, up = linear(x, self.gate_up_weight, self.gate_up_bias).chunk(2, dim=-1)
         return linear(F.silu(gate) * up, self.down_weight, self.down_bias)
 
+    def weight_slots(self, prefix: str) -> dict[str, torch.Tensor]:
+        """See `FeedForward.weight_slots`."""
+        width = self.down_weight.shape[1]
+        slots: dict[str, torch.Tensor] = {f"{prefix}down_proj.weight": self.down_weight}
+        if self.down_bias is not None:
+            slots[f"{prefix}down_proj.bias"] = self.down_bias
+        for kind, tensor in {"weight": self.gate_up_weight, "bias": self.gate_up_bias}.items():
+            if tensor is not None:
+                slots[f"{prefix}gate_proj.{kind}"] = tensor[:width]
+                slots[f"{prefix}up_proj.{kind}"] = tensor[width:]
+        return slots
+
 
 class TransformerBlock(nn.Module):
-    """Pre-norm block: `x + attn(norm(x))`, then `x + mlp(norm(x))`."""
+    """Pre-norm block: `x + attn(norm(x))`, then `x + mlp(norm(x))`.
+
+    Args:
+        attn: the attention layer; Llama's `Attention` when None.
+        mlp: the MLP; Llama's SwiGLU `MLP` when None.
+    """
 
     def __init__(
-        self, config: LlamaConfig, layer: int, *, device: torch.device | str, dtype: torch.dtype
+        self,
+        config: LlamaConfig,
+        layer: int,
+        *,
+        device: torch.device | str,
+        dtype: torch.dtype,
+        attn: Attention | None = None,
+        mlp: FeedForward | None = None,
     ) -> None:
         super().__init__()
         eps = config.rms_norm_eps
         self.input_norm = RMSNorm(config.hidden_size, eps, device=device, dtype=dtype)
-        self.attn = Attention(config, layer, device=device, dtype=dtype)
+        self.attn = attn or Attention(config, layer, device=device, dtype=dtype)
         self.post_attention_norm = RMSNorm(config.hidden_size, eps, device=device, dtype=dtype)
-        self.mlp = MLP(config, device=device, dtype=dtype)
+        self.mlp: FeedForward = mlp or MLP(config, device=device, dtype=dtype)
+
+    def weight_slots(self, prefix: str) -> dict[str, torch.Tensor]:
+        """Checkpoint names under `prefix` (`model.layers.N.`) -> views they fill."""
+        return {
+            **self.attn.weight_slots(f"{prefix}self_attn."),
+            **self.mlp.weight_slots(f"{prefix}mlp."),
+            f"{prefix}input_layernorm.weight": self.input_norm.weight,
+            f"{prefix}post_attention_layernorm.weight": self.post_attention_norm.weight,
+        }
 
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache
@@ -152,8 +227,7 @@ class Llama(nn.Module):
         self.config = config
         self.embed_tokens = _weight((config.vocab_size, config.hidden_size), device, dtype)
         self.layers = nn.ModuleList(
-            TransformerBlock(config, i, device=device, dtype=dtype)
-            for i in range(config.num_layers)
+            self.make_block(config, i, device=device, dtype=dtype) for i in range(config.num_layers)
         )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, device=device, dtype=dtype)
         if config.tie_word_embeddings:
@@ -164,6 +238,12 @@ class Llama(nn.Module):
         table = rotary_table(inv_freq, config.context_length, dtype, device)
         self.rope_table: torch.Tensor  # (positions, 2, head_dim // 2): cos, sin
         self.register_buffer("rope_table", table, persistent=False)
+
+    def make_block(
+        self, config: LlamaConfig, layer: int, *, device: torch.device | str, dtype: torch.dtype
+    ) -> TransformerBlock:
+        """Block `layer`, empty; families with other attention or MLPs override this."""
+        return TransformerBlock(config, layer, device=device, dtype=dtype)
 
     @property
     def device(self) -> torch.device:
@@ -342,40 +422,15 @@ class Llama(nn.Module):
 
     def _weight_slots(self) -> dict[str, torch.Tensor]:
         """Each checkpoint name mapped to the view of our parameter it fills."""
-        config = self.config
-        q_rows = config.num_heads * config.head_dim
-        kv_rows = config.num_kv_heads * config.head_dim
-        width = config.intermediate_size
         slots: dict[str, torch.Tensor] = {
             "model.embed_tokens.weight": self.embed_tokens,
             "model.norm.weight": self.norm.weight,
         }
-        if not config.tie_word_embeddings:
+        if not self.config.tie_word_embeddings:
             slots["lm_head.weight"] = self.lm_head
         for i, block in enumerate(self.layers):
             assert isinstance(block, TransformerBlock)
-            prefix = f"model.layers.{i}."
-            attn, mlp = block.attn, block.mlp
-            fused = {"weight": attn.qkv_weight, "bias": attn.qkv_bias}
-            for kind, tensor in fused.items():
-                if tensor is None:
-                    continue
-                slots[f"{prefix}self_attn.q_proj.{kind}"] = tensor[:q_rows]
-                slots[f"{prefix}self_attn.k_proj.{kind}"] = tensor[q_rows : q_rows + kv_rows]
-                slots[f"{prefix}self_attn.v_proj.{kind}"] = tensor[q_rows + kv_rows :]
-            slots[f"{prefix}self_attn.o_proj.weight"] = attn.o_weight
-            if attn.o_bias is not None:
-                slots[f"{prefix}self_attn.o_proj.bias"] = attn.o_bias
-            for kind, tensor in {"weight": mlp.gate_up_weight, "bias": mlp.gate_up_bias}.items():
-                if tensor is None:
-                    continue
-                slots[f"{prefix}mlp.gate_proj.{kind}"] = tensor[:width]
-                slots[f"{prefix}mlp.up_proj.{kind}"] = tensor[width:]
-            slots[f"{prefix}mlp.down_proj.weight"] = mlp.down_weight
-            if mlp.down_bias is not None:
-                slots[f"{prefix}mlp.down_proj.bias"] = mlp.down_bias
-            slots[f"{prefix}input_layernorm.weight"] = block.input_norm.weight
-            slots[f"{prefix}post_attention_layernorm.weight"] = block.post_attention_norm.weight
+            slots |= block.weight_slots(f"model.layers.{i}.")
         return slots
 
     # -- helpers ----------------------------------------------------------------------------
