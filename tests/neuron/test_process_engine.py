@@ -78,7 +78,7 @@ def test_load_unload_cycles_give_the_memory_back(node: NeuronProcess) -> None:
         after = rss_mb(node.pid)
         assert after - baseline < 150, (baseline, loaded, after)
     assert httpx.get(f"{node.url}/status").json()["load_cycles"] == 2
-    assert metric(node.url, "cortex_neuron_load_cycles") == 2.0
+    assert metric(node.url, "cortex_neuron_load_cycles_total") == 2.0
 
 
 def test_concurrent_loads_share_one_load(node: NeuronProcess) -> None:

@@ -1,5 +1,6 @@
-"""The gateway's outer layers, outermost first: drain, CORS, API keys, per-key limits, body size.
+"""The gateway's outer layers, outermost first: access log, drain, CORS, keys, limits, body size.
 
+- access log (`cortex.gateway.access_log`): a line per request, refusals included;
 - drain (`cortex.drain`): at SIGTERM new requests get 503 (Anthropic: 529) while in-flight ones
   finish; a stream cut at the drain timeout ends with an error event in its dialect;
 - CORS: off unless `[gateway] cors_origins` names origins (no CORS headers at all otherwise);
@@ -21,6 +22,7 @@ from starlette.types import Scope
 from cortex.config import LimitsConfig
 from cortex.drain import Drain, DrainMiddleware
 from cortex.errors import Dialect, OverloadedError
+from cortex.gateway.access_log import AccessLogMiddleware
 from cortex.gateway.auth import AuthMiddleware, KeyRing, dialect_of
 from cortex.gateway.limits import KeyLimiter, LimitsMiddleware
 from cortex.gateway.relay import error_event, error_response
@@ -76,7 +78,7 @@ def gateway_middleware(
         max_body_bytes: the largest request body.
         drain: the server's drain (None: no graceful drain, e.g. in-process tests).
     """
-    stack: list[Middleware] = []
+    stack: list[Middleware] = [Middleware(AccessLogMiddleware)]  # sees every answer, refusals too
     if drain is not None:
         stack.append(
             Middleware(DrainMiddleware, drain=drain, refusal=_refusal, cut_event=_cut_event)

@@ -5,8 +5,9 @@ Names follow DESIGN.md: `cortex_requests_total{model,node,dialect,status}`,
 `cortex_request_duration_seconds{model,node}`, `cortex_tokens_per_second{model,node}`,
 `cortex_inflight_requests{model,node}`, `cortex_model_loads_total{model,node,outcome}`,
 `cortex_model_load_seconds{model,node}`, `cortex_evictions_total{model,node,reason}`,
-`cortex_node_up{node}`. Labels stay bounded: a model no node knows is `unknown`, a request that
-never reached a node is `none`.
+`cortex_node_up{node}`, `cortex_request_queue_seconds{model,node}` (the wait for a node, a
+cold load included), `cortex_build_info` and the process's `process_*`. Labels stay bounded:
+a model no node knows is `unknown`, a request that never reached a node is `none`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from cortex.build_info import register_process_metrics
 from cortex.fleet.events import FleetObserver
+from cortex.gateway.access_log import current_entry
 
 __all__ = ["GatewayMetrics", "RequestRecord", "create_metrics_app"]
 
@@ -98,6 +101,14 @@ class GatewayMetrics(FleetObserver):
         self.node_up = Gauge(
             "cortex_node_up", "1 when the node answered its last poll.", ["node"], registry=r
         )
+        self.queue_time = Histogram(
+            "cortex_request_queue_seconds",
+            "Seconds from a request's arrival until a node holds it (a cold load included).",
+            ["model", "node"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        register_process_metrics(r)
 
     def exposition(self) -> bytes:
         """The metrics in the Prometheus text format."""
@@ -128,6 +139,7 @@ class RequestRecord:
     """
 
     __slots__ = (
+        "access",
         "completion_tokens",
         "dialect",
         "finished",
@@ -157,6 +169,7 @@ class RequestRecord:
         self.streamed_tokens = 0
         self.status: int = 499  # until told otherwise: the client went away
         self.finished = False
+        self.access = current_entry()
 
     def token(self, count: int = 1) -> None:
         """A content token (or several) went out."""
@@ -177,12 +190,14 @@ class RequestRecord:
         """Write the request to the metrics (once), with `status` or the one set on it."""
         if status is not None:
             self.status = status
-        if self.finished or self.metrics is None:
-            self.finished = True
+        if self.finished:
             return
         self.finished = True
-        m, model, node = self.metrics, self.model, self.node
         end = time.perf_counter()
+        self._write_access()
+        if self.metrics is None:
+            return
+        m, model, node = self.metrics, self.model, self.node
         m.requests.labels(model, node, self.dialect, str(self.status)).inc()
         m.request_duration.labels(model, node).observe(end - self.started)
         if self.first_token_at is not None:
@@ -196,10 +211,23 @@ class RequestRecord:
         if self.completion_tokens:
             m.tokens.labels(model, node, "completion").inc(self.completion_tokens)
 
+    def _write_access(self) -> None:
+        entry = self.access
+        if entry is None:
+            return
+        entry.dialect, entry.model, entry.node = self.dialect, self.model, self.node
+        if self.first_token_at is not None:
+            entry.ttft_ms = round((self.first_token_at - self.started) * 1000.0, 1)
+        entry.prompt_tokens = self.prompt_tokens or None
+        entry.completion_tokens = self.completion_tokens or self.streamed_tokens or None
+
     def track(self) -> Callable[[], None]:
-        """Count the request in flight on its (model, node) now; returns the undo."""
+        """Count the request in flight on its (model, node) now (a node holds it: its queue
+        time ends); returns the undo."""
         if self.metrics is None:
             return lambda: None
+        waited = time.perf_counter() - self.started
+        self.metrics.queue_time.labels(self.model, self.node).observe(waited)
         gauge = self.metrics.inflight.labels(self.model, self.node)
         gauge.inc()
         return gauge.dec

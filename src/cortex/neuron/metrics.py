@@ -12,12 +12,16 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from cortex.build_info import register_process_metrics
 from cortex.neuron.harness import Harness
 from cortex.neuron.types import LoadEvent
 
 __all__ = ["NeuronMetrics"]
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+"""Past 10 s: a first token behind a cold load can take minutes."""
+_ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5, 1, 2.5)
 _LOAD_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
@@ -31,8 +35,13 @@ class NeuronMetrics:
     `cortex_neuron_model_load_seconds{model}`, and at scrape time
     `cortex_neuron_kv_cache_usage_ratio{model}`, `cortex_neuron_queue_depth{model}`,
     `cortex_neuron_running_requests{model}`, `cortex_neuron_memory_used_bytes`,
-    `cortex_neuron_memory_free_bytes`, `cortex_neuron_load_cycles`,
-    `cortex_neuron_template_folds_total{model}`.
+    `cortex_neuron_memory_free_bytes`, `cortex_neuron_load_cycles_total`,
+    `cortex_neuron_template_folds_total{model}`; and
+    `cortex_neuron_inter_token_latency_seconds{model}`,
+    `cortex_neuron_prefix_cache_queries_total{model}` / `..._hits_total{model}` (prompt tokens
+    looked up in the prefix cache, and those found: their ratio is the hit rate),
+    `cortex_build_info{version,python}` and the process's `process_*` metrics (CPU, memory,
+    open files).
     """
 
     def __init__(self, harness: Harness) -> None:
@@ -52,6 +61,26 @@ class NeuronMetrics:
         self.time_to_first_token = Histogram(
             "cortex_neuron_time_to_first_token_seconds",
             "Seconds from a request's arrival to its first generated token.",
+            ["model"],
+            buckets=TTFT_BUCKETS,
+            registry=self.registry,
+        )
+        self.inter_token_latency = Histogram(
+            "cortex_neuron_inter_token_latency_seconds",
+            "Seconds between consecutive generated tokens of a request.",
+            ["model"],
+            buckets=_ITL_BUCKETS,
+            registry=self.registry,
+        )
+        self.prefix_cache_queries = Counter(
+            "cortex_neuron_prefix_cache_queries",
+            "Prompt tokens looked up in the prefix cache.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.prefix_cache_hits = Counter(
+            "cortex_neuron_prefix_cache_hits",
+            "Prompt tokens found in the prefix cache (their KV reused, not recomputed).",
             ["model"],
             registry=self.registry,
         )
@@ -75,6 +104,7 @@ class NeuronMetrics:
             registry=self.registry,
         )
         self.registry.register(_HarnessCollector(harness))
+        register_process_metrics(self.registry)
         harness.subscribe(self.observe_load)
 
     def observe_load(self, event: LoadEvent) -> None:
@@ -137,7 +167,7 @@ class _HarnessCollector(Collector):
         for model, count in sorted(stats.template_folds.items()):
             folds.add_metric([model], count)
         yield folds
-        yield GaugeMetricFamily(
+        yield CounterMetricFamily(
             "cortex_neuron_load_cycles",
             "Load/unload cycles completed since start.",
             value=stats.load_cycles,

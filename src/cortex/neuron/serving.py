@@ -49,14 +49,19 @@ class CompletionRun:
         self.model = stream.model
         self.status = "499"  # until it ends otherwise: the client went away
         self._first_token_seen = False
+        self._last_token_at = arrived
 
     def _observe(self, event: GenerationEvent) -> None:
         metrics = self.metrics
         if event.token_count:
+            now = time.perf_counter()
             if not self._first_token_seen:
                 self._first_token_seen = True
-                elapsed = time.perf_counter() - self.arrived
-                metrics.time_to_first_token.labels(self.model).observe(elapsed)
+                metrics.time_to_first_token.labels(self.model).observe(now - self.arrived)
+            else:
+                gap = (now - self._last_token_at) / event.token_count
+                metrics.inter_token_latency.labels(self.model).observe(gap)
+            self._last_token_at = now
             metrics.batch_size.observe(max(1, self.stream.batch_size()))
         if event.finish_reason == "cancelled":
             raise OverloadedError("the generation was cancelled by the engine", code="cancelled")
@@ -128,6 +133,8 @@ class CompletionRun:
         if usage is not None:
             metrics.tokens.labels(self.model, "prompt").inc(usage.prompt_tokens)
             metrics.tokens.labels(self.model, "completion").inc(usage.completion_tokens)
+            metrics.prefix_cache_queries.labels(self.model).inc(usage.prompt_tokens)
+            metrics.prefix_cache_hits.labels(self.model).inc(usage.cached_tokens)
         elif self.builder.completion_tokens:
             metrics.tokens.labels(self.model, "completion").inc(self.builder.completion_tokens)
 
