@@ -8,7 +8,8 @@ thought when `enable_thinking` is false; history turns render their `reasoning_c
 system message anywhere but first is refused, as strict templates do. Only the `lm_head`
 rows of lowercase letters are not zero, so greedy decoding writes letters only: replies never
 end on their own and never write a marker, so every path through a reply is the test's choice
-(a prefill, `max_tokens`, `thinking_token_budget`, stop tokens).
+(a prefill, `max_tokens`, `thinking_token_budget`, stop tokens). Its generation_config says
+`do_sample: false`, so requests that leave the temperature out are greedy too.
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ def write_reasoning_model(folder: Path, *, template: str = TEMPLATE, seed: int =
         "eos_token_id": eos[0],
     }
     (folder / "config.json").write_text(json.dumps(config))
-    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": eos}))
+    (folder / "generation_config.json").write_text(
+        json.dumps({"eos_token_id": eos, "do_sample": False})
+    )
     (folder / "tokenizer_config.json").write_text(
         json.dumps(
             {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": template}

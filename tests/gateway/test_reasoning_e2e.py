@@ -1,0 +1,227 @@
+"""A reasoning model end to end: the official SDKs -> a `cortex-gateway` process -> a
+`cortex-neuron` process whose engine runs a tiny random Llama with a Qwen3-style tokenizer and a
+template that opens `<think>` (see `tests/neuron/reasoning_model.py`).
+
+The model writes greedy letters and never a marker, so its whole reply is thought until
+`thinking_token_budget` (Anthropic `budget_tokens`) closes it: that forced path makes every
+dialect's shape checkable. The same template refuses a system message that is not first, as
+Claude Code sends one in every request: its captured request must still get a clean stream.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from cortex.testing import NeuronProcess, start_neuron_process
+
+from ..captured import CLAUDE_CODE_BODY
+from ..neuron.reasoning_model import write_reasoning_model
+from .conftest import GatewayProcess, start_gateway
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+MODEL = "thinker"
+ASK: Any = [{"role": "user", "content": "hi"}]
+BUDGET = 6
+CLOSE_TOKENS = 4  # "\n</think>\n\n"
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NeuronProcess]:
+    models = tmp_path_factory.mktemp("reasoning-models")
+    write_reasoning_model(models / MODEL)
+    config = {
+        "name": "thinking-node",
+        "device": "cpu",
+        "models_dirs": [str(models)],
+        "preload": [MODEL],
+        "kv_cache_mb": 16,
+    }
+    workdir = tmp_path_factory.mktemp("thinking-node")
+    with start_neuron_process(config, harness="engine", workdir=workdir) as node:
+        yield node
+
+
+@pytest.fixture(scope="module")
+def gateway(node: NeuronProcess) -> Iterator[GatewayProcess]:
+    config = {
+        "gateway": {"poll_interval_s": 0.5},
+        "neurons": [{"name": "thinking-node", "endpoint": node.url}],
+    }
+    process = start_gateway(config)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(
+            m["id"] == MODEL
+            for m in httpx.get(f"{process.url}/v1/models", timeout=5).json()["data"]
+        ):
+            assert time.monotonic() < deadline, process.log.read_text()[-4000:]
+            time.sleep(0.2)
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def oai(gateway: GatewayProcess) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(
+        base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=120
+    ) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def claude(gateway: GatewayProcess) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(
+        base_url=gateway.url, api_key="unused", max_retries=0, timeout=120
+    ) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def thought(oai: openai.OpenAI) -> str:
+    """The model's first 16 letters of thought (greedy, through the gateway)."""
+    reply = oai.chat.completions.create(model=MODEL, messages=ASK, max_tokens=16)
+    text: str = (reply.choices[0].message.model_extra or {})["reasoning_content"]
+    assert len(text) == 16 and text.isalpha()
+    return text
+
+
+def test_openai_stream_has_reasoning_content_then_content(oai: openai.OpenAI, thought: str) -> None:
+    stream = oai.chat.completions.create(
+        model=MODEL,
+        messages=ASK,
+        max_tokens=16,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"thinking_token_budget": BUDGET},
+    )
+    chunks = list(stream)
+    order: list[str] = []
+    reasoning = content = ""
+    for chunk in chunks:
+        for choice in chunk.choices:
+            extra = choice.delta.model_extra or {}
+            if extra.get("reasoning_content"):
+                order.append("reasoning")
+                reasoning += extra["reasoning_content"]
+            if choice.delta.content:
+                order.append("content")
+                content += choice.delta.content
+    assert order == sorted(order, reverse=True) and "content" in order
+    assert reasoning == thought[:BUDGET]
+    assert content.isalpha() and len(content) == 16 - BUDGET - CLOSE_TOKENS
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens == 16
+    assert usage.completion_tokens_details is not None
+    assert usage.completion_tokens_details.reasoning_tokens == BUDGET + CLOSE_TOKENS
+
+
+def test_anthropic_stream_has_a_thinking_block_then_a_text_block(
+    claude: anthropic.Anthropic, thought: str
+) -> None:
+    with claude.messages.stream(
+        model=MODEL,
+        max_tokens=16,
+        messages=ASK,
+        thinking={"type": "enabled", "budget_tokens": BUDGET},
+    ) as stream:
+        events = list(stream)
+        message = stream.get_final_message()
+    starts = [e.content_block.type for e in events if e.type == "content_block_start"]
+    assert starts == ["thinking", "text"]
+    deltas = [e.delta.type for e in events if e.type == "content_block_delta"]
+    assert deltas.index("signature_delta") < deltas.index("text_delta")
+    assert [block.type for block in message.content] == ["thinking", "text"]
+    thinking, text = message.content
+    assert thinking.type == "thinking" and thinking.thinking == thought[:BUDGET]
+    assert thinking.signature  # non-empty, so the SDK and Claude Code take it back
+    assert text.type == "text" and text.text.isalpha()
+    assert message.stop_reason == "max_tokens"
+
+    # Not streamed: the same blocks; sent back in the history, the thought is accepted.
+    reply = claude.messages.create(
+        model=MODEL,
+        max_tokens=16,
+        messages=ASK,
+        thinking={"type": "enabled", "budget_tokens": BUDGET},
+    )
+    assert [block.model_dump() for block in reply.content][1]["text"] == text.text
+    assert reply.content[0].type == "thinking" and reply.content[0].thinking == thinking.thinking
+    history: Any = [
+        *ASK,
+        {"role": "assistant", "content": [b.model_dump() for b in reply.content]},
+        {"role": "user", "content": "more"},
+    ]
+    again = claude.messages.create(
+        model=MODEL, max_tokens=4, messages=history, thinking={"type": "disabled"}
+    )
+    assert [block.type for block in again.content] == ["text"]
+
+
+def test_anthropic_thinking_disabled_answers_in_text_only(claude: anthropic.Anthropic) -> None:
+    reply = claude.messages.create(
+        model=MODEL, max_tokens=6, messages=ASK, thinking={"type": "disabled"}
+    )
+    assert [block.type for block in reply.content] == ["text"]
+
+
+def test_responses_have_a_reasoning_item(oai: openai.OpenAI, thought: str) -> None:
+    response = oai.responses.create(model=MODEL, input="hi", max_output_tokens=8)
+    assert [item.type for item in response.output] == ["reasoning"]
+    item = response.output[0]
+    assert item.type == "reasoning" and item.content is not None
+    assert "".join(part.text for part in item.content) == thought[:8]
+    assert response.usage is not None
+    assert response.usage.output_tokens_details.reasoning_tokens == 8
+
+    with oai.responses.stream(model=MODEL, input="hi", max_output_tokens=8) as stream:
+        events = list(stream)  # cut by max_output_tokens: it ends `response.incomplete`
+    kinds = [event.type for event in events]
+    assert "response.reasoning_text.delta" in kinds and "response.reasoning_text.done" in kinds
+    last = events[-1]
+    assert last.type == "response.incomplete"
+    assert [item.type for item in last.response.output] == ["reasoning"]
+
+    off = oai.responses.create(
+        model=MODEL, input="hi", max_output_tokens=6, reasoning={"effort": "none"}
+    )
+    assert [item.type for item in off.output] == ["message"]
+
+
+def test_a_claude_code_request_with_a_mid_conversation_system_message_streams(
+    claude: anthropic.Anthropic, node: NeuronProcess
+) -> None:
+    body = copy.deepcopy(CLAUDE_CODE_BODY)
+    body.update(model=MODEL, max_tokens=8)
+    body.pop("stream")
+    assert any(m["role"] == "system" for m in body["messages"])  # the template refuses it
+    known = ("model", "max_tokens", "system", "messages", "tools", "metadata", "thinking")
+    extra = {key: value for key, value in body.items() if key not in known}
+    arguments = {key: value for key, value in body.items() if key in known}
+    with claude.beta.messages.stream(**arguments, extra_body=extra) as stream:
+        events = [event.type for event in stream]
+        message = stream.get_final_message()
+    assert events[0] == "message_start" and events[-1] == "message_stop"
+    assert message.stop_reason == "max_tokens" and message.content
+    metrics = httpx.get(f"{node.url}/metrics", timeout=5).text
+    folds = [row for row in metrics.splitlines() if row.startswith("cortex_neuron_template_folds")]
+    assert any(row.split()[-1] != "0.0" for row in folds), folds
+
+
+def test_reasoning_passes_through_openai_untouched(oai: openai.OpenAI, thought: str) -> None:
+    reply = oai.chat.completions.create(
+        model=MODEL, messages=ASK, max_tokens=16, extra_body={"thinking_token_budget": BUDGET}
+    )
+    message = reply.choices[0].message
+    extra = message.model_extra or {}
+    assert extra["reasoning_content"] == thought[:BUDGET] == extra["reasoning"]
+    assert message.content and "<think>" not in message.content
