@@ -339,6 +339,12 @@ class ModelProfile(_Frozen):
     top_p: float | None = Field(default=None, gt=0, le=1, description="Default top_p.")
     top_k: int | None = Field(default=None, ge=0, description="Default top_k (0 = off).")
     max_tokens: int | None = Field(default=None, gt=0, description="Default max_tokens.")
+    source: str | None = Field(
+        default=None,
+        pattern=r"^hf:[\w.-]+/[\w.-]+(:[\w.-]+)?$",
+        description="Where a node that lacks the model pulls it from on first use: "
+        "`hf:ORG/NAME` (safetensors) or `hf:ORG/NAME:QUANT` (a GGUF file of that quant).",
+    )
 
 
 class ModelsConfig(_Frozen):

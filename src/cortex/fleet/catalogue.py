@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from cortex.fleet.state import FleetSnapshot
@@ -22,6 +23,7 @@ class CatalogueEntry:
         loadable_on: nodes that could load it.
         pinned: never evicted.
         priority: its priority under the `priority` strategy.
+        loading: per node where it is loading, the node's progress (`phase`, `fraction`...).
     """
 
     id: str
@@ -31,6 +33,7 @@ class CatalogueEntry:
     loadable_on: tuple[str, ...]
     pinned: bool = False
     priority: int = 0
+    loading: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -43,6 +46,7 @@ class CatalogueEntry:
             "loadable_on": list(self.loadable_on),
             "pinned": self.pinned,
             "priority": self.priority,
+            "loading": {node: dict(progress) for node, progress in self.loading.items()},
         }
 
 
@@ -60,10 +64,19 @@ def build_catalogue(snapshot: FleetSnapshot) -> list[CatalogueEntry]:
                 context_length=snapshot.context_length(model),
                 loaded_on=tuple(n.name for n in here if n.up and n.models[model].state == "loaded"),
                 loadable_on=tuple(
-                    n.name for n in here if n.kind == "neuron" and policy.allows(n.name)
+                    n.name
+                    for n in snapshot.nodes.values()
+                    if n.kind == "neuron"
+                    and policy.allows(n.name)
+                    and (n in here or policy.source is not None)
                 ),
                 pinned=policy.pinned,
                 priority=policy.priority,
+                loading={
+                    n.name: n.models[model].progress or {"phase": "loading", "fraction": None}
+                    for n in here
+                    if n.models[model].state == "loading"
+                },
             )
         )
     return entries

@@ -77,8 +77,9 @@ class NodeClient(Protocol):
         """Poll the node: its devices, memory and models (raises when it does not answer)."""
         ...
 
-    async def load(self, model: str) -> None:
-        """Load `model` there; returns once it is loaded."""
+    async def load(self, model: str, source: str | None = None) -> None:
+        """Load `model` there (pulled from `source` first if the node lacks it); returns once
+        it is loaded."""
         ...
 
     async def unload(self, model: str) -> None:
@@ -296,9 +297,11 @@ class NeuronClient(HTTPNodeClient):
         )
         return parse_neuron(self.name, self.endpoint, status, listing)
 
-    async def load(self, model: str) -> None:
-        """`POST /models/load`: returns once loaded (404 unknown, 507 no memory, 409 unloading)."""
-        await self._call("POST", "/models/load", {"model": model}, timeout_s=self.timeouts.load_s)
+    async def load(self, model: str, source: str | None = None) -> None:
+        """`POST /models/load`: returns once loaded (404 unknown, 507 no memory, 409 unloading);
+        with `source`, a neuron lacking the model pulls it first."""
+        body = {"model": model, **({"source": source} if source else {})}
+        await self._call("POST", "/models/load", body, timeout_s=self.timeouts.load_s)
 
     async def unload(self, model: str) -> None:
         """`POST /models/unload`: the neuron drains in-flight requests first."""
@@ -341,8 +344,8 @@ class OpenAIServerClient(HTTPNodeClient):
             )
         return NodeSnapshot(name=self.name, kind="openai", endpoint=self.endpoint, models=models)
 
-    async def load(self, model: str) -> None:
-        """Nothing to do when the server lists the model; it cannot load others."""
+    async def load(self, model: str, source: str | None = None) -> None:
+        """Nothing to do when the server lists the model; it cannot load (or pull) others."""
         snapshot = await self.fetch()
         if model not in snapshot.models:
             raise ModelNotFoundError(f"external server {self.name!r} does not serve {model!r}")

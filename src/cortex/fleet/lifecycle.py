@@ -81,7 +81,7 @@ class Lifecycle:
         try:
             for eviction in decision.evictions:
                 await self.evict(eviction)
-            await self.clients[decision.node].load(decision.model)
+            await self.clients[decision.node].load(decision.model, source=decision.source)
             outcome = "ok"
         except UpstreamError as exc:
             if exc.code == UNREACHABLE:

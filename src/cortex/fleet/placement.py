@@ -5,8 +5,8 @@
 1. loaded on a healthy node: the least busy such node;
 2. loading on one: join that load;
    (a node being drained only while no other node has it loaded);
-3. else loadable (the node's registry has it, the profile allows the node and the node is not
-   cordoned): prefer a node
+3. else loadable (the node's registry has it, or the profile names a `source` any neuron can
+   pull it from; the profile allows the node and the node is not cordoned): prefer a node
    where it fits without eviction, then the profile's order, then the most free memory;
 4. else make room where it costs least across the whole fleet: `lru` chooses the node whose
    victims are the least recently used in the fleet, `priority` the lowest priority first,
@@ -78,6 +78,14 @@ def plan(
         and n.models[model_id].state in ("available", "failed")
         and policy.allows(n.name)
     ]
+    if not candidates and policy.source is not None:
+        # Nobody has it: the profile's source lets any allowed neuron pull it on load.
+        candidates = [
+            n
+            for n in nodes
+            if n.kind == "neuron" and not n.cordoned and policy.allows(n.name)
+            and model_id not in n.models
+        ]  # fmt: skip
     if not candidates:
         where = [n.name for n in snapshot.nodes.values() if model_id in n.models]
         raise OverloadedError(
@@ -88,7 +96,8 @@ def plan(
     required = snapshot.required_mb(model_id) or 0.0
 
     def failed(node: NodeSnapshot) -> int:
-        return int(node.models[model_id].state == "failed")
+        entry = node.models.get(model_id)
+        return int(entry is None or entry.state == "failed")
 
     def free(node: NodeSnapshot) -> float:
         return node.memory_free_mb if node.memory_free_mb is not None else float("inf")
@@ -102,6 +111,7 @@ def plan(
             "load",
             required_mb=required,
             reason="fits without eviction; profile order, then most free memory",
+            source=policy.source,
         )
 
     options = []
@@ -123,6 +133,7 @@ def plan(
             required_mb=required,
             reason=f"evicting {', '.join(v.model for v in victims)} ({strategy}): "
             "the cheapest room in the fleet",
+            source=policy.source,
         )
 
     capacities = [n.memory_capacity_mb for n in candidates if n.memory_capacity_mb is not None]

@@ -64,6 +64,8 @@ class ModelOnNode:
         in_flight: requests running on it now (the larger of the node's and the gateway's count).
         last_used_at: unix seconds of its last request, None if never used.
         generation_config: the model's own sampling defaults (from its generation_config.json).
+        progress: while loading, what the node says of it: `phase` (pulling, importing,
+            loading, warming), `fraction` 0..1 or None, and `bytes`/`total_bytes` of a pull.
     """
 
     id: str
@@ -77,7 +79,7 @@ class ModelOnNode:
     last_used_at: float | None = None
     error: str | None = None
     generation_config: Mapping[str, Any] = field(default_factory=dict)
-    progress: float | None = None
+    progress: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (for `/admin/status`)."""
@@ -92,7 +94,7 @@ class ModelOnNode:
             "in_flight": self.in_flight,
             "last_used_at": self.last_used_at,
             "error": self.error,
-            "progress": self.progress,
+            "progress": dict(self.progress) if self.progress is not None else None,
         }
 
 
@@ -165,6 +167,7 @@ class ModelPolicy:
         pinned: loaded at start and never evicted.
         memory_mb: memory it needs, overriding the node's estimate.
         context_length: context window to advertise and enforce, overriding the node's.
+        source: where a node lacking the model pulls it from (`hf:ORG/NAME[:QUANT]`).
     """
 
     id: str
@@ -174,6 +177,7 @@ class ModelPolicy:
     pinned: bool = False
     memory_mb: float | None = None
     context_length: int | None = None
+    source: str | None = None
 
     @classmethod
     def from_profile(cls, profile: ModelProfile) -> ModelPolicy:
@@ -186,6 +190,7 @@ class ModelPolicy:
             pinned=profile.pinned,
             memory_mb=profile.memory_mb,
             context_length=profile.context_length,
+            source=profile.source,
         )
 
     def allows(self, node: str) -> bool:
@@ -291,6 +296,7 @@ class Plan:
         evictions: models to unload first, in order.
         required_mb: memory the model needs, when known.
         reason: why this node, in words.
+        source: for a load on a node that lacks the model, where the node pulls it from.
     """
 
     model: str
@@ -299,6 +305,7 @@ class Plan:
     evictions: tuple[Eviction, ...] = ()
     required_mb: float | None = None
     reason: str = ""
+    source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (for `/admin/placement`)."""
@@ -309,4 +316,5 @@ class Plan:
             "evictions": [e.to_dict() for e in self.evictions],
             "required_mb": self.required_mb,
             "reason": self.reason,
+            **({"source": self.source} if self.source else {}),
         }

@@ -85,8 +85,27 @@ def _parse_model(entry: dict[str, Any]) -> ModelOnNode:
         last_used_at=_number(entry, "last_used_at"),
         error=entry.get("error"),
         generation_config=dict(generation) if isinstance(generation, dict) else {},
-        progress=_number(entry, "progress"),
+        progress=_progress(entry.get("progress")),
     )
+
+
+def _progress(value: Any) -> dict[str, Any] | None:
+    """A load's progress: the neuron's `{phase, fraction, bytes, total_bytes}`, or an older
+    neuron's bare fraction."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return {"phase": "loading", "fraction": float(value)}
+    if not isinstance(value, dict):
+        return None
+    phase = value.get("phase")
+    out: dict[str, Any] = {
+        "phase": phase if isinstance(phase, str) else "loading",
+        "fraction": _number(value, "fraction"),
+    }
+    for key in ("bytes", "total_bytes"):
+        number = _number(value, key)
+        if number is not None:
+            out[key] = int(number)
+    return out
 
 
 def _parse_device(index: int, entry: dict[str, Any]) -> DeviceInfo:

@@ -35,6 +35,8 @@ def openai_models(entries: Sequence[CatalogueEntry]) -> dict[str, Any]:
             "loadable_on": list(entry.loadable_on),
             "pinned": entry.pinned,
         }
+        if entry.loading:  # phase and fraction of each load in progress (a pull, an import...)
+            item["loading"] = {node: dict(p) for node, p in entry.loading.items()}
         if name != entry.id:
             item["alias_of"] = entry.id
         data.append(item)

@@ -117,7 +117,7 @@ class _Neuron:
 
     async def load(self, request: Request) -> Response:
         body = parse_body(await request.body(), ModelRequest)
-        entry = await self.harness.load(body.model)
+        entry = await self.harness.load(body.model, body.source)
         return JSONResponse(entry.to_json())
 
     async def unload(self, request: Request) -> Response:

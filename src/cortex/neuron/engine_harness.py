@@ -27,6 +27,7 @@ from cortex.errors import ContextLengthExceededError, CortexError, InvalidReques
 from cortex.neuron.catalog import ModelCatalog, read_generation_config
 from cortex.neuron.gpus import device_free_mb
 from cortex.neuron.harness import RegistryHarness
+from cortex.neuron.pull import HubPuller
 from cortex.neuron.registry import ModelRegistry
 from cortex.neuron.thought_reader import ThoughtReader
 from cortex.neuron.tool_reader import ToolCallReader
@@ -409,6 +410,11 @@ class EngineHarness(RegistryHarness):
                 device_free_mb=lambda: device_free_mb(self.device),
                 pinned=pinned,
                 drain_timeout_s=drain_timeout_s,
+                puller=HubPuller(
+                    dtype_bytes=self.catalog.dtype_bytes,
+                    kv_cache_mb=kv_cache_mb,
+                    supported=SUPPORTED_MODEL_TYPES,
+                ),
             )
         )
 

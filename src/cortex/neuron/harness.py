@@ -116,8 +116,9 @@ class Harness(Protocol):
         """One model's entry; raises `ModelNotFoundError` (404) for an unknown id."""
         ...
 
-    async def load(self, model_id: str) -> ModelEntry:
-        """Load a model (idempotent; concurrent calls share one load); see `ModelRegistry.load`."""
+    async def load(self, model_id: str, source: str | None = None) -> ModelEntry:
+        """Load a model (idempotent; concurrent calls share one load), pulling it from `source`
+        first when the node lacks it; see `ModelRegistry.load`."""
         ...
 
     async def unload(self, model_id: str, *, drain_timeout_s: float | None = None) -> ModelEntry:
@@ -175,9 +176,9 @@ class RegistryHarness:
         """One model's entry (404 if unknown)."""
         return self.registry.entry(model_id)
 
-    async def load(self, model_id: str) -> ModelEntry:
-        """Load a model; see `ModelRegistry.load`."""
-        return await self.registry.load(model_id)
+    async def load(self, model_id: str, source: str | None = None) -> ModelEntry:
+        """Load a model (pulled from `source` first if missing); see `ModelRegistry.load`."""
+        return await self.registry.load(model_id, source)
 
     async def unload(self, model_id: str, *, drain_timeout_s: float | None = None) -> ModelEntry:
         """Unload a model; see `ModelRegistry.unload`."""

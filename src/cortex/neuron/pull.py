@@ -47,9 +47,11 @@ from cortex.errors import (
     ModelNotFoundError,
     UpstreamError,
 )
+from cortex.neuron.types import ModelSpec, ProgressCallback
 
 __all__ = [
     "DiskFullError",
+    "HubPuller",
     "HubRef",
     "PullPlan",
     "PullProgress",
@@ -564,3 +566,68 @@ def _saved_token() -> str | None:
 
     token: str | None = get_token()
     return token
+
+
+class HubPuller:
+    """A neuron's `Puller`: pulls `hf:` sources into the hub cache, reads the pulled model's spec.
+
+    Args:
+        dtype_bytes: bytes per weight once loaded (for the memory estimate).
+        kv_cache_mb: the KV cache budget per model (None: one context window).
+        supported: `model_type`s the engine runs (None: no check).
+        cache_dir: the hub cache (default: `hub_cache_dir()`).
+        endpoint: the hub (default: `HF_ENDPOINT`, else huggingface.co).
+        token: the hub token (default: `HF_TOKEN` or the saved login).
+    """
+
+    def __init__(
+        self,
+        *,
+        dtype_bytes: int = 4,
+        kv_cache_mb: float | None = None,
+        supported: Collection[str] | None = None,
+        cache_dir: Path | None = None,
+        endpoint: str | None = None,
+        token: str | None = None,
+    ) -> None:
+        self.dtype_bytes = dtype_bytes
+        self.kv_cache_mb = kv_cache_mb
+        self.supported = supported
+        self.cache_dir = cache_dir
+        self.endpoint = endpoint
+        self.token = token
+
+    async def __call__(self, model_id: str, source: str, progress: ProgressCallback) -> ModelSpec:
+        """Pull `source` (reporting phase `pulling` with bytes), return its spec as `model_id`."""
+        import anyio
+
+        from cortex.neuron.catalog import read_gguf_spec, read_hf_spec
+
+        def report(step: PullProgress) -> None:
+            progress(
+                "pulling",
+                round(step.fraction, 4),
+                bytes=step.done_bytes,
+                total_bytes=step.total_bytes,
+                file=step.file,
+            )
+
+        def run() -> tuple[PullPlan, Path]:
+            return pull_model(
+                source,
+                cache_dir=self.cache_dir,
+                supported=self.supported,
+                endpoint=self.endpoint,
+                token=self.token,
+                on_progress=report,
+            )
+
+        plan, path = await anyio.to_thread.run_sync(run)
+        read = read_gguf_spec if plan.kind == "gguf" else read_hf_spec
+        return read(
+            model_id,
+            path,
+            dtype_bytes=self.dtype_bytes,
+            kv_cache_mb=self.kv_cache_mb,
+            source="gguf" if plan.kind == "gguf" else "hf-cache",
+        )

@@ -2,9 +2,12 @@
 
 States: `available -> loading -> loaded -> unloading -> available`, or `failed` (with the error)
 when a load fails; a failed model can be loaded again. Loads are idempotent and concurrent loads
-of one model share one load. A load must fit the memory cap (or the device's free memory), else
-`InsufficientMemoryError` (507). An unload drains the model's in-flight requests for a while, then
-cancels the rest with a clear error. Requests hold a `ModelLease` while they run.
+of one model share one load. A load given a `source` for a model the node lacks pulls it first
+(phase `pulling` of the same load, so concurrent requests share the pull as they share the
+load); the pulled model is then known under the id asked for. A load must fit the memory cap (or
+the device's free memory), else `InsufficientMemoryError` (507). An unload drains the model's
+in-flight requests for a while, then cancels the rest with a clear error. Requests hold a
+`ModelLease` while they run.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from cortex.neuron.types import (
     ModelSpec,
     ModelState,
     Opener,
+    ProgressCallback,
+    Puller,
 )
 
 __all__ = ["ModelLease", "ModelRegistry"]
@@ -108,6 +113,7 @@ class ModelRegistry:
         pinned: ids shown as pinned (the node's preloads).
         drain_timeout_s: how long an unload waits for in-flight requests before cancelling them.
         clock: wall-clock time, for `last_used_at`.
+        puller: pulls a model the node lacks when a load names its source (None: no pulls).
     """
 
     def __init__(
@@ -121,6 +127,7 @@ class ModelRegistry:
         pinned: Collection[str] = (),
         drain_timeout_s: float = 30.0,
         clock: Callable[[], float] = time.time,
+        puller: Puller | None = None,
     ) -> None:
         if limit_mb is None and device_free_mb is None:
             raise ValueError("give a memory limit or a way to read the device's free memory")
@@ -132,6 +139,8 @@ class ModelRegistry:
         self.pinned = frozenset(pinned)
         self.drain_timeout_s = drain_timeout_s
         self._clock = clock
+        self._puller = puller
+        self._pulled: dict[str, ModelSpec] = {}
         self._records: dict[str, _Record] = {}
         self._listeners: list[Callable[[LoadEvent], None]] = []
         self.load_cycles = 0
@@ -142,7 +151,7 @@ class ModelRegistry:
 
     def refresh(self) -> None:
         """Scan again: add new models, update idle ones, drop idle ones gone from disk."""
-        specs = {spec.id: spec for spec in self._scan()}
+        specs = {**self._pulled, **{spec.id: spec for spec in self._scan()}}
         for model_id, record in list(self._records.items()):
             idle = record.state in ("available", "failed")
             if model_id not in specs and idle:
@@ -232,8 +241,12 @@ class ModelRegistry:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    async def load(self, model_id: str) -> ModelEntry:
+    async def load(self, model_id: str, source: str | None = None) -> ModelEntry:
         """Load a model and return its entry once loaded; idempotent, concurrent calls share one.
+
+        Args:
+            model_id: the model.
+            source: where to pull it from when this node lacks it (`hf:ORG/NAME[:QUANT]`).
 
         Raises:
             ModelNotFoundError: unknown id (404).
@@ -241,7 +254,14 @@ class ModelRegistry:
             ConflictError: it is unloading (409).
             CortexError: the load failed (the model is then `failed` with the error).
         """
-        record = self._find(model_id, rescan=True)
+        try:
+            record = self._find(model_id, rescan=True)
+        except ModelNotFoundError:
+            if source is None or self._puller is None:
+                raise
+            # A stand-in until the pull says what the model is (no memory held meanwhile).
+            placeholder = ModelSpec(id=model_id, memory_mb=0.0, source="pull")
+            record = self._records.setdefault(model_id, _Record(placeholder))
         while True:
             if record.state == "loaded":
                 return self._entry(record)
@@ -251,6 +271,7 @@ class ModelRegistry:
                 assert record.load_task is not None
                 await asyncio.shield(record.load_task)
                 continue
+            pull = source if record.spec.source == "pull" else None
             required, free = record.spec.memory_mb, self.memory_free_mb()
             if required > free:
                 raise InsufficientMemoryError(
@@ -260,17 +281,21 @@ class ModelRegistry:
                     free_mb=free,
                 )
             record.state, record.error = "loading", None
-            record.progress = {"phase": "loading", "fraction": None}
-            record.load_task = asyncio.get_running_loop().create_task(self._run_load(record))
+            phase = "pulling" if pull is not None else "loading"
+            record.progress = {"phase": phase, "fraction": None}
+            task = asyncio.get_running_loop().create_task(self._run_load(record, pull))
+            record.load_task = task
             record.load_task.add_done_callback(_retrieve)
             self.loads_started += 1
 
-    async def _run_load(self, record: _Record) -> None:
-        def progress(phase: str, fraction: float | None) -> None:
-            record.progress = {"phase": phase, "fraction": fraction}
+    async def _run_load(self, record: _Record, source: str | None = None) -> None:
+        def progress(phase: str, fraction: float | None, /, **facts: Any) -> None:
+            record.progress = {"phase": phase, "fraction": fraction, **facts}
 
         started = time.perf_counter()
         try:
+            if source is not None:
+                await self._pull(record, source, progress)
             runner = await self._opener(record.spec, progress)
         except BaseException as exc:
             record.state, record.progress = "failed", None
@@ -282,6 +307,22 @@ class ModelRegistry:
         record.runner, record.state, record.progress = runner, "loaded", None
         record.last_used_at = self._clock()
         self._notify(LoadEvent(record.spec.id, "ok", time.perf_counter() - started))
+
+    async def _pull(self, record: _Record, source: str, progress: ProgressCallback) -> None:
+        """Pull the model, then check it fits (its size is known only now)."""
+        assert self._puller is not None
+        spec = await self._puller(record.spec.id, source, progress)
+        self._pulled[spec.id] = record.spec = spec
+        # This loading record's own estimate is counted as taken now: give it back to compare.
+        free = self.memory_free_mb() + spec.memory_mb
+        if spec.memory_mb > free:
+            raise InsufficientMemoryError(
+                f"model {spec.id!r} was pulled but needs {spec.memory_mb:.0f} MB and this node "
+                f"has {free:.0f} MB free; unload a model first",
+                required_mb=spec.memory_mb,
+                free_mb=free,
+            )
+        progress("loading", None)
 
     def _notify(self, event: LoadEvent) -> None:
         for listener in self._listeners:

@@ -19,6 +19,7 @@ __all__ = [
     "ModelState",
     "Opener",
     "ProgressCallback",
+    "Puller",
     "RunnerLoad",
     "SamplingOptions",
     "TokenUsage",
@@ -148,7 +149,8 @@ class ModelEntry:
 
     Args:
         memory_mb: the estimate (weights + KV cache budget) until loaded, then what it holds.
-        progress: while loading, `{"phase": ..., "fraction": 0..1}` (e.g. a GGUF import).
+        progress: while loading, `{"phase": ..., "fraction": 0..1}` (a pull, a GGUF import...),
+            with `bytes` and `total_bytes` while pulling.
         generation_config: the model's own sampling defaults, when it ships them.
     """
 
@@ -226,8 +228,11 @@ class HarnessStats:
     template_folds: dict[str, int] = field(default_factory=dict)
 
 
-ProgressCallback = Callable[[str, float | None], None]
-"""Reports a load's progress: a phase (`importing`, `loading`) and a fraction 0..1 when known."""
+class ProgressCallback(Protocol):
+    """Reports a load's progress: a phase (`pulling`, `importing`, `loading`, `warming`), a
+    fraction 0..1 when known, and facts of the phase (`bytes`, `total_bytes` while pulling)."""
+
+    def __call__(self, phase: str, fraction: float | None, /, **facts: Any) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -295,3 +300,7 @@ class ModelRunner(Protocol):
 
 Opener = Callable[[ModelSpec, ProgressCallback], Awaitable[ModelRunner]]
 """Loads a model: the spec and a progress callback in, a runner out."""
+
+Puller = Callable[[str, str, ProgressCallback], Awaitable[ModelSpec]]
+"""Pulls a model this node lacks: its id, its source (`hf:ORG/NAME[:QUANT]`) and a progress
+callback in, the spec of the pulled files (under that id) out."""

@@ -23,12 +23,14 @@ from cortex.config import FakeModel, NeuronConfig
 from cortex.errors import ContextLengthExceededError, CortexError, OverloadedError
 from cortex.neuron.gpus import cpu_device
 from cortex.neuron.harness import RegistryHarness
+from cortex.neuron.pull import HubPuller
 from cortex.neuron.registry import ModelRegistry
 from cortex.neuron.types import (
     GenerateRequest,
     GenerationEvent,
     ModelSpec,
     ProgressCallback,
+    Puller,
     RunnerLoad,
     TokenUsage,
     ToolCall,
@@ -254,6 +256,8 @@ class FakeHarness(RegistryHarness):
         fail_load: ids whose load fails (after `load_s`) with an injected error.
         memory_mb: the memory cap; default: the host's available RAM at start.
         node: the node name said in replies.
+        puller: pulls models named by a load's `source` (default: `HubPuller` from the hub
+            `HF_ENDPOINT` names); the pulled model is then served by a fake runner.
     """
 
     kind = "fake"
@@ -271,6 +275,7 @@ class FakeHarness(RegistryHarness):
         drain_timeout_s: float = 30.0,
         max_running: int | None = None,
         max_waiting: int | None = None,
+        puller: Puller | None = None,
     ) -> None:
         self.fake_models = {model.id: model for model in models}
         self.load_s = load_s
@@ -289,6 +294,8 @@ class FakeHarness(RegistryHarness):
                 limit_mb=limit,
                 pinned=pinned,
                 drain_timeout_s=drain_timeout_s,
+                # Pulls are real (`hf:` sources, from HF_ENDPOINT); the pulled model is faked.
+                puller=puller or HubPuller(),
             )
         )
 
@@ -327,8 +334,13 @@ class FakeHarness(RegistryHarness):
         self.opened.append(spec.id)
         if spec.id in self.fail_load:
             raise CortexError(f"injected load failure of {spec.id!r} (fake fail_load)")
+        model = self.fake_models.get(spec.id) or FakeModel(
+            id=spec.id,
+            memory_mb=max(1.0, spec.memory_mb),
+            context_length=spec.context_length or 4096,
+        )
         return FakeRunner(
-            self.fake_models[spec.id],
+            model,
             node=self.node,
             tokens_per_s=self.tokens_per_s,
             max_running=self.max_running,

@@ -17,6 +17,7 @@ file after that many bytes (the client must resume with a Range request).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import threading
@@ -78,17 +79,23 @@ class StandInHub:
     Args:
         tokens: tokens that open gated repos.
         drop_after_bytes: cut the first download of each file after this many bytes.
+        chunk_delay_s: pause before each 64 KB of a file (a slow hub, for pulls one can watch).
 
     Use as a context manager (`with StandInHub() as hub: hub.url`), add repos with `add`.
     `requests` records `(method, path, range)` of every file request, for assertions.
     """
 
     def __init__(
-        self, *, tokens: tuple[str, ...] = ("hf_good_token",), drop_after_bytes: int | None = None
+        self,
+        *,
+        tokens: tuple[str, ...] = ("hf_good_token",),
+        drop_after_bytes: int | None = None,
+        chunk_delay_s: float = 0.0,
     ) -> None:
         self.repos: dict[str, HubRepo] = {}
         self.tokens = tokens
         self.drop_after_bytes = drop_after_bytes
+        self.chunk_delay_s = chunk_delay_s
         self.requests: list[tuple[str, str, str | None]] = []
         self._dropped: set[str] = set()
         self._server: Any = None
@@ -209,7 +216,8 @@ class StandInHub:
         if self.drop_after_bytes is not None and key not in self._dropped:
             self._dropped.add(key)
             drop = self.drop_after_bytes
-        return StreamingResponse(_chunks(body, drop), status_code=status, headers=headers)
+        chunks = _chunks(body, drop, self.chunk_delay_s)
+        return StreamingResponse(chunks, status_code=status, headers=headers)
 
     # --- server -------------------------------------------------------------------------------
 
@@ -248,8 +256,10 @@ class StandInHub:
         self.stop()
 
 
-async def _chunks(body: bytes, drop_after: int | None) -> AsyncIterator[bytes]:
+async def _chunks(body: bytes, drop_after: int | None, delay_s: float) -> AsyncIterator[bytes]:
     for offset in range(0, len(body), _CHUNK):
+        if delay_s:
+            await asyncio.sleep(delay_s)
         chunk = body[offset : offset + _CHUNK]
         if drop_after is not None and offset + len(chunk) > drop_after:
             yield chunk[: max(0, drop_after - offset)]
