@@ -31,8 +31,11 @@ pytest: install-dev ## the test suite
 
 test: lint check pytest docs ## everything CI runs: lint, types, tests, docs
 
+lock: ## refresh locks/ after changing dependencies in pyproject.toml (then commit locks/)
+	python3 scripts/lock.py
+
 bench: install-dev ## the CPU benchmarks (see docs/benchmarks.md)
 	$(VENV)/python benchmarks/bench_translate.py
 	$(VENV)/python benchmarks/bench_engine.py
 
-.PHONY: help install install-dev serve lint check docs pytest test bench
+.PHONY: help install install-dev serve lint check docs pytest test lock bench

@@ -62,9 +62,11 @@ def start_gateway(
     nodes_up: int | None = None,
     timeout_s: float = 60.0,
     args: Sequence[str] = (),
+    python: str = sys.executable,
 ) -> GatewayProcess:
     """Run `cortex-gateway` with `config` as cortex.toml (and `models` as models.toml) on free
-    ports; return once `/health` answers with `nodes_up` nodes up (default: all)."""
+    ports, under `python` (another virtual environment's, for install tests); return once
+    `/health` answers with `nodes_up` nodes up (default: all)."""
     folder = Path(tempfile.mkdtemp(prefix="faults-gateway-"))
     data = dict(config)
     if models:
@@ -73,7 +75,7 @@ def start_gateway(
     (folder / "cortex.toml").write_text(toml_dumps(data))
     port, metrics_port = free_port(), free_port()
     command = [
-        sys.executable,
+        python,
         "-c",
         "import sys; from cortex.cli import gateway_main; sys.exit(gateway_main())",
         "--config",
