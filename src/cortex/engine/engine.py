@@ -149,6 +149,7 @@ class Engine:
         max_num_seqs: int = 64,
         max_waiting: int = 256,
         model_id: str | None = None,
+        quant: str | None = None,
         **options: Any,
     ) -> Engine:
         """Load a model directory and start its engine.
@@ -162,6 +163,8 @@ class Engine:
             max_num_seqs: most requests in the running batch.
             max_waiting: most requests queued; more raise `OverloadedError`.
             model_id: the name the model is served under (default: the directory's name).
+            quant: how to hold the weights: `none`, `bf16`, `int8`, `int4` (`int4-g32`,
+                `-g64`, `-g128`); None keeps the checkpoint as stored (`cortex.engine.quant`).
             **options: the other keyword arguments of `Engine` (`max_num_batched_tokens`,
                 `block_size`, `enable_prefix_caching`, `use_cuda_graphs`).
         """
@@ -170,7 +173,10 @@ class Engine:
 
         model_dir = Path(model_dir)
         model = load_model(
-            model_dir, device=device, dtype=dtype or default_dtype(torch.device(device))
+            model_dir,
+            device=device,
+            dtype=dtype or default_dtype(torch.device(device)),
+            quant=quant,
         )
         return cls(
             model,

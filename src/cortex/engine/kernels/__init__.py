@@ -15,6 +15,7 @@ from cortex.engine.kernels.dispatch import (
     prefill_attention,
     sample,
     store_kv,
+    weight_only_matmul,
 )
 from cortex.engine.kernels.metadata import AttentionMetadata
 from cortex.engine.kernels.moe_reference import moe_experts_reference
@@ -39,4 +40,5 @@ __all__ = [
     "sample_reference",
     "store_kv",
     "store_kv_reference",
+    "weight_only_matmul",
 ]

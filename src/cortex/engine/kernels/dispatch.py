@@ -27,6 +27,7 @@ __all__ = [
     "prefill_attention",
     "sample",
     "store_kv",
+    "weight_only_matmul",
 ]
 
 Backend = Literal["triton", "torch"]
@@ -227,3 +228,35 @@ def moe_experts(
     from cortex.engine.kernels.moe import moe_experts_triton
 
     return moe_experts_triton(x, gate_up, down, topk_ids, topk_weights)
+
+
+def weight_only_matmul(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    scales: torch.Tensor,
+    mins: torch.Tensor | None,
+    group_size: int | None,
+) -> torch.Tensor:
+    """`x @ W.T` with W held as int8 per channel or int4 group-wise (`cortex.engine.quant`).
+
+    Args:
+        x: (tokens, in_features) float32, float16 or bfloat16, last dimension contiguous.
+        qweight: int8 (out, in), or uint8 (out, in / 2) with two int4 values per byte.
+        scales: int8: (out,) per-channel scales; int4: (out, in / group_size).
+        mins: int4: (out, in / group_size) group minimums; None for int8.
+        group_size: int4's group size (32, 64, 128); None for int8.
+
+    Returns:
+        (tokens, out_features) in `x.dtype`, accumulated in float32.
+    """
+    if backend_for(x) == "torch":
+        from cortex.engine.kernels.quant_reference import (
+            check_weight_only,
+            weight_only_matmul_reference,
+        )
+
+        check_weight_only(x, qweight, scales, mins, group_size)
+        return weight_only_matmul_reference(x, qweight, scales, mins, group_size)
+    from cortex.engine.kernels.quant_matmul import weight_only_matmul_triton
+
+    return weight_only_matmul_triton(x, qweight, scales, mins, group_size)

@@ -10,6 +10,13 @@ from cortex.engine.models.config import SUPPORTED_MODEL_TYPES, LlamaConfig
 from cortex.engine.models.llama import Llama
 from cortex.engine.models.moe import Qwen3Moe
 from cortex.engine.models.qwen3 import Qwen3
+from cortex.engine.quant import (
+    gather_quantized,
+    parse_quant,
+    prepare_model,
+    quant_specs,
+    swap_in_quantized,
+)
 from cortex.engine.safetensors import load_checkpoint
 from cortex.errors import CortexError
 
@@ -57,6 +64,7 @@ def load_model(
     model_dir: str | Path,
     device: torch.device | str = "cpu",
     dtype: torch.dtype | str = torch.float32,
+    quant: str | None = None,
 ) -> Llama:
     """Build a Llama-family model (dense or MoE) from `config.json` and its safetensors weights.
 
@@ -64,6 +72,10 @@ def load_model(
         model_dir: a Hugging Face model directory (`config.json`, `model.safetensors` or shards).
         device: `cpu`, `cuda`, `cuda:1`...
         dtype: float32, bfloat16 or float16 (a `torch.dtype` or its name).
+        quant: how to hold the weights (`cortex.engine.quant`): `none` (float, `dtype`), `bf16`
+            (bfloat16 weights and activations), `int8`, `int4` (`int4-g32`/`-g64`/`-g128`);
+            the weight-only kinds compute in `dtype`. None keeps the checkpoint as stored
+            (a quantized import stays quantized).
 
     Returns:
         The model, in inference mode, weights on `device`.
@@ -74,6 +86,12 @@ def load_model(
     """
     config = LlamaConfig.from_dir(model_dir)
     model_class = _MODEL_CLASSES.get(config.model_type, Llama)
+    mode, spec = parse_quant(quant) if quant is not None else (None, None)
+    if mode == "bf16":
+        dtype = torch.bfloat16
     model = model_class(config, device=device, dtype=resolve_dtype(dtype))
-    model.load_weights(load_checkpoint(model_dir))
+    entries = list(gather_quantized(load_checkpoint(model_dir)))
+    swap_in_quantized(model, model._weight_slots(), quant_specs(entries, mode, spec))
+    model.load_weights(entries)
+    prepare_model(model)
     return model.eval()

@@ -1,0 +1,560 @@
+"""Weight-only quantization: the int8 and int4 layouts, their references, `QuantizedWeight`.
+
+Two layouts, both row-wise (a row is one output feature), so quantizing a block of rows gives
+the same bytes as quantizing the whole matrix and slicing: fused q/k/v and gate/up matrices
+are filled piece by piece, and a checkpoint may be quantized one tensor at a time.
+
+* **int8**, per output channel, symmetric: `qweight` int8 `(out, in)`, `scales` float32
+  `(out,)`; `w[n, k] = qweight[n, k] * scales[n]` with `qweight` in [-127, 127].
+* **int4**, group-wise along the input dimension, asymmetric: `qweight` uint8 `(out, in / 2)`
+  with element `2j` in the low nibble of byte `j` and `2j + 1` in the high nibble, `scales` and
+  `mins` float16 `(out, in / group_size)`; `w[n, k] = q * scales[n, g] + mins[n, g]` with
+  `q` in [0, 15] and `g = k // group_size`. GGUF's Q4_0 (`mins = -8 d`), Q4_1 (`mins = m`) and
+  Q4_K (`scales = d * sc`, `mins = -dmin * m` per 32-element sub-block) are this layout at
+  group size 32, so they import without loss.
+
+This canonical form is what checkpoints store and what the Triton kernel reads. On CPU,
+`QuantizedWeight.prepare` repacks it once for torch's packed weight-only matmuls
+(`aten._weight_int8pack_mm`, `aten._weight_int4pack_mm_for_cpu`), which want bfloat16 scales.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import torch
+from torch import nn
+
+from cortex.errors import CortexError
+
+__all__ = [
+    "DEFAULT_GROUP_SIZE",
+    "GROUP_SIZES",
+    "QUANT_MODES",
+    "QuantError",
+    "QuantMode",
+    "QuantRows",
+    "QuantSpec",
+    "QuantizedTensor",
+    "QuantizedWeight",
+    "dequantize_int4",
+    "dequantize_int8",
+    "gather_quantized",
+    "pack_int4",
+    "parse_quant",
+    "prepare_model",
+    "quant_specs",
+    "quantize_int4",
+    "quantize_int8",
+    "swap_in_quantized",
+    "unpack_int4",
+]
+
+QuantMode = Literal["none", "bf16", "int8", "int4"]
+QUANT_MODES: Final = ("none", "bf16", "int8", "int4")
+GROUP_SIZES: Final = (32, 64, 128)
+DEFAULT_GROUP_SIZE: Final = 64
+"""int4's group size when none is named (`"int4"`); `"int4-g32"` and `"int4-g128"` pick others."""
+
+_INT4_SPELLING = re.compile(r"int4(?:-g(\d+))?")
+# bfloat16 activations are what torch's packed CPU kernels are fast with (3-9x float32's speed).
+_CPU_KERNEL_DTYPE = torch.bfloat16
+# torch's CPU int4 packing interleaves rows in blocks of 64.
+_CPU_INT4_BLOCK_N = 64
+
+
+class QuantError(CortexError):
+    """A `quant` setting that is not known, or that a layer's shape cannot take.
+
+    The message names the key (`quant`) and the layer at fault.
+    """
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """How weights are stored: `bits` 8 (per channel) or 4 (group-wise, `group_size` 32/64/128)."""
+
+    bits: Literal[4, 8]
+    group_size: int | None = None
+
+    def __str__(self) -> str:
+        return "int8" if self.bits == 8 else f"int4-g{self.group_size}"
+
+    def check_shape(self, name: str, out_features: int, in_features: int) -> None:
+        """Raise `QuantError` naming `name` when a `(out, in)` matrix cannot take this layout."""
+        if self.bits == 4:
+            group = self.group_size
+            assert group is not None
+            if in_features % group:
+                raise QuantError(
+                    f"quant={str(self)!r}: {name} has {in_features} input features, not a "
+                    f"multiple of the group size {group}; choose another group size "
+                    f"(int4-g32, int4-g64, int4-g128) or int8"
+                )
+
+
+def parse_quant(value: str | None) -> tuple[QuantMode, QuantSpec | None]:
+    """The mode and the integer layout (None for none/bf16) a `quant` setting names.
+
+    Accepts `none`, `bf16`, `int8`, `int4` (group size 64), `int4-g32`, `int4-g64`, `int4-g128`;
+    None means `none`.
+
+    Raises:
+        QuantError: any other value (the message names the key `quant`).
+    """
+    text = (value or "none").strip().lower()
+    if text in ("none", "bf16"):
+        return ("none" if text == "none" else "bf16"), None
+    if text == "int8":
+        return "int8", QuantSpec(8)
+    match = _INT4_SPELLING.fullmatch(text)
+    if match:
+        group = int(match.group(1) or DEFAULT_GROUP_SIZE)
+        if group in GROUP_SIZES:
+            return "int4", QuantSpec(4, group)
+    raise QuantError(
+        f"quant: {value!r} is not one of none, bf16, int8, int4 "
+        f"(int4-g32, int4-g64, int4-g128 name the group size)"
+    )
+
+
+# -- references: quantize, dequantize, nibble packing ---------------------------------------
+
+
+def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output-channel symmetric int8: `(qweight int8 (out, in), scales float32 (out,))`."""
+    w = weight.float()
+    scales = (w.abs().amax(dim=1) / 127).clamp_min(1e-12)
+    qweight = torch.round(w / scales[:, None]).clamp_(-127, 127).to(torch.int8)
+    return qweight, scales
+
+
+def dequantize_int8(qweight: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """`qweight * scales[:, None]` in float32."""
+    return qweight.float() * scales.float()[:, None]
+
+
+def pack_int4(q: torch.Tensor) -> torch.Tensor:
+    """(out, in) values in [0, 15] -> (out, in / 2) uint8, element 2j low nibble, 2j+1 high."""
+    q8 = q.to(torch.uint8)
+    return q8[:, 0::2] | (q8[:, 1::2] << 4)
+
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    """(out, in / 2) uint8 -> (out, in) uint8 values in [0, 15] (inverse of `pack_int4`)."""
+    return torch.stack((packed & 0xF, packed >> 4), dim=-1).reshape(packed.shape[0], -1)
+
+
+def quantize_int4(
+    weight: torch.Tensor, group_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Group-wise asymmetric int4: `(qweight uint8 (out, in/2), scales, mins float16 (out, in/g))`.
+
+    Each group of `group_size` inputs maps its [min, max] onto 0..15; scale and min are
+    rounded to float16 first, so dequantizing with the stored values is what was quantized to.
+    """
+    out_features, in_features = weight.shape
+    w = weight.float().reshape(out_features, in_features // group_size, group_size)
+    low, high = w.amin(dim=2), w.amax(dim=2)
+    scales = ((high - low) / 15).clamp_min(2**-24).half()
+    mins = low.half()
+    q = torch.round((w - mins.float()[..., None]) / scales.float()[..., None]).clamp_(0, 15)
+    return pack_int4(q.reshape(out_features, in_features)), scales, mins
+
+
+def dequantize_int4(
+    qweight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, group_size: int
+) -> torch.Tensor:
+    """`q * scales + mins` per group, in float32, shape (out, in)."""
+    q = unpack_int4(qweight).float()
+    out_features, in_features = q.shape
+    grouped = q.reshape(out_features, in_features // group_size, group_size)
+    w = grouped * scales.float()[..., None] + mins.float()[..., None]
+    return w.reshape(out_features, in_features)
+
+
+# -- quantized tensors in checkpoints ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuantizedTensor:
+    """One quantized `(out, in)` matrix as a checkpoint stores it: `X.qweight`, `X.scales`
+    (and `X.mins` for int4) beside each other, read back as the one tensor `X.weight`.
+    """
+
+    spec: QuantSpec
+    pieces: tuple[torch.Tensor, ...]  # qweight, scales[, mins]
+
+    @classmethod
+    def quantize(cls, weight: torch.Tensor, spec: QuantSpec) -> QuantizedTensor:
+        """Quantize a float `(out, in)` matrix."""
+        if spec.bits == 8:
+            return cls(spec, quantize_int8(weight))
+        assert spec.group_size is not None
+        return cls(spec, quantize_int4(weight, spec.group_size))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The logical (out, in) shape."""
+        qweight = self.pieces[0]
+        width = qweight.shape[1] * (2 if self.spec.bits == 4 else 1)
+        return int(qweight.shape[0]), int(width)
+
+    def dequantize(self) -> torch.Tensor:
+        """The matrix in float32."""
+        if self.spec.bits == 8:
+            return dequantize_int8(*self.pieces)
+        assert self.spec.group_size is not None
+        qweight, scales, mins = self.pieces
+        return dequantize_int4(qweight, scales, mins, self.spec.group_size)
+
+    def named_pieces(self, name: str) -> list[tuple[str, torch.Tensor]]:
+        """The checkpoint entries of this tensor saved as `name` (`X.weight` -> `X.qweight`...)."""
+        stem = name.removesuffix(".weight")
+        parts = ("qweight", "scales", "mins")
+        return [(f"{stem}.{part}", piece) for part, piece in zip(parts, self.pieces, strict=False)]
+
+
+def gather_quantized(
+    weights: Iterable[tuple[str, torch.Tensor]],
+) -> Iterator[tuple[str, torch.Tensor | QuantizedTensor]]:
+    """A checkpoint's tensors with each `X.qweight`/`X.scales`/`X.mins` group as `X.weight`.
+
+    int8 or int4 and the group size follow from the pieces' shapes (int4 has `mins`).
+
+    Raises:
+        CortexError: a group lacks a piece or its shapes do not make a layout.
+    """
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    for name, tensor in weights:
+        stem, _, part = name.rpartition(".")
+        if part in ("qweight", "scales", "mins"):
+            groups.setdefault(stem, {})[part] = tensor
+        else:
+            yield name, tensor
+    for stem, pieces in groups.items():
+        yield f"{stem}.weight", _as_quantized(stem, pieces)
+
+
+def _as_quantized(stem: str, pieces: dict[str, torch.Tensor]) -> QuantizedTensor:
+    qweight, scales, mins = pieces.get("qweight"), pieces.get("scales"), pieces.get("mins")
+    if qweight is None or scales is None or qweight.dim() != 2:
+        raise CortexError(f"quantized tensor {stem} lacks its qweight or scales")
+    if mins is None and qweight.dtype == torch.int8 and scales.shape == qweight.shape[:1]:
+        return QuantizedTensor(QuantSpec(8), (qweight, scales))
+    if mins is not None and qweight.dtype == torch.uint8 and scales.dim() == 2:
+        in_features, groups = qweight.shape[1] * 2, scales.shape[1]
+        group = in_features // groups if groups else 0
+        if group in GROUP_SIZES and group * groups == in_features and mins.shape == scales.shape:
+            return QuantizedTensor(QuantSpec(4, group), (qweight, scales, mins))
+    raise CortexError(f"quantized tensor {stem} has pieces that make no int8/int4 layout")
+
+
+# -- the module ------------------------------------------------------------------------------
+
+
+class QuantRows:
+    """Rows `start:stop` of a `QuantizedWeight`: the slot one checkpoint tensor fills.
+
+    `copy_(float tensor)` quantizes into the rows; `load(part, tensor)` copies a stored piece
+    (`qweight`, `scales` or `mins`) of a checkpoint that is already quantized.
+    """
+
+    def __init__(self, weight: QuantizedWeight, start: int, stop: int) -> None:
+        self.weight = weight
+        self.start, self.stop = start, stop
+        self.shape = (stop - start, weight.in_features)
+
+    def copy_(self, tensor: torch.Tensor | QuantizedTensor) -> None:
+        """Fill these rows from a float tensor (quantized here) or a quantized one.
+
+        A quantized tensor of the same layout is copied as it is (no loss); one of another
+        layout is dequantized and quantized again.
+        """
+        spec = self.weight.spec
+        if isinstance(tensor, QuantizedTensor) and tensor.spec != spec:
+            tensor = tensor.dequantize()
+        if not isinstance(tensor, QuantizedTensor):
+            tensor = QuantizedTensor.quantize(tensor, spec)
+        for part, piece in zip(self.weight.parts, tensor.pieces, strict=True):
+            self.load(part, piece)
+
+    def load(self, part: str, tensor: torch.Tensor) -> None:
+        """Copy a stored piece (`qweight`, `scales`, `mins`) into these rows.
+
+        Raises:
+            CortexError: the piece's shape or kind does not fit the layout.
+        """
+        slot = self.weight.canonical(part)[self.start : self.stop]
+        if part not in self.weight.parts or tuple(tensor.shape) != tuple(slot.shape):
+            raise CortexError(
+                f"quantized piece {part!r} of shape {tuple(tensor.shape)} does not fit "
+                f"{self.weight.spec} rows of shape {tuple(slot.shape)}"
+            )
+        if tensor.dtype.is_floating_point != slot.dtype.is_floating_point:
+            raise CortexError(f"quantized piece {part!r} has dtype {tensor.dtype}")
+        slot.copy_(tensor)
+
+
+class QuantizedWeight(nn.Module):
+    """A `(out_features, in_features)` weight stored as int8 per channel or int4 group-wise.
+
+    Built empty in the canonical layout (see the module docstring), filled through `rows()`,
+    then `prepare()`d once for the device's kernels. Used as `weight(x)` (a linear layer
+    without bias) or `weight.embedding(ids)` (rows, dequantized).
+
+    Args:
+        out_features: rows.
+        in_features: columns; int4 needs a multiple of the group size.
+        spec: the layout.
+        device: where the weight lives.
+        dtype: the activations' dtype (inputs and outputs).
+        name: the layer's name, for error messages.
+    """
+
+    def __init__(
+        self,
+        out_features: int,
+        in_features: int,
+        spec: QuantSpec,
+        *,
+        device: torch.device | str,
+        dtype: torch.dtype,
+        name: str = "weight",
+    ) -> None:
+        super().__init__()
+        spec.check_shape(name, out_features, in_features)
+        self.out_features, self.in_features = out_features, in_features
+        self.spec = spec
+        self.dtype = dtype
+        self.shape = (out_features, in_features)
+        self._cpu_packed = False
+        empty = torch.empty
+        self.qweight: torch.Tensor
+        self.scales: torch.Tensor
+        self.mins: torch.Tensor | None
+        if spec.bits == 8:
+            self.parts: tuple[str, ...] = ("qweight", "scales")
+            self.register_buffer("qweight", empty(self.shape, dtype=torch.int8, device=device))
+            self.register_buffer("scales", empty(out_features, dtype=torch.float32, device=device))
+            self.register_buffer("mins", None)
+        else:
+            assert spec.group_size is not None
+            groups = in_features // spec.group_size
+            self.parts = ("qweight", "scales", "mins")
+            packed = (out_features, in_features // 2)
+            self.register_buffer("qweight", empty(packed, dtype=torch.uint8, device=device))
+            grid = (out_features, groups)
+            self.register_buffer("scales", empty(grid, dtype=torch.float16, device=device))
+            self.register_buffer("mins", empty(grid, dtype=torch.float16, device=device))
+
+    @property
+    def group_size(self) -> int | None:
+        """int4's group size; None for int8."""
+        return self.spec.group_size
+
+    def canonical(self, part: str) -> torch.Tensor:
+        """A canonical piece (`qweight`, `scales`, `mins`), before `prepare()`."""
+        if self._cpu_packed:
+            raise CortexError("a prepared QuantizedWeight no longer holds the canonical layout")
+        tensor = getattr(self, part, None)
+        if not isinstance(tensor, torch.Tensor):
+            raise CortexError(f"{self.spec} has no piece {part!r}")
+        return tensor
+
+    def rows(self, start: int = 0, stop: int | None = None) -> QuantRows:
+        """The slot for rows `start:stop` (default: all)."""
+        return QuantRows(self, start, self.out_features if stop is None else stop)
+
+    def copy_(self, tensor: torch.Tensor | QuantizedTensor) -> None:
+        """Fill every row (see `QuantRows.copy_`)."""
+        self.rows().copy_(tensor)
+
+    def __getitem__(self, rows: slice) -> QuantRows:
+        """`weight[a:b]`: the slot for those rows, as a float matrix's view would be."""
+        start, stop, step = rows.indices(self.out_features)
+        if step != 1:
+            raise IndexError("a QuantizedWeight is sliced by contiguous rows only")
+        return QuantRows(self, start, stop)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weight lives."""
+        return self.qweight.device
+
+    def prepare(self) -> None:
+        """Repack once for the device's kernels (CPU: torch's packed formats; CUDA: as is)."""
+        if self._cpu_packed or self.qweight.device.type != "cpu":
+            return
+        if self.spec.bits == 8:
+            self.scales = self.scales.to(_CPU_KERNEL_DTYPE)
+        else:
+            assert self.mins is not None and self.group_size is not None
+            self.qweight, self.scales = _cpu_int4_pack(self.qweight, self.scales, self.mins)
+            self.mins = None
+        self._cpu_packed = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`x @ W.T` for x (tokens, in_features), in x's dtype."""
+        if self._cpu_packed:
+            return _cpu_linear(self, x)
+        from cortex.engine.kernels.dispatch import weight_only_matmul
+
+        return weight_only_matmul(x, self.qweight, self.scales, self.mins, self.group_size)
+
+    def embedding(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows `ids` of W, dequantized to the activation dtype: (len(ids), in_features)."""
+        if self.spec.bits == 8:
+            rows = self.qweight[ids].float() * self.scales[ids].float()[:, None]
+            return rows.to(self.dtype)
+        assert self.group_size is not None
+        if self._cpu_packed:
+            q, scales, mins = _cpu_int4_rows(self.qweight, self.scales, ids)
+        else:
+            assert self.mins is not None
+            q, scales, mins = unpack_int4(self.qweight[ids]), self.scales[ids], self.mins[ids]
+        tokens = q.shape[0]
+        grouped = q.float().reshape(tokens, -1, self.group_size)
+        rows = grouped * scales.float()[..., None] + mins.float()[..., None]
+        return rows.reshape(tokens, self.in_features).to(self.dtype)
+
+    def dequantize(self) -> torch.Tensor:
+        """The whole matrix in float32 (tests, requantizing)."""
+        return self.embedding(torch.arange(self.out_features, device=self.qweight.device)).float()
+
+    def extra_repr(self) -> str:
+        return f"{self.out_features}, {self.in_features}, {self.spec}"
+
+
+def _cpu_int4_pack(
+    qweight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Canonical int4 -> torch's CPU packed weight and `(groups, out, 2)` scale-and-zero table.
+
+    torch's kernel computes `(q - 8) * scale + zero`, so `zero = min + 8 * scale`. Rows are
+    padded to a multiple of 64 (its row-block), so every row sits in the same place of a
+    block (see `_cpu_int4_rows`).
+    """
+    out_features = qweight.shape[0]
+    pad = -out_features % _CPU_INT4_BLOCK_N
+    q = unpack_int4(qweight).to(torch.int32)
+    s, m = scales.float(), mins.float()
+    if pad:
+        q = torch.cat((q, q.new_zeros(pad, q.shape[1])))
+        s = torch.cat((s, s.new_zeros(pad, s.shape[1])))
+        m = torch.cat((m, m.new_zeros(pad, m.shape[1])))
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+    table = torch.stack((s, m + 8 * s), dim=-1).transpose(0, 1).contiguous()
+    return packed, table.to(_CPU_KERNEL_DTYPE)
+
+
+def _cpu_int4_rows(
+    packed: torch.Tensor, table: torch.Tensor, ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows `ids` of a CPU-packed int4 weight: (q (n, in), scales (n, groups), mins (n, groups)).
+
+    torch's layout is `[out / 64][in][32]` bytes: byte `j` of a block row holds row `j` of the
+    block in its low nibble and row `32 + j` in its high nibble.
+    """
+    blocks, in_features = packed.shape[0] // _CPU_INT4_BLOCK_N, packed.shape[1] * 2
+    half = _CPU_INT4_BLOCK_N // 2
+    tiles = packed.reshape(blocks, in_features, half)
+    block, within = ids // _CPU_INT4_BLOCK_N, ids % _CPU_INT4_BLOCK_N
+    data = tiles[block, :, within % half]  # (n, in)
+    q = torch.where((within < half)[:, None], data & 0xF, data >> 4)
+    scale = table[:, ids, 0].T.float()
+    zero = table[:, ids, 1].T.float()
+    return q, scale, zero - 8 * scale
+
+
+def _cpu_linear(weight: QuantizedWeight, x: torch.Tensor) -> torch.Tensor:
+    x_kernel = x.to(_CPU_KERNEL_DTYPE)
+    out: torch.Tensor
+    if weight.spec.bits == 8:
+        out = torch.ops.aten._weight_int8pack_mm(x_kernel, weight.qweight, weight.scales)
+    else:
+        assert weight.group_size is not None
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(
+            x_kernel, weight.qweight, weight.group_size, weight.scales
+        )
+        if out.shape[1] != weight.out_features:
+            out = out[:, : weight.out_features]
+    return out.to(x.dtype)
+
+
+# -- swapping a model's weights --------------------------------------------------------------
+
+
+def swap_in_quantized(
+    model: nn.Module,
+    slots: Mapping[str, object],
+    specs: Mapping[str, QuantSpec],
+) -> None:
+    """Replace the float weight matrices that checkpoint tensors fill by empty `QuantizedWeight`s.
+
+    `slots` maps checkpoint names to the views of the model's parameters they fill (fused
+    q/k/v and gate/up rows included), and `specs` gives each checkpoint name to quantize its
+    layout. A matrix filled by several tensors of different layouts takes int8 (the finer);
+    a matrix some of whose tensors are not named in `specs` stays float. Tied parameters (an
+    LM head that is the embedding) stay one object. Call before loading; the float matrices
+    were never written, so dropping them frees no memory that was used.
+
+    Raises:
+        QuantError: int4 on a matrix whose width is not a multiple of the group size (the
+            message names the parameter).
+    """
+    owners: dict[int, list[tuple[nn.Module, str, str]]] = {}
+    for module_name, module in model.named_modules():
+        for attr, param in module.named_parameters(recurse=False, remove_duplicate=False):
+            if param.dim() == 2:
+                name = f"{module_name}.{attr}" if module_name else attr
+                owners.setdefault(param.untyped_storage().data_ptr(), []).append(
+                    (module, attr, name)
+                )
+    wanted: dict[int, set[QuantSpec | None]] = {}
+    for name, slot in slots.items():
+        key = slot.untyped_storage().data_ptr() if isinstance(slot, torch.Tensor) else None
+        if key in owners:
+            wanted.setdefault(key, set()).add(specs.get(name))
+    for key, chosen in wanted.items():
+        layouts = {layout for layout in chosen if layout is not None}
+        if len(layouts) < len(chosen):  # some of its tensors stay float: so does the matrix
+            continue
+        spec = layouts.pop() if len(layouts) == 1 else QuantSpec(8)
+        module, attr, name = owners[key][0]
+        param = getattr(module, attr)
+        out_features, in_features = param.shape
+        weight = QuantizedWeight(
+            out_features, in_features, spec, device=param.device, dtype=param.dtype, name=name
+        )
+        for module, attr, _ in owners[key]:
+            del module._parameters[attr]
+            setattr(module, attr, weight)
+
+
+def quant_specs(
+    entries: Iterable[tuple[str, torch.Tensor | QuantizedTensor]],
+    mode: QuantMode | None,
+    spec: QuantSpec | None,
+) -> dict[str, QuantSpec]:
+    """Which checkpoint tensors to hold quantized, and how, for a `quant` setting.
+
+    None keeps the checkpoint as it is (its quantized tensors stay quantized, floats stay
+    float); `none`/`bf16` hold everything in float; `int8`/`int4` quantize every matrix,
+    embedding and LM head included, and repack quantized tensors of another layout.
+    """
+    if mode is None:
+        return {n: t.spec for n, t in entries if isinstance(t, QuantizedTensor)}
+    if spec is None:
+        return {}
+    return {n: spec for n, t in entries if len(t.shape) == 2}
+
+
+def prepare_model(model: nn.Module) -> None:
+    """`prepare()` every `QuantizedWeight` of a loaded model for its device's kernels."""
+    for module in model.modules():
+        if isinstance(module, QuantizedWeight):
+            module.prepare()
