@@ -20,6 +20,7 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 OWN = canonicalize_name(PROJECT["name"])
+SETS = ("base", "run", "dev")
 
 # Declared but never imported, each for a reason.
 NOT_IMPORTED = {
@@ -259,3 +260,44 @@ def test_a_gateway_host_installs_and_serves_without_torch(tmp_path: Path) -> Non
     finally:
         for neuron in neurons.values():
             neuron.stop()
+
+
+def test_a_stale_lock_fails_with_the_command_that_refreshes_it(tmp_path: Path) -> None:
+    for name in ("pyproject.toml", "scripts/lock.py", *(f"locks/{s}.txt" for s in SETS)):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text((ROOT / name).read_text())
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"rich>=13.7"', '"rich>=13.8"'))
+    done = subprocess.run(
+        [sys.executable, "scripts/lock.py", "--check"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 1
+    assert "locks/base.txt, locks/run.txt, locks/dev.txt" in done.stderr
+    assert "Run `python3 scripts/lock.py`" in done.stderr
+
+
+def test_setup_names_a_missing_interpreter_before_doing_anything(tmp_path: Path) -> None:
+    done = subprocess.run(
+        ["bash", "scripts/setup.sh", "dev"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "PYTHON": str(tmp_path / "python3.9")},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert "cortex needs Python 3.11 or newer (pass another with PYTHON=" in done.stderr
+
+
+def test_setup_refuses_an_old_python_naming_its_version(tmp_path: Path) -> None:
+    old = tmp_path / "python3.9"  # answers setup's two questions as a Python 3.9 would
+    old.write_text('#!/bin/sh\ncase "$2" in *print*) echo 3.9 ;; *) exit 1 ;; esac\n')
+    old.chmod(0o755)
+    done = subprocess.run(
+        ["bash", "scripts/setup.sh", "dev"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "PYTHON": str(old)},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert f"'{old}' is Python 3.9; cortex needs 3.11 or newer" in done.stderr
