@@ -1,6 +1,6 @@
 """A Fleet inside a Python program: no server, no port.
 
-`Fleet.embedded()` runs one neuron in this process serving the default model
+`embedded_fleet()` runs one neuron in this process serving the default model
 (smollm2-135m-instruct, loaded at start); `Fleet.from_config(...)` would front real neurons.
 
     python examples/embed_fleet.py
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 
-from cortex import Fleet
+from cortex import embedded_fleet
 
 MODEL = "smollm2-135m-instruct"
 
 
 async def main() -> None:
-    async with Fleet.embedded() as fleet:
+    async with embedded_fleet() as fleet:
         for entry in fleet.catalogue():
             print(f"{entry.id}: context {entry.context_length}, loadable on {entry.loadable_on}")
         print("placement:", fleet.plan(MODEL).reason)

@@ -1,7 +1,8 @@
 """cortex: local LLMs across a fleet of GPU hosts behind one OpenAI + Anthropic compatible API.
 
 The public names are imported lazily: `import cortex` stays light (no torch) until the engine is
-used. `cortex.Fleet` is the embeddable control plane, the `*_to_*` functions and stream
+used. `cortex.Fleet` is the embeddable control plane (`cortex.embedded_fleet()` runs
+one with its neuron in this process), the `*_to_*` functions and stream
 translators are the pure dialect translation, and `cortex.Engine` runs a model in-process.
 """
 
@@ -30,6 +31,7 @@ __all__ = [
     "anthropic_request_to_openai",
     "anthropic_response_to_openai",
     "default_model_dir",
+    "embedded_fleet",
     "encode_sse",
     "load_cortex_config",
     "load_model",
@@ -51,6 +53,7 @@ _LAZY = {
     "load_models_config": "cortex.config",
     "load_neuron_config": "cortex.config",
     "Fleet": "cortex.fleet",
+    "embedded_fleet": "cortex.embedded",
     "Engine": "cortex.engine",
     "SamplingParams": "cortex.engine",
     "Tokenizer": "cortex.engine",
@@ -78,6 +81,7 @@ if TYPE_CHECKING:
         load_models_config,
         load_neuron_config,
     )
+    from cortex.embedded import embedded_fleet
     from cortex.engine import Engine, SamplingParams, Tokenizer, default_model_dir, load_model
     from cortex.errors import ConfigError, CortexError
     from cortex.fleet import Fleet

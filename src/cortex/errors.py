@@ -44,6 +44,7 @@ __all__ = [
     "RequestTooLargeError",
     "UpstreamError",
     "UpstreamTimeoutError",
+    "describe_error",
     "error_from_status",
 ]
 
@@ -326,3 +327,17 @@ def error_from_status(status: int, message: str, **kwargs: Any) -> CortexError:
     if cls is None:
         cls = UpstreamError if status >= 500 else InvalidRequestError
     return cls(message, **kwargs)
+
+
+def describe_error(exc: BaseException | None) -> str:
+    """A failure in one line for logs and error messages: a `CortexError`'s message, "timed out",
+    "cancelled", else the exception's text (its type's name when it has none)."""
+    if isinstance(exc, CortexError):
+        return exc.message
+    if isinstance(exc, TimeoutError):  # asyncio.TimeoutError is TimeoutError since 3.11
+        return "timed out"
+    if exc is None:
+        return "unknown error"
+    if type(exc).__name__ == "CancelledError":
+        return "cancelled"
+    return str(exc) or type(exc).__name__

@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from cortex.config import FakeModel, ModelProfile, ModelsConfig
-from cortex.fleet.fleet import Fleet
+from cortex.embedded import embedded_fleet
 from cortex.gateway.app import create_gateway_app
 from cortex.testing import FakeHarness
 
@@ -61,7 +61,7 @@ def make_gateway() -> GatewayFactory:
     ) -> AsyncIterator[Gateway]:
         harness = FakeHarness(MODELS, node="n1", memory_mb=1000, load_s=load_s, fail_load=[BROKEN])
         profiles = ModelsConfig(models=[ModelProfile(id=WARM, pinned=True)])
-        fleet = Fleet.embedded(harness, name="n1", model=WARM, models=profiles)
+        fleet = embedded_fleet(harness, name="n1", model=WARM, models=profiles)
         app = create_gateway_app(fleet, manage_fleet=True, commit_after_s=commit_after_s)
         transport = httpx.ASGITransport(app=app)
         async with (

@@ -1,7 +1,8 @@
 """The control plane: a fleet of nodes behind one catalogue, with placement and eviction.
 
-`Fleet` is the entry point (`Fleet.from_config(config)`, `Fleet.embedded()`); placement is the
-pure function `plan(snapshot, model, strategy)` over the snapshot types of `cortex.fleet.state`.
+`Fleet` is the entry point (`Fleet.from_config(config)`; `cortex.embedded.embedded_fleet()` for
+a neuron in this process); placement is the pure function `plan(snapshot, model, strategy)` over
+the snapshot types of `cortex.fleet.state`. Nothing here imports the neuron or the gateway.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
-"""What a fleet is built from: clients for the nodes of cortex.toml, or one in-process neuron."""
+"""What a fleet is built from: a client per node of cortex.toml (an in-process neuron is composed
+above the fleet, in `cortex.embedded`)."""
 
 from __future__ import annotations
-
-from contextlib import AbstractAsyncContextManager
-from typing import Any
 
 from cortex.config import CortexConfig
 from cortex.fleet.clients import (
@@ -11,10 +9,9 @@ from cortex.fleet.clients import (
     NodeClient,
     OpenAIServerClient,
     Timeouts,
-    in_process_client,
 )
 
-__all__ = ["clients_from_config", "embedded_neuron"]
+__all__ = ["clients_from_config"]
 
 
 def clients_from_config(config: CortexConfig) -> list[NodeClient]:
@@ -29,26 +26,3 @@ def clients_from_config(config: CortexConfig) -> list[NodeClient]:
         token = node.token.get_secret_value() if node.token else None
         clients.append(kind(node.name, node.endpoint, token=token, timeouts=timeouts))
     return clients
-
-
-def embedded_neuron(
-    harness: Any, name: str
-) -> tuple[NodeClient, AbstractAsyncContextManager[Any], str]:
-    """A neuron app in this process: its client, its lifespan and the default model's id.
-
-    Args:
-        harness: the neuron's harness; None for the engine over the default model search.
-        name: the node's name.
-    """
-    # Imported here: the neuron sits beside the gateway, above the fleet, and only the embedded
-    # mode needs it (the engine harness imports torch when it loads).
-    from cortex.config import NeuronConfig
-    from cortex.neuron.app import create_neuron_app
-    from cortex.neuron.catalog import DEFAULT_MODEL_ID
-
-    if harness is None:
-        from cortex.neuron.engine_harness import EngineHarness
-
-        harness = EngineHarness.from_config(NeuronConfig(name=name))
-    app = create_neuron_app(harness, name=name)
-    return in_process_client(name, app), app.router.lifespan_context(app), DEFAULT_MODEL_ID

@@ -12,10 +12,10 @@ stream with an error event in the client's dialect).
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from cortex.errors import (
     ConflictError,
@@ -27,16 +27,40 @@ from cortex.errors import (
     error_from_status,
 )
 from cortex.fleet.clients import UNREACHABLE
+from cortex.translate.deltas import carries_token
 from cortex.translate.sse import SSEDecoder
 
 if TYPE_CHECKING:
-    from cortex.fleet.fleet import Fleet
     from cortex.fleet.ledger import Lease
 
-__all__ = ["Chunk", "Route", "complete", "stream", "stream_batches"]
+__all__ = ["Chunk", "Nodes", "Route", "complete", "stream", "stream_batches"]
 
 RETRYABLE = (UpstreamError, OverloadedError, NotFoundError, ConflictError, InsufficientMemoryError)
 """Errors that say "not this node, not now" rather than "not this request"."""
+
+T = TypeVar("T")
+
+
+class Nodes(Protocol):
+    """What dispatch needs from the fleet (`Fleet` is one)."""
+
+    async def acquire(
+        self, model: str, *, exclude: Collection[str] = (), failures: list[str] | None = None
+    ) -> Lease:
+        """Hold a node serving `model` (loading it if needed), none of `exclude`."""
+        ...
+
+    def mark_down(self, node: str, reason: str) -> None:
+        """The node could not be reached: down until its next poll answers."""
+        ...
+
+    def refresh_soon(self, node: str) -> None:
+        """The node misbehaved: poll it again soon."""
+        ...
+
+    def touch(self, node: str) -> None:
+        """The node just sent inference bytes: alive, whatever its polls say."""
+        ...
 
 
 @dataclass(slots=True)
@@ -140,16 +164,9 @@ def _starts_reply(chunk: Chunk) -> bool:
     choice = _checked_choice(chunk)
     if choice is None:
         return "usage" in chunk.payload
-    if choice.get("finish_reason") is not None or choice.get("text"):
+    if choice.get("finish_reason") is not None:
         return True
-    delta = choice.get("delta") or {}
-    return bool(
-        delta.get("content")
-        or delta.get("tool_calls")
-        or delta.get("reasoning_content")
-        or delta.get("reasoning")
-        or delta.get("refusal")
-    )
+    return carries_token(choice.get("delta") or choice)
 
 
 def _stream_error(payload: Mapping[str, Any]) -> CortexError:
@@ -162,14 +179,52 @@ def _stream_error(payload: Mapping[str, Any]) -> CortexError:
     )
 
 
-def _body_for(lease: Lease, body: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(body)
-    out["model"] = lease.model
-    return out
+async def _failover(
+    nodes: Nodes,
+    route: Route,
+    lease: Lease | None,
+    attempt: Callable[[Lease], AsyncGenerator[T, None]],
+) -> AsyncGenerator[T, None]:
+    """The one failover loop: run `attempt` on a lease, then on the next candidate while it
+    fails retryably before yielding anything; once it has yielded, its failure is the caller's.
+
+    Args:
+        nodes: the fleet.
+        route: the model to serve, filled in with where it went and what failed.
+        lease: a lease already held for the first attempt.
+        attempt: sends the request through a lease and yields what goes to the client;
+            the lease is released when it ends.
+    """
+    excluded: set[str] = set()
+    last: CortexError | None = None
+    while True:
+        if lease is None:
+            lease = await _next_lease(nodes, route, excluded, last)
+        route.node = lease.node
+        started = False
+        try:
+            with lease:
+                async with aclosing(attempt(lease)) as items:
+                    async for item in items:
+                        started = True
+                        yield item
+            return
+        except RETRYABLE as exc:
+            if started:
+                if isinstance(exc, UpstreamError) and exc.code == UNREACHABLE:
+                    nodes.refresh_soon(lease.node)  # dead? then it is marked down at once
+                raise
+            route.failures.append(f"{lease.node}: {exc.message}")
+            if isinstance(exc, UpstreamError) and exc.code == UNREACHABLE:
+                nodes.mark_down(lease.node, exc.message)
+            else:
+                nodes.refresh_soon(lease.node)
+            excluded.add(lease.node)
+            lease, last = None, exc
 
 
 async def _next_lease(
-    fleet: Fleet, route: Route, excluded: set[str], last: CortexError | None = None
+    nodes: Nodes, route: Route, excluded: set[str], last: CortexError | None = None
 ) -> Lease:
     """The next candidate; when none is left, the error names every failure so far.
 
@@ -177,7 +232,7 @@ async def _next_lease(
     client's error (502), not "overloaded": a retry would most likely meet the same nodes.
     """
     try:
-        return await fleet.acquire(route.model, exclude=excluded, failures=route.failures)
+        return await nodes.acquire(route.model, exclude=excluded, failures=route.failures)
     except OverloadedError as exc:
         if isinstance(last, UpstreamError) and route.failures:
             tried = "; ".join(route.failures)
@@ -185,16 +240,14 @@ async def _next_lease(
         raise
 
 
-def _failed(fleet: Fleet, lease: Lease, exc: CortexError, route: Route) -> None:
-    route.failures.append(f"{lease.node}: {exc.message}")
-    if isinstance(exc, UpstreamError) and exc.code == UNREACHABLE:
-        fleet.mark_down(lease.node, exc.message)
-    else:
-        fleet.refresh_soon(lease.node)
+def _body_for(lease: Lease, body: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(body)
+    out["model"] = lease.model
+    return out
 
 
 async def complete(
-    fleet: Fleet,
+    nodes: Nodes,
     path: str,
     body: Mapping[str, Any],
     route: Route,
@@ -204,31 +257,24 @@ async def complete(
     """Send a non-streamed request, failing over to the next candidate on node failures.
 
     Args:
-        fleet: the fleet.
+        nodes: the fleet.
         path: the node's route, e.g. `/v1/chat/completions`.
         body: the OpenAI request (its `model` is replaced by the resolved id).
         route: filled in with where it went.
         lease: a lease already held for the first attempt (released here).
     """
-    excluded: set[str] = set()
-    last: CortexError | None = None
-    while True:
-        if lease is None:
-            lease = await _next_lease(fleet, route, excluded, last)
-        route.node = lease.node
-        try:
-            with lease:
-                return _check_reply(
-                    await lease.client.post(path, _body_for(lease, body)), lease.node
-                )
-        except RETRYABLE as exc:
-            _failed(fleet, lease, exc, route)
-            excluded.add(lease.node)
-            lease, last = None, exc
+
+    async def attempt(lease: Lease) -> AsyncGenerator[dict[str, Any], None]:
+        yield _check_reply(await lease.client.post(path, _body_for(lease, body)), lease.node)
+
+    async with aclosing(_failover(nodes, route, lease, attempt)) as replies:
+        async for reply in replies:
+            return reply
+    raise AssertionError("an attempt yields its reply or raises")
 
 
 async def stream(
-    fleet: Fleet,
+    nodes: Nodes,
     path: str,
     body: Mapping[str, Any],
     route: Route,
@@ -242,13 +288,13 @@ async def stream(
     cancels the generation there.
 
     Args:
-        fleet: the fleet.
+        nodes: the fleet.
         path: the node's route, e.g. `/v1/chat/completions`.
         body: the OpenAI request, with `stream: true`.
         route: filled in with where it went.
         lease: a lease already held for the first attempt (released here).
     """
-    batches = stream_batches(fleet, path, body, route, lease=lease)
+    batches = stream_batches(nodes, path, body, route, lease=lease)
     try:
         async for batch in batches:
             for chunk in batch:
@@ -257,8 +303,8 @@ async def stream(
         await batches.aclose()
 
 
-async def stream_batches(
-    fleet: Fleet,
+def stream_batches(
+    nodes: Nodes,
     path: str,
     body: Mapping[str, Any],
     route: Route,
@@ -267,52 +313,49 @@ async def stream_batches(
 ) -> AsyncGenerator[list[Chunk], None]:
     """As `stream`, but the events that arrived together come as one list (relays write them
     in one go: fewer writes under load)."""
-    excluded: set[str] = set()
-    last: CortexError | None = None
-    while True:
-        if lease is None:
-            lease = await _next_lease(fleet, route, excluded, last)
-        route.node = lease.node
-        started = False
-        held: list[Chunk] = []
-        try:
-            with lease:
-                async with lease.client.stream(path, _body_for(lease, body)) as raw:
-                    decoder: SSEDecoder | None = None
-                    alive = fleet.ledger.alive_at
-                    async for piece in raw:
-                        alive[lease.node] = time.monotonic()
-                        datas = _whole_data_events(piece) if decoder is None else None
-                        if datas is None:  # anything unusual: the full SSE parser from now on
-                            decoder = decoder or SSEDecoder()
-                            datas = [e.data for e in decoder.feed(piece)]
-                        batch = [Chunk(data, lease.node) for data in datas]
-                        if started:
-                            if batch:
-                                yield batch
-                            continue
-                        for chunk in batch:
-                            if isinstance(chunk.payload, dict) and "error" in chunk.payload:
-                                raise _stream_error(chunk.payload)
-                            held.append(chunk)
-                            started = _starts_reply(chunk) or started
-                        if started:
-                            yield held
-                    if not started:
-                        raise UpstreamError(f"node {lease.node!r} ended the stream without a reply")
-                    ended = decoder.finish() if decoder is not None else []
-                    tail = [Chunk(e.data, lease.node) for e in ended]
-                    if tail:
-                        yield tail
-            return
-        except RETRYABLE as exc:
-            if started:
-                if isinstance(exc, UpstreamError) and exc.code == UNREACHABLE:
-                    fleet.refresh_soon(lease.node)  # dead? then it is marked down at once
-                raise
-            _failed(fleet, lease, exc, route)
-            excluded.add(lease.node)
-            lease, last = None, exc
+
+    async def attempt(lease: Lease) -> AsyncGenerator[list[Chunk], None]:
+        async with (
+            lease.client.stream(path, _body_for(lease, body)) as raw,
+            aclosing(_batches(raw, lease.node, nodes.touch)) as batches,
+        ):
+            async for batch in batches:
+                yield batch
+
+    return _failover(nodes, route, lease, attempt)
+
+
+async def _batches(
+    raw: AsyncIterator[bytes], node: str, touch: Callable[[str], None]
+) -> AsyncGenerator[list[Chunk], None]:
+    """A node's SSE bytes as lists of events, the first one held until a token (or the end)
+    comes; an error event before it, or an end without it, raises (so failover may move on)."""
+    decoder: SSEDecoder | None = None
+    started = False
+    held: list[Chunk] = []
+    async for piece in raw:
+        touch(node)
+        datas = _whole_data_events(piece) if decoder is None else None
+        if datas is None:  # anything unusual: the full SSE parser from now on
+            decoder = decoder or SSEDecoder()
+            datas = [e.data for e in decoder.feed(piece)]
+        batch = [Chunk(data, node) for data in datas]
+        if started:
+            if batch:
+                yield batch
+            continue
+        for chunk in batch:
+            if isinstance(chunk.payload, dict) and "error" in chunk.payload:
+                raise _stream_error(chunk.payload)
+            held.append(chunk)
+            started = _starts_reply(chunk) or started
+        if started:
+            yield held
+    if not started:
+        raise UpstreamError(f"node {node!r} ended the stream without a reply")
+    tail = [Chunk(e.data, node) for e in (decoder.finish() if decoder is not None else [])]
+    if tail:
+        yield tail
 
 
 def _whole_data_events(piece: bytes) -> list[str] | None:

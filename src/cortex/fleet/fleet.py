@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
@@ -19,17 +20,15 @@ from typing import Any
 
 from cortex.config import CortexConfig, ModelProfile, ModelsConfig
 from cortex.errors import (
-    CortexError,
     ModelNotFoundError,
     OverloadedError,
     UpstreamTimeoutError,
+    describe_error,
 )
 from cortex.fleet import dispatch, placement
-from cortex.fleet.build import clients_from_config, embedded_neuron
+from cortex.fleet.build import clients_from_config
 from cortex.fleet.catalogue import CatalogueEntry, build_catalogue
-from cortex.fleet.clients import (
-    NodeClient,
-)
+from cortex.fleet.clients import NodeClient
 from cortex.fleet.dispatch import Chunk, Route
 from cortex.fleet.events import FleetObserver
 from cortex.fleet.ledger import Lease, Ledger
@@ -63,6 +62,8 @@ class Fleet:
         default_model: what an unknown `claude-*` model name means (default: the first pinned
             profile, else the first profile, else the catalogue's only model).
         first_poll_s: how long the first poll at start waits for slow nodes.
+        lifespans: entered at start, before the first poll, and left at close (the lifespan
+            of a neuron app reached in-process: see `cortex.embedded`).
 
     Example:
         ```python
@@ -83,6 +84,7 @@ class Fleet:
         observer: FleetObserver | None = None,
         default_model: str | None = None,
         first_poll_s: float = 5.0,
+        lifespans: Sequence[AbstractAsyncContextManager[Any]] = (),
     ) -> None:
         names = [c.name for c in clients]
         if len(set(names)) != len(names):
@@ -108,7 +110,7 @@ class Fleet:
             retry_pinned_s=10 * poll_interval_s,
         )
         self._first_poll_s = first_poll_s
-        self._lifespans: list[AbstractAsyncContextManager[Any]] = []
+        self._lifespans = list(lifespans)
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
@@ -141,46 +143,6 @@ class Fleet:
             observer=observer,
         )
 
-    @classmethod
-    def embedded(
-        cls,
-        harness: Any = None,
-        *,
-        name: str = "local",
-        model: str | None = None,
-        models: ModelsConfig | None = None,
-        observer: FleetObserver | None = None,
-        **kwargs: Any,
-    ) -> Fleet:
-        """A fleet of one neuron living in this process (no server, no port).
-
-        With no harness it is the engine serving the default model (smollm2-135m-instruct),
-        which is pinned: loaded at start. The neuron's app is reached in-process, streaming.
-
-        Args:
-            harness: the neuron's harness (`cortex.testing.FakeHarness` for tests); None: the
-                engine over the neuron's default model search.
-            name: the node's name.
-            model: the model to pin and to answer unknown `claude-*` names with (default: the
-                default model).
-            models: profiles (default: one pinning `model`).
-            observer: receives fleet events.
-            **kwargs: more `Fleet` options (`poll_interval_s`, `strategy`...).
-        """
-        client, lifespan, default = embedded_neuron(harness, name)
-        model = model or default
-        if models is None:
-            models = ModelsConfig(models=[ModelProfile(id=model, pinned=True)])
-        fleet = cls(
-            [client],
-            models=models,
-            observer=observer,
-            default_model=model,
-            **kwargs,
-        )
-        fleet._lifespans.append(lifespan)
-        return fleet
-
     async def start(self) -> None:
         """Poll every node once, start the poller, and load the pinned models."""
         if self._started:
@@ -202,7 +164,7 @@ class Fleet:
         await asyncio.gather(*(c.aclose() for c in self.clients.values()))
         for lifespan in reversed(self._lifespans):
             await lifespan.__aexit__(None, None, None)
-        self._lifespans.clear()
+        self._lifespans.clear()  # a context manager is entered once
         self._started = False
 
     async def __aenter__(self) -> Fleet:
@@ -345,7 +307,7 @@ class Fleet:
                 if not isinstance(exc, Exception):
                     raise  # cancelled: the caller went away
                 excluded.add(decision.node)
-                failures.append(f"{decision.node}: {_describe(exc)}")
+                failures.append(f"{decision.node}: {describe_error(exc)}")
                 continue
             return lease
 
@@ -392,10 +354,8 @@ class Fleet:
             route: filled in with where it went (optional).
             lease: a lease already held for it (from `acquire`), used for the first attempt.
         """
-        model = lease.model if lease is not None else self.resolve(str(body.get("model", "")))
-        route = route if route is not None else Route(model)
-        route.model = model
-        return await dispatch.complete(self, path, self.sampling(model, body), route, lease=lease)
+        request, route = self._prepared(body, route, lease, stream=False)
+        return await dispatch.complete(self, path, request, route, lease=lease)
 
     def stream(
         self,
@@ -410,7 +370,7 @@ class Fleet:
         Fails over to the next candidate until the first token; closing the iterator cancels
         the generation. Arguments as for `complete`.
         """
-        request, route = self._streamed(body, route, lease)
+        request, route = self._prepared(body, route, lease, stream=True)
         return dispatch.stream(self, path, request, route, lease=lease)
 
     def stream_batches(
@@ -422,17 +382,19 @@ class Fleet:
         lease: Lease | None = None,
     ) -> AsyncIterator[list[Chunk]]:
         """As `stream`, but the events that arrived together come as one list (for relays)."""
-        request, route = self._streamed(body, route, lease)
+        request, route = self._prepared(body, route, lease, stream=True)
         return dispatch.stream_batches(self, path, request, route, lease=lease)
 
-    def _streamed(
-        self, body: Mapping[str, Any], route: Route | None, lease: Lease | None
+    def _prepared(
+        self, body: Mapping[str, Any], route: Route | None, lease: Lease | None, *, stream: bool
     ) -> tuple[dict[str, Any], Route]:
+        """The request with its sampling resolved, and the route it will fill in."""
         model = lease.model if lease is not None else self.resolve(str(body.get("model", "")))
         route = route if route is not None else Route(model)
         route.model = model
         request = self.sampling(model, body)
-        request["stream"] = True
+        if stream:
+            request["stream"] = True
         return request, route
 
     async def count_tokens(
@@ -455,6 +417,10 @@ class Fleet:
         """Poll one node now (after a load, an unload or a failure)."""
         await self.poller.poll_node(self.clients[node])
 
+    def touch(self, node: str) -> None:
+        """`node` just sent us inference bytes: proof of life between polls."""
+        self.ledger.alive_at[node] = time.monotonic()
+
     def mark_down(self, node: str, reason: str) -> None:
         """Mark `node` down at once (a request could not reach it); the poller brings it back."""
         if self.ledger.down(node, reason):
@@ -472,8 +438,8 @@ class Fleet:
             busy = isinstance(error, asyncio.TimeoutError | TimeoutError | UpstreamTimeoutError)
             if busy and started_at - self.ledger.alive_at.get(name, -1e9) < self.poller.interval_s:
                 return  # slow to answer a poll, but streaming to us right now: not down
-            if self.ledger.down(name, _describe(error)):
-                log.warning("node %s is down: %s", name, _describe(error))
+            if self.ledger.down(name, describe_error(error)):
+                log.warning("node %s is down: %s", name, describe_error(error))
             self.observer.on_node(name, False)
             return
         was_up = self.ledger.nodes[name].up
@@ -484,11 +450,3 @@ class Fleet:
         self.observer.on_node(name, True)
         self.lifecycle.polled(snap, self.snapshot())
         self._keep_pinned()
-
-
-def _describe(exc: BaseException | None) -> str:
-    if isinstance(exc, CortexError):
-        return exc.message
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return "timed out"
-    return repr(exc)

@@ -1,13 +1,20 @@
-"""The merged catalogue as `/v1/models` answers it: the OpenAI list, or the Anthropic page."""
+"""The merged catalogue as `/v1/models` answers it: the OpenAI list, or the Anthropic page
+(when the request carries `anthropic-version`), and one model by name."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from cortex.errors import ModelNotFoundError
+from cortex.fleet import Fleet
 from cortex.fleet.catalogue import CatalogueEntry
 
-__all__ = ["anthropic_models", "openai_models"]
+__all__ = ["anthropic_models", "catalogue_routes", "openai_models"]
 
 _EPOCH_RFC3339 = "1970-01-01T00:00:00Z"
 
@@ -69,3 +76,30 @@ def anthropic_models(entries: Sequence[CatalogueEntry], query: Mapping[str, str]
         "first_id": page[0]["id"] if page else None,
         "last_id": page[-1]["id"] if page else None,
     }
+
+
+def catalogue_routes(fleet: Fleet) -> list[Route]:
+    """`GET /v1/models` and `GET /v1/models/{model}` over `fleet`'s catalogue."""
+
+    async def models(request: Request) -> Response:
+        entries = fleet.catalogue()
+        if "anthropic-version" in request.headers:
+            return JSONResponse(anthropic_models(entries, request.query_params))
+        return JSONResponse(openai_models(entries))
+
+    async def model(request: Request) -> Response:
+        name = request.path_params["model"]
+        entries = fleet.catalogue()
+        if "anthropic-version" in request.headers:
+            listing = anthropic_models(entries, {"limit": str(10**9)})
+        else:
+            listing = openai_models(entries)
+        for item in listing["data"]:
+            if item["id"] == name:
+                return JSONResponse(item)
+        raise ModelNotFoundError(f"model {name!r} does not exist in this fleet")
+
+    return [
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{model:path}", model, methods=["GET"]),
+    ]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
@@ -25,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 from cortex.errors import CortexError, Dialect, UpstreamError
 from cortex.fleet.dispatch import Chunk
 from cortex.gateway.metrics import RequestRecord
+from cortex.translate.deltas import TOKEN_MARKS, chunk_carries_token
 from cortex.translate.sse import DONE, encode_sse, encode_sse_comment
 
 __all__ = [
@@ -32,7 +32,6 @@ __all__ = [
     "SSEResponse",
     "StreamTranslator",
     "error_response",
-    "is_token",
     "openai_bytes",
     "stream_response",
     "translated_bytes",
@@ -45,7 +44,6 @@ KEEPALIVE: Mapping[Dialect, bytes] = {
     "anthropic": encode_sse({"type": "ping"}),
 }
 _DONE = encode_sse(DONE)
-_TOKEN_MARKS = re.compile(r'"(?:content|text|reasoning_content|reasoning)":"[^"]|"tool_calls":\[')
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -182,27 +180,6 @@ async def stream_response(
     return SSEResponse(body, dialect, interval_s=interval_s, head=head, headers=headers)
 
 
-def is_token(payload: Any) -> int:
-    """How many content tokens an OpenAI chunk carries (0 or 1: one delta is one step)."""
-    choices = payload.get("choices") if isinstance(payload, dict) else None
-    if not choices:
-        return 0
-    choice = choices[0]
-    if choice.get("text"):
-        return 1
-    delta = choice.get("delta")
-    if not delta:
-        return 0
-    return int(
-        bool(
-            delta.get("content")
-            or delta.get("tool_calls")
-            or delta.get("reasoning_content")
-            or delta.get("reasoning")
-        )
-    )
-
-
 async def openai_bytes(
     batches: AsyncIterator[list[Chunk]],
     record: RequestRecord,
@@ -229,9 +206,9 @@ async def openai_bytes(
                 # Parse only what must be read: chunks up to the first token (TTFT), and the
                 # one that carries usage. Later tokens are counted from the raw text.
                 if record.first_token_at is None:
-                    if is_token(chunk.payload):
+                    if chunk_carries_token(chunk.payload):
                         record.token()
-                elif _TOKEN_MARKS.search(data):
+                elif TOKEN_MARKS.search(data):
                     record.token()
                 if '"usage":' in data and '"usage":null' not in data:
                     payload = chunk.payload
@@ -281,7 +258,7 @@ async def translated_bytes(
             for chunk in batch:
                 payload = chunk.payload
                 if not chunk.done:
-                    if is_token(payload):
+                    if chunk_carries_token(payload):
                         record.token()
                     usage = payload.get("usage") if isinstance(payload, dict) else None
                     if usage:

@@ -19,10 +19,11 @@ from typing import Any
 import uvicorn
 
 from cortex import __version__
-from cortex.config import CortexConfig, Listen, load_cortex_config
+from cortex.config import CortexConfig, Listen, NeuronConfig, load_cortex_config
 from cortex.drain import Drain, DrainingServer
 from cortex.errors import ConfigError
 from cortex.fleet.fleet import Fleet
+from cortex.gateway.access_log import JSONFormatter
 from cortex.gateway.app import create_gateway_app
 from cortex.gateway.metrics import GatewayMetrics, create_metrics_app
 
@@ -55,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="metrics address HOST:PORT (overrides [gateway] metrics_listen)",
     )
     parser.add_argument("--log-level", default="info", help="log level (debug, info, warning)")
+    parser.add_argument(
+        "--log-format",
+        choices=["plain", "json"],
+        default="plain",
+        help="log lines as text, or one JSON object each (the access log's fields included)",
+    )
     return parser
 
 
@@ -68,7 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cortex-gateway: {exc}", file=sys.stderr)
         return 2
     return serve(
-        config, listen=args.listen, metrics_listen=args.metrics_listen, log_level=args.log_level
+        config,
+        listen=args.listen,
+        metrics_listen=args.metrics_listen,
+        log_level=args.log_level,
+        log_format=args.log_format,
     )
 
 
@@ -78,17 +89,30 @@ def serve(
     metrics_listen: str | None = None,
     *,
     log_level: str = "info",
+    log_format: str = "plain",
+    neuron: NeuronConfig | None = None,
+    model: str | None = None,
 ) -> int:
     """Run the gateway until SIGINT or SIGTERM; returns the exit code.
 
     Args:
         config: the gateway configuration; None runs the embedded default neuron instead.
+        neuron: with no `config`, the embedded neuron's settings (`models_dirs`, `device`,
+            `memory_mb`...; `cortex serve --models-dir DIR ...`); None: the defaults.
+        model: with no `config`, the model to pin and to answer `claude-*` names with
+            (default: the default model).
         listen: `HOST:PORT` of the API (default: the config's, or 127.0.0.1:31313 embedded).
         metrics_listen: `HOST:PORT` of the metrics listener (default: the config's, or
             127.0.0.1:31314 embedded).
         log_level: the logging level.
+        log_format: `plain` lines, or `json` (one object per line; `cortex.gateway.access_log`).
     """
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=log_level.upper(), handlers=[handler])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per poll is noise
     default_api, default_metrics = (
         config.bind() if config else (EMBEDDED_LISTEN, EMBEDDED_METRICS_LISTEN)
@@ -106,8 +130,11 @@ def serve(
             api,
         )
     metrics = GatewayMetrics()
+    harness = _engine(neuron) if config is None and neuron is not None else None
     if config is None:
-        fleet = Fleet.embedded(observer=metrics, poll_interval_s=2.0)
+        from cortex.embedded import embedded_fleet  # the neuron comes only with this mode
+
+        fleet = embedded_fleet(harness, model=model, observer=metrics, poll_interval_s=2.0)
     else:
         fleet = Fleet.from_config(config, observer=metrics)
     settings = config or CortexConfig()
@@ -120,6 +147,7 @@ def serve(
         limits=settings.limits,
         cors_origins=settings.gateway.cors_origins,
         drain=drain,
+        models_path=settings.models_config,
     )
     metrics_app = create_metrics_app(metrics)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
@@ -202,6 +230,13 @@ class _MetricsServer(uvicorn.Server):
 
 def _ignore(sig: int, frame: Any) -> None:
     """Stand-in signal handler (see `run`)."""
+
+
+def _engine(neuron: NeuronConfig) -> Any:
+    """The embedded neuron's engine harness for the one-machine flags (imports torch)."""
+    from cortex.neuron.engine_harness import EngineHarness
+
+    return EngineHarness.from_config(neuron)
 
 
 def _listen(value: str | None, default: Listen | str, flag: str) -> Listen:
