@@ -88,9 +88,9 @@ LENGTH = 100
 IDS = torch.randint(3, VOCAB, (LENGTH,), generator=torch.Generator().manual_seed(11)).tolist()
 
 
-def make_checkpoint(name: str, model_dir: Path) -> Any:
-    """Write `CONFIGS[name]` with random weights through transformers' `save_pretrained`."""
-    (model_dir / "config.json").write_text(json.dumps(CONFIGS[name]))
+def make_checkpoint(raw: dict[str, Any], model_dir: Path) -> Any:
+    """Write the config `raw` with random weights through transformers' `save_pretrained`."""
+    (model_dir / "config.json").write_text(json.dumps(raw))
     config = transformers.AutoConfig.from_pretrained(model_dir)
     torch.manual_seed(0)
     hf = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
@@ -111,7 +111,7 @@ def checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     """(name, model folder, transformers' model) for each config."""
     name: str = request.param
     model_dir = tmp_path_factory.mktemp(name)
-    return name, model_dir, make_checkpoint(name, model_dir)
+    return name, model_dir, make_checkpoint(CONFIGS[name], model_dir)
 
 
 def test_loads_the_right_family(checkpoint: Any) -> None:
@@ -178,7 +178,7 @@ def test_sliding_window_changes_the_answer(tmp_path: Path) -> None:
     # Guard against a window that does nothing: full attention gives other logits past it.
     model_dir = tmp_path / "windowed"
     model_dir.mkdir()
-    make_checkpoint("mistral-window", model_dir)
+    make_checkpoint(CONFIGS["mistral-window"], model_dir)
     windowed = load_model(model_dir)
     raw = json.loads((model_dir / "config.json").read_text())
     full_dir = tmp_path / "full"

