@@ -53,6 +53,15 @@ NO_SYSTEM_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
+CODER_TEMPLATE = (  # Qwen3-Coder's shape: tools announced as `<function=NAME>` XML
+    "{% if tools %}{{ '<|im_start|>system\nCall tools as <tool_call><function=NAME>"
+    "<parameter=KEY>VALUE</parameter></function></tool_call>. Tools:' }}"
+    "{% for t in tools %}{{ ' ' + t.function.name }}{% endfor %}{{ '<|im_end|>\n' }}{% endif %}"
+    "{% for m in messages %}{{ '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
 
 def write_reasoning_model(folder: Path, *, template: str = TEMPLATE, seed: int = 0) -> Path:
     """Write the model into `folder` (created); returns it."""

@@ -8,6 +8,7 @@ the thought, so everything it writes is thought until the budget closes it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest_asyncio
 from cortex.neuron import create_neuron_app
 from cortex.neuron.engine_harness import EngineHarness
 
-from .reasoning_model import NO_SYSTEM_TEMPLATE, write_reasoning_model
+from .reasoning_model import CODER_TEMPLATE, NO_SYSTEM_TEMPLATE, write_reasoning_model
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -51,6 +52,7 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
     models = tmp_path_factory.mktemp("models")
     write_reasoning_model(models / MODEL)
     write_reasoning_model(models / "no-system", template=NO_SYSTEM_TEMPLATE)
+    write_reasoning_model(models / "coder", template=CODER_TEMPLATE)
     harness = EngineHarness([models], device="cpu", kv_cache_mb=8, include_default=False)
     app = create_neuron_app(harness, name="thinking")
     transport = httpx.ASGITransport(app=app)
@@ -58,7 +60,7 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://neuron", timeout=300) as client,
     ):
-        for model in (MODEL, "no-system"):
+        for model in (MODEL, "no-system", "coder"):
             loaded = await client.post("/models/load", json={"model": model})
             assert loaded.status_code == 200, loaded.text
         yield Served(client)
@@ -229,3 +231,47 @@ def _letter_base(_: str) -> int:
     from tokenizers import pre_tokenizers
 
     return sorted(pre_tokenizers.ByteLevel.alphabet()).index("a")
+
+
+WEATHER: Any = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        },
+    },
+}
+
+
+async def test_xml_tool_calls_stream_argument_pieces(served: Served) -> None:
+    """Qwen3-Coder's XML form: a prefill opens the call and its string parameter; the model's
+    letters stream into the argument as it writes them, and `max_tokens` closes the call."""
+    prefill = "<tool_call>\n<function=get_weather>\n<parameter=days>\n3\n</parameter>\n"
+    prefill += "<parameter=city>\n"
+    messages = [*ASK, {"role": "assistant", "content": prefill}]
+    options: Any = {
+        "model": "coder",
+        "tools": [WEATHER],
+        "continue_final_message": True,
+        "add_generation_prompt": False,
+    }
+    stream = await served.chat(messages, max_tokens=6, stream=True, **options)
+    deltas = [chunk.choices[0] async for chunk in stream if chunk.choices]
+    pieces = [call for d in deltas for call in d.delta.tool_calls or []]
+    assert pieces[0].id and pieces[0].function and pieces[0].function.name == "get_weather"
+    assert all(p.index == 0 for p in pieces) and all(p.id is None for p in pieces[1:])
+    assert len(pieces) >= 6  # the letters came one by one, not whole at the end
+    arguments = "".join((p.function.arguments or "") for p in pieces if p.function)
+    parsed = json.loads(arguments)
+    assert parsed["days"] == 3 and len(parsed["city"]) == 6 and parsed["city"].isalpha()
+    assert deltas[-1].finish_reason == "tool_calls"
+    assert not any(d.delta.content for d in deltas)
+
+    whole = await served.chat(messages, max_tokens=6, **options)
+    calls = whole.choices[0].message.tool_calls or []
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [
+        ("get_weather", parsed)
+    ]
+    assert whole.choices[0].finish_reason == "tool_calls"

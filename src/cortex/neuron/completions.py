@@ -9,9 +9,10 @@ vLLM's newer name, `delta.reasoning`; whole replies carry it as `message.reasoni
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any, Literal
 
-from cortex.neuron.types import GenerationEvent, TokenUsage, ToolCall
+from cortex.neuron.types import GenerationEvent, TokenUsage, ToolCall, ToolCallDelta
 
 __all__ = ["CompletionBuilder", "sse", "usage_json"]
 
@@ -42,6 +43,21 @@ def _tool_call_json(call: ToolCall, index: int | None = None) -> dict[str, Any]:
         "function": {"name": call.name, "arguments": call.arguments},
     }
     return body if index is None else {"index": index, **body}
+
+
+def _delta_json(deltas: tuple[ToolCallDelta, ...], index: int) -> list[dict[str, Any]]:
+    """Streamed call pieces as OpenAI tool call deltas: `id`, `type` and `name` once per call,
+    then argument fragments; `index` is the first new call's."""
+    out: list[dict[str, Any]] = []
+    current = index - 1  # a piece without an id continues the call before this event's first
+    for delta in deltas:
+        if delta.id is not None:
+            current += 1
+            function = {"name": delta.name or "", "arguments": delta.arguments}
+            out.append({"index": current, "id": delta.id, "type": "function", "function": function})
+        else:
+            out.append({"index": current, "function": {"arguments": delta.arguments}})
+    return out
 
 
 class CompletionBuilder:
@@ -86,6 +102,12 @@ class CompletionBuilder:
         if event.reasoning:
             self.reasoning.append(event.reasoning)
         self.tool_calls.extend(event.tool_calls)
+        for delta in event.tool_call_deltas:
+            if delta.id is not None:
+                self.tool_calls.append(ToolCall(delta.id, delta.name or "", delta.arguments))
+            elif self.tool_calls:
+                last = self.tool_calls[-1]
+                self.tool_calls[-1] = replace(last, arguments=last.arguments + delta.arguments)
         if event.logprobs:
             self.logprobs.extend(event.logprobs)
         self.completion_tokens += event.token_count
@@ -150,6 +172,7 @@ class CompletionBuilder:
             and event.finish_reason is None
             and not event.reasoning
             and not event.tool_calls
+            and not event.tool_call_deltas
             and not event.logprobs
         ):
             self.add(event)
@@ -167,6 +190,7 @@ class CompletionBuilder:
 
     def chunks(self, event: GenerationEvent) -> list[dict[str, Any]]:
         """The stream chunks for one event (the first one opens with the assistant role)."""
+        index = len(self.tool_calls)  # of this event's first new call
         self.add(event)
         out: list[dict[str, Any]] = []
         if self.kind == "chat":
@@ -182,9 +206,11 @@ class CompletionBuilder:
             if event.text:
                 out.append(self._chunk({"content": event.text}, event.logprobs))
             if event.tool_calls:
-                first = len(self.tool_calls) - len(event.tool_calls)
-                calls = [_tool_call_json(c, first + i) for i, c in enumerate(event.tool_calls)]
+                calls = [_tool_call_json(c, index + i) for i, c in enumerate(event.tool_calls)]
                 out.append(self._chunk({"tool_calls": calls}))
+                index += len(event.tool_calls)
+            if event.tool_call_deltas:
+                out.append(self._chunk({"tool_calls": _delta_json(event.tool_call_deltas, index)}))
             if event.finish_reason is not None:
                 out.append(self._chunk({}, finish_reason=event.finish_reason))
         else:

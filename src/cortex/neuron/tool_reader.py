@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from cortex.engine.tool_calls import ToolCall as ParsedCall
-from cortex.engine.tool_calls import ToolCallParser
-from cortex.neuron.types import FinishReason, GenerationEvent, ToolCall
+from cortex.engine.tool_calls import ToolCallArguments, ToolCallParser, ToolCallStart
+from cortex.neuron.types import FinishReason, GenerationEvent, ToolCall, ToolCallDelta
 
 __all__ = ["ToolCallReader"]
 
@@ -15,8 +15,9 @@ class ToolCallReader:
     """Turns the generation events of one reply into events with `tool_calls`.
 
     Text goes through the format's parser (see `cortex.engine.tool_calls`): what may become a
-    call is held back, complete calls come out as `ToolCall`s, in the order written (an event
-    whose text follows a call is split in two). A reply that called a tool and ended by a stop
+    call is held back, complete calls come out as `ToolCall`s, calls a format streams as
+    `ToolCallDelta`s, in the order written (an event whose text follows a call is split in
+    two). A reply that called a tool and ended by a stop
     token or `max_tokens` ends with `finish_reason` `tool_calls`.
 
     Args:
@@ -32,15 +33,26 @@ class ToolCallReader:
         items = self.parser.feed(event.text)
         if event.finish_reason is not None:
             items += self.parser.finish()
-        groups: list[tuple[str, list[ToolCall]]] = [("", [])]
+        groups: list[tuple[str, list[ToolCall | ToolCallDelta]]] = [("", [])]
         for item in items:
+            if isinstance(item, str):
+                if groups[-1][1]:  # text after a call: a new event keeps the order
+                    groups.append((item, []))
+                else:
+                    groups[-1] = (groups[-1][0] + item, groups[-1][1])
+                continue
+            self.called = True
+            calls = groups[-1][1]
             if isinstance(item, ParsedCall):
-                groups[-1][1].append(ToolCall(item.id, item.name, item.arguments))
-                self.called = True
-            elif groups[-1][1]:  # text after a call: a new event keeps the order
-                groups.append((item, []))
-            else:
-                groups[-1] = (groups[-1][0] + item, groups[-1][1])
+                calls.append(ToolCall(item.id, item.name, item.arguments))
+            elif isinstance(item, ToolCallStart):
+                calls.append(ToolCallDelta("", item.id, item.name))
+            elif isinstance(item, ToolCallArguments):
+                previous = calls[-1] if calls else None
+                if isinstance(previous, ToolCallDelta):  # one piece per call and event
+                    calls[-1] = replace(previous, arguments=previous.arguments + item.text)
+                else:
+                    calls.append(ToolCallDelta(item.text))
         finish: FinishReason | None = event.finish_reason
         if self.called and finish in ("stop", "length"):
             finish = "tool_calls"
@@ -49,19 +61,30 @@ class ToolCallReader:
             GenerationEvent(
                 text=text,
                 token_count=event.token_count if i == 0 else 0,
-                tool_calls=tuple(calls),
+                tool_calls=_whole(calls),
                 logprobs=event.logprobs if i == 0 else None,
                 reasoning=event.reasoning if i == 0 else "",
+                tool_call_deltas=_pieces(calls),
             )
             if i < last
             else replace(
                 event,
                 text=text,
                 token_count=event.token_count if i == 0 else 0,
-                tool_calls=tuple(calls),
+                tool_calls=_whole(calls),
                 logprobs=event.logprobs if i == 0 else None,
                 reasoning=event.reasoning if i == 0 else "",
+                tool_call_deltas=_pieces(calls),
                 finish_reason=finish,
             )
             for i, (text, calls) in enumerate(groups)
         ]
+
+
+def _whole(calls: list[ToolCall | ToolCallDelta]) -> tuple[ToolCall, ...]:
+    return tuple(call for call in calls if isinstance(call, ToolCall))
+
+
+def _pieces(calls: list[ToolCall | ToolCallDelta]) -> tuple[ToolCallDelta, ...]:
+    # Whole calls go first in an event's chunks, then the pieces (`CompletionBuilder`).
+    return tuple(call for call in calls if isinstance(call, ToolCallDelta))

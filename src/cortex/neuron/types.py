@@ -24,6 +24,7 @@ __all__ = [
     "SamplingOptions",
     "TokenUsage",
     "ToolCall",
+    "ToolCallDelta",
 ]
 
 ModelState = Literal["available", "loading", "loaded", "unloading", "failed"]
@@ -120,6 +121,16 @@ class ToolCall:
 
 
 @dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a call streamed as the model writes it: the first piece of a call carries
+    its `id` and `name`, every piece the next part of its arguments (JSON text)."""
+
+    arguments: str = ""
+    id: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
 class GenerationEvent:
     """A step of a reply: new text, tool calls, and on the last event the finish reason and usage.
 
@@ -127,6 +138,8 @@ class GenerationEvent:
         text: the new text of the answer (may be empty, e.g. while a multi-byte character is
             incomplete).
         reasoning: the new text of the model's thought (OpenAI's `reasoning_content`).
+        tool_calls: calls the model completed, whole.
+        tool_call_deltas: pieces of calls streamed as written (formats that stream them).
         token_count: how many tokens this event stands for.
         logprobs: OpenAI `logprobs.content` entries of those tokens, when asked for.
         stop_string: on the last event, the stop string that ended the reply (vLLM's
@@ -137,6 +150,7 @@ class GenerationEvent:
     token_count: int = 0
     tool_calls: tuple[ToolCall, ...] = ()
     reasoning: str = ""
+    tool_call_deltas: tuple[ToolCallDelta, ...] = ()
     logprobs: list[dict[str, Any]] | None = None
     finish_reason: FinishReason | None = None
     usage: TokenUsage | None = None
@@ -152,9 +166,6 @@ class ModelEntry:
         progress: while loading, `{"phase": ..., "fraction": 0..1}` (a pull, a GGUF import...),
             with `bytes` and `total_bytes` while pulling.
         generation_config: the model's own sampling defaults, when it ships them.
-        parameters: every weight of the model, when known.
-        active_parameters: the weights one token runs through (a mixture of experts runs only
-            its top-k experts); equal to `parameters` for a dense model.
     """
 
     id: str
@@ -169,8 +180,6 @@ class ModelEntry:
     error: str | None = None
     progress: dict[str, Any] | None = None
     generation_config: dict[str, Any] | None = None
-    parameters: int | None = None
-    active_parameters: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The wire form: every field, `progress`/`generation_config` only when present."""
@@ -180,8 +189,6 @@ class ModelEntry:
             "memory_mb": round(self.memory_mb, 1),
             "context_length": self.context_length,
             "architecture": self.architecture,
-            "parameters": self.parameters,
-            "active_parameters": self.active_parameters,
             "device": self.device,
             "pinned": self.pinned,
             "in_flight": self.in_flight,
@@ -251,16 +258,12 @@ class ModelSpec:
         memory_mb: the estimate of what it needs loaded: weights plus the KV cache budget.
         source: where it comes from: `hf`, `hf-cache`, `gguf`, `default` or `fake`.
         path: its folder or file (never derived from a client's input).
-        parameters: every weight, counted from the file headers.
-        active_parameters: the weights one token runs through (MoE: top-k experts only).
     """
 
     id: str
     memory_mb: float
     context_length: int | None = None
     architecture: str | None = None
-    parameters: int | None = None
-    active_parameters: int | None = None
     source: str = "hf"
     path: Path | None = None
     weights_mb: float = 0.0

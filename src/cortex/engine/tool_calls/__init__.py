@@ -11,6 +11,9 @@ Formats (see docs/tools.md):
 
 - `hermes` (Hermes, Qwen2.5/3, SmolLM3): `<tool_call>\n{"name": ..., "arguments": {...}}\n
   </tool_call>`, several in a row.
+- `qwen3_xml` (Qwen3-Coder): `<tool_call>\n<function=NAME>\n<parameter=K>\nV\n</parameter>\n
+  </function>\n</tool_call>`, values typed by the tool's schema, streamed as they come
+  (`ToolCallStart`, then `ToolCallArguments` pieces).
 - `llama3_json` (Llama 3.1 to 3.3): `<|python_tag|>{"name": ..., "parameters": {...}}`, or that
   JSON alone as the whole reply.
 - `mistral`: `[TOOL_CALLS] [{"name": ..., "arguments": {...}}, ...]` (or `[TOOL_CALLS]name[ARGS]
@@ -27,28 +30,41 @@ from cortex.engine.tool_calls.formats import (
     HERMES,
     LLAMA3_JSON,
     MISTRAL,
+    QWEN3_XML,
     ToolCallFormat,
     detect_format,
 )
 from cortex.engine.tool_calls.hermes import HermesParser
 from cortex.engine.tool_calls.json_calls import Llama3JsonParser, MistralParser
-from cortex.engine.tool_calls.parser import Item, ToolCall, ToolCallParser, new_call_id
+from cortex.engine.tool_calls.parser import (
+    Item,
+    ToolCall,
+    ToolCallArguments,
+    ToolCallParser,
+    ToolCallStart,
+    new_call_id,
+)
 from cortex.engine.tool_calls.prompt import ChatPrompt, ChatPrompter, ToolChoice, parse_tool_choice
+from cortex.engine.tool_calls.qwen3_xml import Qwen3XmlParser
 
 __all__ = [
     "FORMATS",
     "HERMES",
     "LLAMA3_JSON",
     "MISTRAL",
+    "QWEN3_XML",
     "ChatPrompt",
     "ChatPrompter",
     "HermesParser",
     "Item",
     "Llama3JsonParser",
     "MistralParser",
+    "Qwen3XmlParser",
     "ToolCall",
+    "ToolCallArguments",
     "ToolCallFormat",
     "ToolCallParser",
+    "ToolCallStart",
     "ToolChoice",
     "detect_format",
     "new_call_id",

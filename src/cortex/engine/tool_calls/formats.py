@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from cortex.engine.tool_calls.hermes import HermesParser
 from cortex.engine.tool_calls.json_calls import Llama3JsonParser, MistralParser
 from cortex.engine.tool_calls.parser import ToolCallParser, new_call_id
+from cortex.engine.tool_calls.qwen3_xml import Qwen3XmlParser
 
-__all__ = ["FORMATS", "HERMES", "LLAMA3_JSON", "MISTRAL", "ToolCallFormat", "detect_format"]
+__all__ = [
+    "FORMATS",
+    "HERMES",
+    "LLAMA3_JSON",
+    "MISTRAL",
+    "QWEN3_XML",
+    "ToolCallFormat",
+    "detect_format",
+]
 
 
 @dataclass(frozen=True)
@@ -17,7 +27,7 @@ class ToolCallFormat:
     """A way of writing tool calls: its name and its parser.
 
     Attributes:
-        name: `hermes`, `llama3_json` or `mistral`.
+        name: `hermes`, `qwen3_xml`, `llama3_json` or `mistral`.
         parser_type: the `ToolCallParser` subclass that reads it.
     """
 
@@ -30,9 +40,12 @@ class ToolCallFormat:
         prefill: str = "",
         tool_names: Collection[str] | None = None,
         new_id: Callable[[], str] = new_call_id,
+        tool_schemas: Mapping[str, Any] | None = None,
     ) -> ToolCallParser:
         """A fresh parser for one reply (see `ToolCallParser` for the arguments)."""
-        return self.parser_type(prefill=prefill, tool_names=tool_names, new_id=new_id)
+        return self.parser_type(
+            prefill=prefill, tool_names=tool_names, new_id=new_id, tool_schemas=tool_schemas
+        )
 
     def forced_prefix(self, name: str | None) -> str:
         """The start of a call, for `tool_choice` `required` (None) or a named function."""
@@ -40,12 +53,15 @@ class ToolCallFormat:
 
 
 HERMES = ToolCallFormat("hermes", HermesParser)
+QWEN3_XML = ToolCallFormat("qwen3_xml", Qwen3XmlParser)
 LLAMA3_JSON = ToolCallFormat("llama3_json", Llama3JsonParser)
 MISTRAL = ToolCallFormat("mistral", MistralParser)
 FORMATS: tuple[ToolCallFormat, ...] = (HERMES, LLAMA3_JSON, MISTRAL)
+"""The formats whose calls come out whole; `QWEN3_XML` streams its calls piece by piece."""
 
 # Strings that mark each format in a chat template's source, checked in this order.
 _TEMPLATE_MARKERS: tuple[tuple[tuple[str, ...], ToolCallFormat], ...] = (
+    (("<function=",), QWEN3_XML),
     (("<tool_call>",), HERMES),
     (("[TOOL_CALLS]",), MISTRAL),
     (("<|python_tag|>", '"parameters": dictionary of argument name'), LLAMA3_JSON),
@@ -55,9 +71,10 @@ _TEMPLATE_MARKERS: tuple[tuple[tuple[str, ...], ToolCallFormat], ...] = (
 def detect_format(template: str | None) -> ToolCallFormat:
     """The tool-call format a chat template teaches its model, found by its markers.
 
-    `<tool_call>` means Hermes, `[TOOL_CALLS]` Mistral, `<|python_tag|>` (or Llama 3.1's
-    wording of the JSON call) Llama 3 JSON; a template with none of them (or no template)
-    gets Hermes, the convention cortex itself renders tools in for such models.
+    `<function=` means Qwen3-Coder's XML, `<tool_call>` Hermes, `[TOOL_CALLS]` Mistral,
+    `<|python_tag|>` (or Llama 3.1's wording of the JSON call) Llama 3 JSON; a template with
+    none of them (or no template) gets Hermes, the convention cortex itself renders tools in
+    for such models.
 
     Args:
         template: the chat template's jinja source.

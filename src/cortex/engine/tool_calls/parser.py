@@ -5,11 +5,19 @@ from __future__ import annotations
 import json
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Item", "ToolCall", "ToolCallParser", "held_suffix", "new_call_id"]
+__all__ = [
+    "Item",
+    "ToolCall",
+    "ToolCallArguments",
+    "ToolCallParser",
+    "ToolCallStart",
+    "held_suffix",
+    "new_call_id",
+]
 
 
 @dataclass(frozen=True)
@@ -27,8 +35,30 @@ class ToolCall:
     id: str
 
 
-Item = str | ToolCall
-"""What a parser returns: text deltas and complete calls, in the order the model wrote them."""
+@dataclass(frozen=True)
+class ToolCallStart:
+    """A call begins: its function is known, its arguments follow as `ToolCallArguments`.
+
+    Attributes:
+        name: the function's name.
+        id: a fresh `call_...` id.
+    """
+
+    name: str
+    id: str
+
+
+@dataclass(frozen=True)
+class ToolCallArguments:
+    """The next piece of the open call's arguments (JSON text; the pieces of one call
+    concatenate to one JSON object)."""
+
+    text: str
+
+
+Item = str | ToolCall | ToolCallStart | ToolCallArguments
+"""What a parser returns: text deltas, and calls whole (`ToolCall`) or streamed piece by piece
+(`ToolCallStart`, then `ToolCallArguments`), in the order the model wrote them."""
 
 
 def new_call_id() -> str:
@@ -60,6 +90,8 @@ class ToolCallParser(ABC):
         tool_names: the offered tools. A call written without its marker (Llama's bare JSON,
             Mistral's array once its special token is dropped) counts only if it names one.
         new_id: makes each call's id.
+        tool_schemas: the JSON Schema of each offered function's parameters, by name (formats
+            that write arguments untyped, like Qwen3-Coder's XML, type them by it).
     """
 
     def __init__(
@@ -68,8 +100,10 @@ class ToolCallParser(ABC):
         prefill: str = "",
         tool_names: Collection[str] | None = None,
         new_id: Callable[[], str] = new_call_id,
+        tool_schemas: Mapping[str, Any] | None = None,
     ) -> None:
         self._tool_names = None if tool_names is None else frozenset(tool_names)
+        self._tool_schemas = dict(tool_schemas or {})
         self._new_id = new_id
         self._made_call = False
         self._skip = 0
@@ -89,8 +123,9 @@ class ToolCallParser(ABC):
         """Merge adjacent text, drop empty text and the prefill's held text when released."""
         out: list[Item] = []
         for item in items:
-            if isinstance(item, ToolCall):
-                self._skip = 0  # the call took the prefill's held text
+            if not isinstance(item, str):
+                if not isinstance(item, ToolCallArguments):
+                    self._skip = 0  # the call took the prefill's held text
                 out.append(item)
                 continue
             if self._skip:

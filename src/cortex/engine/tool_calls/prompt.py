@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from cortex.engine.tool_calls.formats import HERMES, ToolCallFormat, detect_format
@@ -72,6 +72,15 @@ def _function_name(value: Any) -> str | None:
     function = value.get("function")
     name = function.get("name") if isinstance(function, Mapping) else value.get("name")
     return name if isinstance(name, str) and name else None
+
+
+def _parameters(tool: Any) -> Any:
+    """The JSON Schema of a function tool's parameters (nested or flat form)."""
+    if not isinstance(tool, Mapping):
+        return None
+    function = tool.get("function")
+    source = function if isinstance(function, Mapping) else tool
+    return source.get("parameters")
 
 
 def parse_tool_choice(value: str | Mapping[str, Any] | None) -> ToolChoice:
@@ -190,18 +199,22 @@ class ChatPrompt:
         prefill: the text the reply continues (the final assistant message when it is
             continued, or the forced start of a call); the parser is primed with it.
         tool_names: the names of the offered tools.
+        tool_schemas: the JSON Schema of each offered function's parameters, by name.
     """
 
     text: str
     tool_format: ToolCallFormat | None = None
     prefill: str = ""
     tool_names: frozenset[str] = frozenset()
+    tool_schemas: Mapping[str, Any] = field(default_factory=dict)
 
     def parser(self) -> ToolCallParser | None:
         """A fresh parser for the reply, or None when no tools are offered."""
         if self.tool_format is None:
             return None
-        return self.tool_format.parser(prefill=self.prefill, tool_names=self.tool_names)
+        return self.tool_format.parser(
+            prefill=self.prefill, tool_names=self.tool_names, tool_schemas=self.tool_schemas
+        )
 
 
 def _renders_tools(tokenizer: Tokenizer) -> bool:
@@ -293,4 +306,7 @@ class ChatPrompter:
             prefill = self.tool_format.forced_prefix(choice.name)
             text += prefill
         tool_format = self.tool_format if offered else None
-        return ChatPrompt(text, tool_format, prefill, names)
+        schemas = {_function_name(t): _parameters(t) for t in offered}
+        return ChatPrompt(
+            text, tool_format, prefill, names, {k: v for k, v in schemas.items() if k}
+        )
