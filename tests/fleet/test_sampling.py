@@ -27,3 +27,17 @@ def test_max_completion_tokens_counts_as_max_tokens_and_greedy_models_stay_greed
     assert out["max_tokens"] == 7
     assert resolve_sampling({}, None, {"do_sample": False, "temperature": 0.6})["temperature"] == 0
     assert resolve_sampling({"temperature": None}, None, {})["temperature"] == 1.0
+
+
+def test_presence_penalty_comes_from_the_profile_then_the_model() -> None:
+    from cortex.config import ModelProfile
+
+    profile = ModelProfile(id="m", presence_penalty=1.5)
+    assert resolve_sampling({"model": "m"}, profile)["presence_penalty"] == 1.5
+    assert (
+        resolve_sampling({"model": "m", "presence_penalty": 0.5}, profile)["presence_penalty"]
+        == 0.5
+    )
+    generation = {"presence_penalty": 1.0}
+    assert resolve_sampling({"model": "m"}, None, generation)["presence_penalty"] == 1.0
+    assert resolve_sampling({"model": "m"})["presence_penalty"] == 0.0

@@ -338,6 +338,12 @@ class ModelProfile(_Frozen):
     temperature: float | None = Field(default=None, ge=0, description="Default temperature.")
     top_p: float | None = Field(default=None, gt=0, le=1, description="Default top_p.")
     top_k: int | None = Field(default=None, ge=0, description="Default top_k (0 = off).")
+    presence_penalty: float | None = Field(
+        default=None,
+        ge=-2,
+        le=2,
+        description="Default presence_penalty (Qwen3 suggests up to 1.5 against repetition).",
+    )
     max_tokens: int | None = Field(default=None, gt=0, description="Default max_tokens.")
     source: str | None = Field(
         default=None,

@@ -15,10 +15,19 @@ BUILTIN_SAMPLING: Mapping[str, Any] = {
     "top_k": 0,
     "min_p": 0.0,
     "repetition_penalty": 1.0,
+    "presence_penalty": 0.0,
 }
 """The last resort for each field (OpenAI's defaults; top_k 0 and min_p 0 mean off)."""
 
-SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_tokens")
+SAMPLING_FIELDS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "presence_penalty",
+    "max_tokens",
+)
 """The fields resolved; `max_tokens` has no built-in (the reply may run to the context's end)."""
 
 # generation_config.json names of the same knobs.
@@ -28,6 +37,7 @@ _GENERATION_NAMES = {
     "top_k": ("top_k",),
     "min_p": ("min_p",),
     "repetition_penalty": ("repetition_penalty",),
+    "presence_penalty": ("presence_penalty",),
     "max_tokens": ("max_new_tokens",),
 }
 
