@@ -17,14 +17,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from cortex.engine.block_manager import BlockManager
+from cortex.engine.device import DtypePolicy, measured_policy, release_host_memory
 from cortex.engine.output import RequestOutput, TokenEvent, Usage
-from cortex.engine.runner import (
-    ModelRunner,
-    default_dtype,
-    kv_bytes_per_token,
-    kv_cache_blocks,
-    release_host_memory,
-)
+from cortex.engine.runner import ModelRunner, kv_bytes_per_token, kv_cache_blocks
 from cortex.engine.sampling import SamplingParams
 from cortex.engine.scheduler import Scheduler
 from cortex.engine.sequence import Sequence as EngineSequence
@@ -149,7 +144,7 @@ class Engine:
         max_num_seqs: int = 64,
         max_waiting: int = 256,
         model_id: str | None = None,
-        quant: str | None = None,
+        policy: DtypePolicy | None = None,
         **options: Any,
     ) -> Engine:
         """Load a model directory and start its engine.
@@ -157,27 +152,25 @@ class Engine:
         Args:
             model_dir: a Hugging Face model directory (config, tokenizer, safetensors).
             device: `cpu`, `cuda`, `cuda:1`...
-            dtype: weights and KV dtype; None means bfloat16 where the device computes it
-                natively (CUDA, CPUs with AVX512-BF16 or AMX), else float32.
+            dtype: weights and KV dtype; None means the policy's.
+            policy: how the device runs the model (dtype, prefill dtype, single-row kernel);
+                None measures this machine once per process (`device.measured_policy`).
             kv_cache_mb: KV cache budget; None means 512 MB on CPU, half the free memory on CUDA.
             max_num_seqs: most requests in the running batch.
             max_waiting: most requests queued; more raise `OverloadedError`.
             model_id: the name the model is served under (default: the directory's name).
-            quant: how to hold the weights: `none`, `bf16`, `int8`, `int4` (`int4-g32`,
-                `-g64`, `-g128`); None keeps the checkpoint as stored (`cortex.engine.quant`).
             **options: the other keyword arguments of `Engine` (`max_num_batched_tokens`,
                 `block_size`, `enable_prefix_caching`, `use_cuda_graphs`).
         """
-        from cortex.engine.models import load_model
+        from cortex.engine.models import load_model, resolve_dtype
         from cortex.engine.tokenizer import Tokenizer
 
         model_dir = Path(model_dir)
-        model = load_model(
-            model_dir,
-            device=device,
-            dtype=dtype or default_dtype(torch.device(device)),
-            quant=quant,
-        )
+        if policy is None or (dtype is not None and resolve_dtype(dtype) != policy.dtype):
+            forced = resolve_dtype(dtype) if dtype is not None else None
+            policy = measured_policy(device, forced)
+        model = load_model(model_dir, device=device, dtype=policy.dtype)
+        model.apply_policy(policy)
         return cls(
             model,
             Tokenizer.from_dir(model_dir),

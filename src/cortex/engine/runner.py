@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import logging
 from dataclasses import dataclass
@@ -20,10 +19,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ModelRunner",
     "StepResult",
-    "default_dtype",
     "kv_bytes_per_token",
     "kv_cache_blocks",
-    "release_host_memory",
 ]
 
 logger = logging.getLogger(__name__)
@@ -42,18 +39,6 @@ def kv_bytes_per_token(model: Llama, dtype: torch.dtype) -> int:
 DEFAULT_KV_CACHE_MB_CPU = 512
 # On CUDA without a budget, the cache takes this share of the memory free after loading.
 DEFAULT_KV_CACHE_SHARE_CUDA = 0.5
-
-
-def default_dtype(device: torch.device) -> torch.dtype:
-    """bfloat16 on CUDA and on CPUs with native bf16 math (AVX512-BF16, AMX), else float32."""
-    if device.type == "cuda":
-        return torch.bfloat16
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            flags = cpuinfo.read()
-    except OSError:
-        return torch.float32
-    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
 
 
 def kv_cache_blocks(
@@ -77,19 +62,6 @@ def kv_cache_blocks(
             f"kv_cache_mb={kv_cache_mb} holds no block of {block_size} tokens ({per_block} bytes)"
         )
     return budget // per_block
-
-
-def release_host_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc keeps it otherwise).
-
-    glibc raises its mmap threshold after large frees, so later tensors of a few MB come from
-    the heap, and freeing them does not shrink the process until `malloc_trim`.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc: nothing to do
-        return
-    libc.malloc_trim(0)
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cortex.engine.device import DtypePolicy
 from cortex.engine.kernels.metadata import AttentionMetadata
 from cortex.engine.models.config import LlamaConfig
 from cortex.engine.models.kv_cache import ContiguousKVCache, KVCache, NoCache, PagedKVCache
 from cortex.engine.models.rope import apply_rotary, inverse_frequencies, rotary_table
-from cortex.engine.quant import QuantizedTensor, QuantizedWeight, QuantRows
 from cortex.errors import ContextLengthExceededError, CortexError, InvalidRequestError
 
 __all__ = [
@@ -41,20 +41,35 @@ def _weight(shape: tuple[int, ...], device: torch.device | str, dtype: torch.dty
     return nn.Parameter(torch.empty(shape, device=device, dtype=dtype), requires_grad=False)
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`x @ weight.T + bias` for x of shape (tokens, in_features).
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    policy: DtypePolicy | None = None,
+) -> torch.Tensor:
+    """`x @ weight.T + bias` for x of shape (tokens, in_features), as `policy` says it runs fast.
 
-    A single CPU row goes through a matrix-vector product: for bfloat16 it streams the weights
-    about three times faster than the general matmul (same float32 accumulation), and decode
-    at batch 1 is nothing but such rows.
+    A single CPU row goes through `torch.mv` unless the policy measured `F.linear` faster for
+    it (bfloat16 `mv` streams the weights 1.5x faster than `F.linear` on an Intel Xeon, several
+    times slower on an AMD EPYC); decode at batch 1 is nothing but such rows. A block of at
+    least `policy.prefill_min_rows` rows is multiplied in `policy.prefill_dtype` (weights
+    widened for the call) and cast back: on CPUs without native bfloat16 math a float32 GEMM
+    is several times faster than a bfloat16 one. See `cortex.engine.device`.
     """
-    if isinstance(weight, QuantizedWeight):  # int8/int4: the weight-only kernels
-        out = weight(x)
-        return out if bias is None else out + bias
-    if x.shape[0] == 1 and x.device.type == "cpu" and x.dtype in _MV_DTYPES:
-        row = x[0]
-        out = torch.mv(weight, row) if bias is None else torch.addmv(bias, weight, row)
-        return out.unsqueeze(0)
+    rows = x.shape[0]
+    if x.device.type == "cpu":
+        if rows == 1 and x.dtype in _MV_DTYPES and (policy is None or policy.row_kernel == "mv"):
+            row = x[0]
+            out = torch.mv(weight, row) if bias is None else torch.addmv(bias, weight, row)
+            return out.unsqueeze(0)
+        if (
+            policy is not None
+            and rows >= policy.prefill_min_rows
+            and weight.dtype != policy.prefill_dtype
+        ):
+            wide = policy.prefill_dtype
+            b = None if bias is None else bias.to(wide)
+            return F.linear(x.to(wide), weight.to(wide), b).to(x.dtype)
     return F.linear(x, weight, bias)
 
 
@@ -98,16 +113,18 @@ class Attention(nn.Module):
         )
         self.o_weight = _weight((config.hidden_size, q_width), device, dtype)
         self.o_bias = _weight((config.hidden_size,), device, dtype) if config.o_bias else None
+        self.policy: DtypePolicy | None = None  # set by `Llama.apply_policy`
 
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache
     ) -> torch.Tensor:
         tokens = x.shape[0]
-        qkv = linear(x, self.qkv_weight, self.qkv_bias)  # (tokens, (heads + 2 kv_heads) head_dim)
+        # (tokens, (heads + 2 kv_heads) head_dim)
+        qkv = linear(x, self.qkv_weight, self.qkv_bias, self.policy)
         q, k = self.rotate_qk(qkv[:, : self.qk_width], cos, sin)  # (tokens, h|kv_h, head_dim)
         v = qkv[:, self.qk_width :].view(tokens, self.num_kv_heads, self.head_dim)
         out = cache.attend(self.layer, q, k, v, window=self.window)  # (tokens, heads, head_dim)
-        return linear(out.reshape(tokens, -1), self.o_weight, self.o_bias)
+        return linear(out.reshape(tokens, -1), self.o_weight, self.o_bias, self.policy)
 
     def rotate_qk(
         self, qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
@@ -154,10 +171,12 @@ class MLP(FeedForward):
         self.gate_up_bias = _weight((2 * width,), device, dtype) if config.mlp_bias else None
         self.down_weight = _weight((config.hidden_size, width), device, dtype)
         self.down_bias = _weight((config.hidden_size,), device, dtype) if config.mlp_bias else None
+        self.policy: DtypePolicy | None = None  # set by `Llama.apply_policy`
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = linear(x, self.gate_up_weight, self.gate_up_bias).chunk(2, dim=-1)
-        return linear(F.silu(gate) * up, self.down_weight, self.down_bias)
+        gate_up = linear(x, self.gate_up_weight, self.gate_up_bias, self.policy)
+        gate, up = gate_up.chunk(2, dim=-1)
+        return linear(F.silu(gate) * up, self.down_weight, self.down_bias, self.policy)
 
     def weight_slots(self, prefix: str) -> dict[str, torch.Tensor]:
         """See `FeedForward.weight_slots`."""
@@ -242,6 +261,7 @@ class Llama(nn.Module):
         table = rotary_table(inv_freq, config.context_length, dtype, device)
         self.rope_table: torch.Tensor  # (positions, 2, head_dim // 2): cos, sin
         self.register_buffer("rope_table", table, persistent=False)
+        self.policy: DtypePolicy | None = None  # set by `apply_policy`
 
     def make_block(
         self, config: LlamaConfig, layer: int, *, device: torch.device | str, dtype: torch.dtype
@@ -259,6 +279,16 @@ class Llama(nn.Module):
         """The weights' and activations' dtype."""
         return self.embed_tokens.dtype
 
+    def apply_policy(self, policy: DtypePolicy | None) -> None:
+        """Run the matmuls as `policy` says (single-row kernel, prefill dtype); None: defaults.
+
+        The weights stay in the model's dtype; see `cortex.engine.device.choose_policy`.
+        """
+        for module in self.modules():
+            if isinstance(module, Attention | MLP):
+                module.policy = policy
+        self.policy = policy
+
     # -- the forward pass -------------------------------------------------------------------
 
     def hidden_states(
@@ -274,11 +304,7 @@ class Llama(nn.Module):
         Returns:
             (tokens, hidden_size), normalised.
         """
-        embed = self.embed_tokens
-        if isinstance(embed, QuantizedWeight):
-            x = embed.embedding(input_ids)  # (tokens, hidden_size)
-        else:
-            x = F.embedding(input_ids, embed)
+        x = F.embedding(input_ids, self.embed_tokens)  # (tokens, hidden_size)
         cos, sin = rope[:, 0], rope[:, 1]
         for block in self.layers:
             x = block(x, cos, sin, cache)
@@ -286,7 +312,7 @@ class Llama(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """LM head: (N, hidden_size) -> (N, vocab_size) float32."""
-        return linear(hidden, self.lm_head).float()
+        return linear(hidden, self.lm_head, None, self.policy).float()
 
     def forward(self, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """Logits at every position of one sequence starting at position 0.
@@ -390,14 +416,12 @@ class Llama(nn.Module):
 
     # -- loading ----------------------------------------------------------------------------
 
-    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor | QuantizedTensor]]) -> None:
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Fill the parameters from Hugging Face-named tensors, converting dtype and device.
 
         q/k/v and gate/up are copied into their fused matrices. A tensor that already has the
         parameter's dtype and device becomes the parameter as it is: with our loader that is
         a view of the file's memory map, so it costs neither a copy nor private memory.
-        Quantized weights (`cortex.engine.quant`) take float or quantized tensors; a quantized
-        tensor bound for a float parameter is dequantized.
 
         Raises:
             CortexError: a tensor is unknown, misshapen or missing.
@@ -417,11 +441,7 @@ class Llama(nn.Module):
                         f"checkpoint tensor {name!r} has shape {tuple(tensor.shape)}, "
                         f"expected {tuple(slot.shape)}"
                     )
-                if isinstance(slot, QuantRows | QuantizedWeight):
-                    slot.copy_(tensor)
-                elif isinstance(tensor, QuantizedTensor):
-                    slot.copy_(tensor.dequantize())
-                elif (
+                if (
                     isinstance(slot, nn.Parameter)
                     and tensor.dtype == slot.dtype
                     and tensor.device == slot.device
@@ -434,9 +454,9 @@ class Llama(nn.Module):
             missing = ", ".join(sorted(slots)[:5])
             raise CortexError(f"checkpoint lacks {len(slots)} tensors, e.g. {missing}")
 
-    def _weight_slots(self) -> dict[str, torch.Tensor | QuantRows]:
+    def _weight_slots(self) -> dict[str, torch.Tensor]:
         """Each checkpoint name mapped to the view of our parameter it fills."""
-        slots: dict[str, torch.Tensor | QuantRows] = {
+        slots: dict[str, torch.Tensor] = {
             "model.embed_tokens.weight": self.embed_tokens,
             "model.norm.weight": self.norm.weight,
         }
