@@ -145,6 +145,7 @@ class Engine:
         max_waiting: int = 256,
         model_id: str | None = None,
         policy: DtypePolicy | None = None,
+        quant: str | None = None,
         **options: Any,
     ) -> Engine:
         """Load a model directory and start its engine.
@@ -159,6 +160,8 @@ class Engine:
             max_num_seqs: most requests in the running batch.
             max_waiting: most requests queued; more raise `OverloadedError`.
             model_id: the name the model is served under (default: the directory's name).
+            quant: how to hold the weights: `none`, `bf16`, `int8`, `int4` (`int4-g32`,
+                `-g64`, `-g128`); None keeps the checkpoint as stored (`cortex.engine.quant`).
             **options: the other keyword arguments of `Engine` (`max_num_batched_tokens`,
                 `block_size`, `enable_prefix_caching`, `use_cuda_graphs`).
         """
@@ -169,7 +172,7 @@ class Engine:
         if policy is None or (dtype is not None and resolve_dtype(dtype) != policy.dtype):
             forced = resolve_dtype(dtype) if dtype is not None else None
             policy = measured_policy(device, forced)
-        model = load_model(model_dir, device=device, dtype=policy.dtype)
+        model = load_model(model_dir, device=device, dtype=policy.dtype, quant=quant)
         model.apply_policy(policy)
         return cls(
             model,

@@ -21,6 +21,7 @@ from cortex.engine.kernels.metadata import AttentionMetadata
 from cortex.engine.models.config import LlamaConfig
 from cortex.engine.models.kv_cache import ContiguousKVCache, KVCache, NoCache, PagedKVCache
 from cortex.engine.models.rope import apply_rotary, inverse_frequencies, rotary_table
+from cortex.engine.quant import QuantizedTensor, QuantizedWeight, QuantRows
 from cortex.errors import ContextLengthExceededError, CortexError, InvalidRequestError
 
 __all__ = [
@@ -56,6 +57,9 @@ def linear(
     widened for the call) and cast back: on CPUs without native bfloat16 math a float32 GEMM
     is several times faster than a bfloat16 one. See `cortex.engine.device`.
     """
+    if isinstance(weight, QuantizedWeight):  # int8/int4: the weight-only kernels
+        out = weight(x)
+        return out if bias is None else out + bias
     rows = x.shape[0]
     if x.device.type == "cpu":
         if rows == 1 and x.dtype in _MV_DTYPES and (policy is None or policy.row_kernel == "mv"):
@@ -304,7 +308,11 @@ class Llama(nn.Module):
         Returns:
             (tokens, hidden_size), normalised.
         """
-        x = F.embedding(input_ids, self.embed_tokens)  # (tokens, hidden_size)
+        embed = self.embed_tokens
+        if isinstance(embed, QuantizedWeight):
+            x = embed.embedding(input_ids)  # (tokens, hidden_size)
+        else:
+            x = F.embedding(input_ids, embed)
         cos, sin = rope[:, 0], rope[:, 1]
         for block in self.layers:
             x = block(x, cos, sin, cache)
@@ -416,12 +424,14 @@ class Llama(nn.Module):
 
     # -- loading ----------------------------------------------------------------------------
 
-    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor | QuantizedTensor]]) -> None:
         """Fill the parameters from Hugging Face-named tensors, converting dtype and device.
 
         q/k/v and gate/up are copied into their fused matrices. A tensor that already has the
         parameter's dtype and device becomes the parameter as it is: with our loader that is
         a view of the file's memory map, so it costs neither a copy nor private memory.
+        Quantized weights (`cortex.engine.quant`) take float or quantized tensors; a quantized
+        tensor bound for a float parameter is dequantized.
 
         Raises:
             CortexError: a tensor is unknown, misshapen or missing.
@@ -441,7 +451,11 @@ class Llama(nn.Module):
                         f"checkpoint tensor {name!r} has shape {tuple(tensor.shape)}, "
                         f"expected {tuple(slot.shape)}"
                     )
-                if (
+                if isinstance(slot, QuantRows | QuantizedWeight):
+                    slot.copy_(tensor)
+                elif isinstance(tensor, QuantizedTensor):
+                    slot.copy_(tensor.dequantize())
+                elif (
                     isinstance(slot, nn.Parameter)
                     and tensor.dtype == slot.dtype
                     and tensor.device == slot.device
@@ -454,9 +468,9 @@ class Llama(nn.Module):
             missing = ", ".join(sorted(slots)[:5])
             raise CortexError(f"checkpoint lacks {len(slots)} tensors, e.g. {missing}")
 
-    def _weight_slots(self) -> dict[str, torch.Tensor]:
+    def _weight_slots(self) -> dict[str, torch.Tensor | QuantRows]:
         """Each checkpoint name mapped to the view of our parameter it fills."""
-        slots: dict[str, torch.Tensor] = {
+        slots: dict[str, torch.Tensor | QuantRows] = {
             "model.embed_tokens.weight": self.embed_tokens,
             "model.norm.weight": self.norm.weight,
         }
