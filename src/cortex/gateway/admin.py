@@ -58,6 +58,10 @@ class AdminAPI:
 
     async def status(self, request: Request) -> Response:
         """Nodes and models as the fleet sees them now."""
+        return JSONResponse(self.status_data())
+
+    def status_data(self) -> dict[str, Any]:
+        """What `GET /admin/status` answers (the dashboard's data builds on it)."""
         snapshot = self.fleet.snapshot()
         models = []
         for entry in self.fleet.catalogue():
@@ -67,16 +71,14 @@ class AdminAPI:
                 if model is not None:
                     placements.append({"node": node.name, "node_up": node.up, **model.to_dict()})
             models.append({**entry.to_dict(), "nodes": placements})
-        return JSONResponse(
-            {
-                "version": __version__,
-                "strategy": self.fleet.strategy,
-                "nodes": [node.to_dict() for node in snapshot.nodes.values()],
-                "models": models,
-                "drains": {n: r.to_dict() for n, r in self.maintenance.reports.items()},
-                "pins": self.pins.runtime,
-            }
-        )
+        return {
+            "version": __version__,
+            "strategy": self.fleet.strategy,
+            "nodes": [node.to_dict() for node in snapshot.nodes.values()],
+            "models": models,
+            "drains": {n: r.to_dict() for n, r in self.maintenance.reports.items()},
+            "pins": self.pins.runtime,
+        }
 
     async def load(self, request: Request) -> Response:
         """Load a model (where placement says, or on `node`), evicting as needed."""

@@ -1,9 +1,9 @@
 """API keys: `Authorization: Bearer <key>` or `x-api-key: <key>`, refused in the client's dialect.
 
-With `[auth] keys` set, every route but `/health` needs one of them (Claude Code's `HEAD /`
-warm-up takes any status); `/admin/*` needs an admin key when `admin_keys` is set (else an API
-key). Keys are compared by their SHA-256 digests in constant time, so neither the time taken nor
-a key's length says anything about the keys held.
+With `[auth] keys` set, every route but `/health` and the dashboard's static files (`/ui`) needs
+one of them (Claude Code's `HEAD /` warm-up takes any status); `/admin/*` needs an admin key when
+`admin_keys` is set (else an API key). Keys are compared by their SHA-256 digests in constant
+time, so neither the time taken nor a key's length says anything about the keys held.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from cortex.errors import AuthenticationError, Dialect
 
 __all__ = ["AuthMiddleware", "KeyRing", "dialect_of", "request_key"]
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/ui"})
+OPEN_PREFIXES = ("/ui/",)
+"""The dashboard's static files: they hold no data (it asks for the admin key itself)."""
 
 
 class KeyRing:
@@ -96,7 +98,7 @@ class AuthMiddleware:
             return
         path: str = scope["path"]
         admin = path.startswith("/admin")
-        if path in OPEN_PATHS or not self.keyring.required(admin):
+        if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES) or not self.keyring.required(admin):
             await self.app(scope, receive, send)
             return
         headers = _Headers(scope)

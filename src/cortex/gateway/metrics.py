@@ -13,6 +13,7 @@ a model no node knows is `unknown`, a request that never reached a node is `none
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -32,6 +33,8 @@ __all__ = ["GatewayMetrics", "RequestRecord", "create_metrics_app"]
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _RATE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 _LOAD_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+RECENT = 50
+"""Requests kept for the dashboard's recent list."""
 
 
 class GatewayMetrics(FleetObserver):
@@ -109,6 +112,8 @@ class GatewayMetrics(FleetObserver):
             registry=r,
         )
         register_process_metrics(r)
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        """The last requests (no prompt text): what the dashboard lists."""
 
     def exposition(self) -> bytes:
         """The metrics in the Prometheus text format."""
@@ -198,6 +203,7 @@ class RequestRecord:
         if self.metrics is None:
             return
         m, model, node = self.metrics, self.model, self.node
+        m.recent.append(self._summary(end))
         m.requests.labels(model, node, self.dialect, str(self.status)).inc()
         m.request_duration.labels(model, node).observe(end - self.started)
         if self.first_token_at is not None:
@@ -210,6 +216,20 @@ class RequestRecord:
             m.tokens.labels(model, node, "prompt").inc(self.prompt_tokens)
         if self.completion_tokens:
             m.tokens.labels(model, node, "completion").inc(self.completion_tokens)
+
+    def _summary(self, end: float) -> dict[str, Any]:
+        ttft = self.first_token_at - self.started if self.first_token_at is not None else None
+        return {
+            "at": time.time(),
+            "dialect": self.dialect,
+            "model": self.model,
+            "node": self.node,
+            "status": self.status,
+            "ttft_s": ttft,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens or self.streamed_tokens,
+            "duration_s": end - self.started,
+        }
 
     def _write_access(self) -> None:
         entry = self.access
