@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,8 +31,9 @@ CLOSE_TOKENS = 4  # "\n", "</think>", "\n", "\n": the close the engine writes at
 
 
 class Served:
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, models: Path) -> None:
         self.client = client
+        self.models = models
         self.openai = openai.AsyncOpenAI(
             base_url="http://neuron/v1", api_key="unused", http_client=client, max_retries=0
         )
@@ -63,7 +65,7 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
         for model in (MODEL, "no-system", "coder"):
             loaded = await client.post("/models/load", json={"model": model})
             assert loaded.status_code == 200, loaded.text
-        yield Served(client)
+        yield Served(client, models)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -275,3 +277,20 @@ async def test_xml_tool_calls_stream_argument_pieces(served: Served) -> None:
         ("get_weather", parsed)
     ]
     assert whole.choices[0].finish_reason == "tool_calls"
+
+
+async def test_generation_config_stop_strings_end_every_reply(served: Served) -> None:
+    off = {"chat_template_kwargs": {"enable_thinking": False}}
+    plain = (await served.chat(max_tokens=12, **off)).choices[0].message.content or ""
+    # The same weights again, under another name, with a stop string from that reply.
+    folder = write_reasoning_model(served.models / "stopper")
+    config = json.loads((folder / "generation_config.json").read_text())
+    stop = plain[5:7]
+    config["stop_strings"] = [stop]
+    (folder / "generation_config.json").write_text(json.dumps(config))
+    loaded = await served.client.post("/models/load", json={"model": "stopper"})
+    assert loaded.status_code == 200, loaded.text
+    reply = await served.chat(model="stopper", max_tokens=12, **off)
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.choices[0].message.content == plain[: plain.index(stop)]
+    assert reply.choices[0].model_extra["stop_reason"] == stop

