@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from cortex import __version__
+from cortex import __version__, cli_models
 from cortex.errors import ConfigError
 from cortex.gateway import admin_cli
 
@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="metrics address HOST:PORT (overrides [gateway] metrics_listen)",
     )
+    cli_models.add_serve_options(serve)
+    cli_models.add_pull_command(sub, _Formatter)
 
     admin_cli.add_commands(sub)
 
@@ -165,13 +167,36 @@ def _dispatch(args: argparse.Namespace) -> int:
             config = load_cortex_config(args.config)
         if config is None and (code := _require_engine("cortex serve with no --config")):
             return code
+        target = cli_models.main_serve_target(args)  # pulls a hub id first
+        if isinstance(target, int):
+            return target
+        models_dirs, model = target
+        neuron = None
+        if config is None and (models_dirs or args.device or args.memory_mb):
+            from cortex.config import NeuronConfig
+
+            neuron = NeuronConfig(
+                name="local",
+                models_dirs=models_dirs,
+                device=args.device or "auto",
+                memory_mb=args.memory_mb,
+            )
         return _call(
             "cortex.gateway.server",
             "serve",
             config,
             listen=args.listen,
             metrics_listen=args.metrics_listen,
+            neuron=neuron,
+            model=model,
         )
+    if command == "pull":
+        if code := _require_engine("cortex pull"):
+            return code
+        return cli_models.main_pull(args)
+    if command == "load" and not args.json:  # a bar while the fleet loads it
+        conn = admin_cli.Connection.resolve(args.url, args.admin_key)
+        return cli_models.load(args.model, args.node, conn.url, conn.admin_key)
     if command == "import":
         if code := _require_engine("cortex import"):
             return code

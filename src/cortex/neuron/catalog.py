@@ -318,6 +318,9 @@ class ModelCatalog:
 
     def _found(self) -> Iterator[ModelSpec]:
         for root in self.models_dirs:
+            if root.is_file() and root.name.endswith(".gguf"):  # one file named on its own
+                yield from self._gguf(root.stem, root, "gguf")
+                continue
             if not root.is_dir():
                 self._warn(root, "models_dirs entry is not a folder; skipped")
                 continue
