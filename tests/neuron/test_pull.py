@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -138,29 +139,36 @@ def test_resume_after_the_server_drops_the_connection_mid_file(tmp_path: Path) -
     assert ranges[0] is None and ranges[1] == "bytes=10485760-", ranges
 
 
-def _mount_tmpfs(where: Path, size_kb: int) -> bool:
+@contextlib.contextmanager
+def tmpfs(where: Path, size_kb: int) -> Iterator[Path]:
+    """A tiny disk of its own (skips the test where mounting is not allowed)."""
     where.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
-        return False
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(where)],
-        capture_output=True,
-    )
-    return done.returncode == 0
-
-
-def test_disk_full_is_a_clear_error_and_leaves_no_model(hub: StandInHub, tmp_path: Path) -> None:
-    disk = tmp_path / "disk"
-    if not _mount_tmpfs(disk, 64):
         pytest.skip("cannot mount a tmpfs here (needs root)")
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(where)]
+    if subprocess.run(mount, capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
     try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=False)
+
+
+def test_disk_too_small_is_refused_before_downloading(hub: StandInHub, tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "disk", 64) as disk:
         with pytest.raises(DiskFullError) as caught:
             pull_model("org/tiny", endpoint=hub.url, cache_dir=disk)
         assert caught.value.code == "disk_full" and "MB free" in caught.value.message
         assert isinstance(caught.value, CortexError) and caught.value.status == 500
         assert not ModelCatalog([disk], include_default=False).scan()
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_disk_filling_up_mid_pull_leaves_no_model(hub: StandInHub, tmp_path: Path) -> None:
+    # Room for the bytes, not for the pages they take: the second shard hits ENOSPC.
+    with tmpfs(tmp_path / "disk", 128) as disk:
+        with pytest.raises(DiskFullError, match="free some space"):
+            pull_model("org/tiny", endpoint=hub.url, cache_dir=disk)
+        assert not ModelCatalog([disk], include_default=False).scan()
 
 
 def test_a_half_pulled_sharded_snapshot_is_not_a_model(hub: StandInHub, tmp_path: Path) -> None:
