@@ -15,7 +15,10 @@ import pytest
 import torch
 
 from cortex.engine import load_model
+from cortex.engine.kernels import moe_experts_reference
 from cortex.engine.models import LlamaConfig, Qwen3, Qwen3Moe
+from cortex.engine.models.moe import SparseMoE, route
+from cortex.engine.quant import QuantizedWeight
 
 transformers = pytest.importorskip("transformers")
 
@@ -213,3 +216,31 @@ def test_moe_model_runs_the_triton_experts_kernel(
     # The experts through the Triton kernel (interpreted on CPU: tests set TRITON_INTERPRET).
     monkeypatch.setenv("CORTEX_KERNELS", "triton")
     assert (model.forward(IDS[:40]) - expected).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("quant", ["int8", "int4-g32"])
+def test_quantized_experts_match_their_dequantized_weights(tmp_path: Path, quant: str) -> None:
+    # Weight-only quantization holds every expert as a QuantizedWeight; routed tokens through
+    # them equal the float experts of the dequantized weights (up to bfloat16 activations, in
+    # which torch's packed CPU kernels compute).
+    make_checkpoint(CONFIGS["qwen3_moe"], tmp_path)
+    model = load_model(tmp_path, quant=quant)
+    mlp = model.layers[0].mlp
+    assert isinstance(mlp, SparseMoE) and mlp.gate_up_weight is None
+    assert mlp.quantized_gate_up is not None and mlp.quantized_down is not None
+    gate_up = torch.stack([w.dequantize() for w in mlp.quantized_gate_up])
+    down = torch.stack([w.dequantize() for w in mlp.quantized_down])
+    assert all(isinstance(w, QuantizedWeight) for w in mlp.quantized_down)
+    # Each expert's rows landed in its own weights (gate, up and down in their places).
+    exact = load_model(tmp_path).layers[0].mlp
+    assert isinstance(exact, SparseMoE) and exact.gate_up_weight is not None
+    for ours, theirs in ((gate_up, exact.gate_up_weight), (down, exact.down_weight)):
+        assert (ours - theirs).abs().max().item() < 0.1 * theirs.abs().max().item()
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(23, 64, generator=g)
+    weights, ids = route(torch.randn(23, 8, generator=g), 2, normalize=True)
+    expected = moe_experts_reference(x, gate_up, down, ids, weights)
+    got = mlp.run_experts(x, ids, weights)
+    assert (got - expected).abs().max().item() < 0.02 * expected.abs().max().item()
+    # The whole model runs on them.
+    assert model.generate(IDS[:20], 4, stop_token_ids=())[0] in range(VOCAB)

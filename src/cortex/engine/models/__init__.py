@@ -8,7 +8,7 @@ import torch
 
 from cortex.engine.models.config import SUPPORTED_MODEL_TYPES, LlamaConfig
 from cortex.engine.models.llama import Llama
-from cortex.engine.models.moe import Qwen3Moe
+from cortex.engine.models.moe import Qwen3Moe, quantize_experts
 from cortex.engine.models.qwen3 import Qwen3
 from cortex.engine.quant import (
     gather_quantized,
@@ -91,7 +91,9 @@ def load_model(
         dtype = torch.bfloat16
     model = model_class(config, device=device, dtype=resolve_dtype(dtype))
     entries = list(gather_quantized(load_checkpoint(model_dir)))
-    swap_in_quantized(model, model._weight_slots(), quant_specs(entries, mode, spec))
+    specs = quant_specs(entries, mode, spec)
+    quantize_experts(model, specs)  # stacked expert weights: MoE's own quantized layout
+    swap_in_quantized(model, model._weight_slots(), specs)
     model.load_weights(entries)
     prepare_model(model)
     return model.eval()
