@@ -166,6 +166,9 @@ class ModelEntry:
         progress: while loading, `{"phase": ..., "fraction": 0..1}` (a pull, a GGUF import...),
             with `bytes` and `total_bytes` while pulling.
         generation_config: the model's own sampling defaults, when it ships them.
+        parameters: every weight of the model, when known.
+        active_parameters: the weights one token runs through (a mixture of experts runs only
+            its top-k experts); equal to `parameters` for a dense model.
     """
 
     id: str
@@ -180,6 +183,8 @@ class ModelEntry:
     error: str | None = None
     progress: dict[str, Any] | None = None
     generation_config: dict[str, Any] | None = None
+    parameters: int | None = None
+    active_parameters: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The wire form: every field, `progress`/`generation_config` only when present."""
@@ -189,6 +194,8 @@ class ModelEntry:
             "memory_mb": round(self.memory_mb, 1),
             "context_length": self.context_length,
             "architecture": self.architecture,
+            "parameters": self.parameters,
+            "active_parameters": self.active_parameters,
             "device": self.device,
             "pinned": self.pinned,
             "in_flight": self.in_flight,
@@ -258,12 +265,16 @@ class ModelSpec:
         memory_mb: the estimate of what it needs loaded: weights plus the KV cache budget.
         source: where it comes from: `hf`, `hf-cache`, `gguf`, `default` or `fake`.
         path: its folder or file (never derived from a client's input).
+        parameters: every weight, counted from the file headers.
+        active_parameters: the weights one token runs through (MoE: top-k experts only).
     """
 
     id: str
     memory_mb: float
     context_length: int | None = None
     architecture: str | None = None
+    parameters: int | None = None
+    active_parameters: int | None = None
     source: str = "hf"
     path: Path | None = None
     weights_mb: float = 0.0

@@ -166,10 +166,7 @@ function drawModels(data) {
   const rows = data.models.map((model) => {
     const stats = model.stats || {};
     const states = model.nodes.map((where) => {
-      // The node's {phase, fraction, bytes, total_bytes} while loading: "loading: pulling 42%".
-      const p = where.progress;
-      const pct = p && typeof p.fraction === "number" ? ` ${Math.round(p.fraction * 100)}%` : "";
-      const progress = p && typeof p === "object" ? `: ${p.phase || "loading"}${pct}` : "";
+      const progress = typeof where.progress === "number" ? ` ${Math.round(where.progress * 100)}%` : "";
       return el("div", { "data-where": where.node },
         el("span", { class: `state-${where.state}` }, where.state + progress), ` on ${where.node}`,
         where.state === "loaded" ? button("unload", "unload", model.id, where.node) : null);
