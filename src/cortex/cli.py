@@ -126,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "--dtype", choices=["float32", "bfloat16"], default="float32", help="weights dtype"
     )
+    imp.add_argument(
+        "--quant",
+        choices=["none", "bf16", "int8", "int4"],
+        default="none",
+        help="keep matrices quantized: int4 (Q4 blocks copied as they are) or int8",
+    )
     return parser
 
 
@@ -200,7 +206,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "import":
         if code := _require_engine("cortex import"):
             return code
-        return _call("cortex.engine.gguf", "main_import", args.file, args.out, args.dtype)
+        return _call(
+            "cortex.engine.gguf", "main_import", args.file, args.out, args.dtype, args.quant
+        )
     if command in admin_cli.COMMANDS:
         return admin_cli.run(args)
     raise AssertionError(f"unhandled command {command!r}")

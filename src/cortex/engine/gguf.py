@@ -24,6 +24,7 @@ from cortex.errors import CortexError, ModelNotFoundError
 __all__ = [
     "DEFAULT_MODEL_ID",
     "DTYPES",
+    "IMPORT_QUANTS",
     "GGUFError",
     "cache_dir",
     "default_gguf_path",
@@ -43,6 +44,9 @@ MARKER_FILE: Final = ".cortex-import.json"
 
 Dtype = Literal["float32", "bfloat16"]
 DTYPES: Final = ("float32", "bfloat16")
+IMPORT_QUANTS: Final = ("none", "bf16", "int8", "int4")
+"""`import_gguf(quant=)`: float (`none`: `dtype`; `bf16`), or matrices kept quantized
+(`int4`: Q4_0/Q4_1/Q4_K repacked as they are, see `gguf_quant.py`; `int8`)."""
 
 
 class GGUFError(CortexError):
@@ -95,24 +99,30 @@ def default_model_dir(*, progress: bool = True) -> Path:
     return import_gguf(default_gguf_path(), out, dtype="float32", progress=progress)
 
 
-def default_import_dir(gguf_path: str | os.PathLike[str], dtype: Dtype = "float32") -> Path:
+def default_import_dir(
+    gguf_path: str | os.PathLike[str], dtype: Dtype = "float32", quant: str = "none"
+) -> Path:
     """Where `import_gguf` puts a file when no `out_dir` is given.
 
-    `<cache_dir()>/models/<file stem, lower case>`, with `-bf16` appended for bfloat16.
+    `<cache_dir()>/models/<file stem, lower case>`, with `-bf16` appended for bfloat16 and
+    `-int8`/`-int4` for matrices kept quantized.
     """
-    name = Path(gguf_path).stem.lower() + ("-bf16" if dtype == "bfloat16" else "")
-    return cache_dir() / "models" / name
+    suffix = f"-{quant}" if quant in ("int8", "int4") else ("-bf16" if dtype == "bfloat16" else "")
+    return cache_dir() / "models" / (Path(gguf_path).stem.lower() + suffix)
 
 
-def _source_key(gguf_path: Path, dtype: str) -> dict[str, Any]:
+def _source_key(gguf_path: Path, dtype: str, quant: str = "none") -> dict[str, Any]:
     stat = gguf_path.stat()
-    return {
+    key: dict[str, Any] = {
         "source": str(gguf_path),
         "size": stat.st_size,
         "mtime_ns": stat.st_mtime_ns,
         "dtype": dtype,
         "importer": IMPORTER_VERSION,
     }
+    if quant in ("int8", "int4"):
+        key["quant"] = quant
+    return key
 
 
 def _is_cached(out_dir: Path, key: dict[str, Any]) -> bool:
@@ -141,6 +151,7 @@ def import_gguf(
     *,
     dtype: Dtype = "float32",
     progress: bool = True,
+    quant: str = "none",
 ) -> Path:
     """Turn a GGUF checkpoint into a Hugging Face style model folder, or return the cached one.
 
@@ -154,6 +165,10 @@ def import_gguf(
         out_dir: the folder to write; default `default_import_dir(gguf_path, dtype)`.
         dtype: `"float32"` (exact dequantised values) or `"bfloat16"` (half the size).
         progress: show a rich progress bar on stderr while importing.
+        quant: `none` (float in `dtype`), `bf16` (bfloat16), `int8` or `int4`: matrices kept
+            quantized in `cortex.engine.quant`'s layouts (Q4_0/Q4_1/Q4_K copied into int4
+            without requantizing, the 5-to-8-bit types as int8; see `gguf_quant.py`), so a
+            Q4 file stays about its own size in memory. Norms stay float32.
 
     Raises:
         GGUFError: the file is missing, truncated, corrupt or of an unsupported kind, or
@@ -162,23 +177,29 @@ def import_gguf(
     source = Path(gguf_path).expanduser().resolve()
     if dtype not in DTYPES:
         raise GGUFError(source, f"dtype must be one of {DTYPES}, not {dtype!r}")
+    if quant not in IMPORT_QUANTS:
+        raise GGUFError(source, f"quant: {quant!r} is not one of {', '.join(IMPORT_QUANTS)}")
+    if quant == "bf16":
+        dtype, quant = "bfloat16", "none"
+    out = Path(out_dir or default_import_dir(source, dtype, quant)).expanduser().absolute()
     if not source.is_file():
         raise GGUFError(source, "no such file")
-    out = Path(out_dir or default_import_dir(source, dtype)).expanduser().absolute()
-    key = _source_key(source, dtype)
+    key = _source_key(source, dtype, quant)
     if _is_cached(out, key):
         return out
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with _locked(out):
             if not _is_cached(out, key):  # another process may have made it while we waited
-                _build(source, out, key, dtype, progress)
+                _build(source, out, key, dtype, progress, quant)
     except OSError as exc:
         raise GGUFError(source, f"cannot write {out}: {exc.strerror or exc}") from None
     return out
 
 
-def _build(source: Path, out: Path, key: dict[str, Any], dtype: Dtype, progress: bool) -> None:
+def _build(
+    source: Path, out: Path, key: dict[str, Any], dtype: Dtype, progress: bool, quant: str
+) -> None:
     """Convert into a temporary sibling folder, then swap it in with renames (under the lock)."""
     if out.exists() and not (out / MARKER_FILE).exists() and any(out.iterdir()):
         raise GGUFError(source, f"{out} exists and is not a cortex import; choose another --out")
@@ -190,7 +211,8 @@ def _build(source: Path, out: Path, key: dict[str, Any], dtype: Dtype, progress:
         work.mkdir()
         from cortex.engine.gguf_convert import convert_gguf  # torch, numpy: only when needed
 
-        convert_gguf(source, work, dtype, progress=progress)
+        bits = {"int8": 8, "int4": 4}.get(quant)
+        convert_gguf(source, work, dtype, progress=progress, quant_bits=bits)
         (work / MARKER_FILE).write_text(json.dumps(key, indent=2) + "\n")
         if out.exists():
             out.rename(old)
@@ -200,8 +222,10 @@ def _build(source: Path, out: Path, key: dict[str, Any], dtype: Dtype, progress:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def main_import(file: str, out: str | None = None, dtype: str = "float32") -> int:
-    """`cortex import FILE.gguf [--out DIR] [--dtype float32|bfloat16]`: print the folder made.
+def main_import(
+    file: str, out: str | None = None, dtype: str = "float32", quant: str = "none"
+) -> int:
+    """`cortex import FILE.gguf [--out DIR] [--dtype float32|bfloat16] [--quant Q]`: the folder.
 
     Returns:
         The process exit status: 0 on success, 1 when the file cannot be imported.
@@ -210,7 +234,7 @@ def main_import(file: str, out: str | None = None, dtype: str = "float32") -> in
         print(f"error: --dtype must be one of {DTYPES}", file=sys.stderr)
         return 2
     try:
-        folder = import_gguf(file, out, dtype=cast(Dtype, dtype), progress=True)
+        folder = import_gguf(file, out, dtype=cast(Dtype, dtype), progress=True, quant=quant)
     except GGUFError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -265,7 +265,9 @@ def _generation_config(meta: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def convert_gguf(source: Path, work: Path, dtype: str, *, progress: bool) -> None:
+def convert_gguf(
+    source: Path, work: Path, dtype: str, *, progress: bool, quant_bits: int | None = None
+) -> None:
     """Write the model folder for the GGUF file `source` into the (empty) folder `work`.
 
     Args:
@@ -273,6 +275,8 @@ def convert_gguf(source: Path, work: Path, dtype: str, *, progress: bool) -> Non
         work: an existing empty folder; `import_gguf` renames it into place afterwards.
         dtype: `"float32"` or `"bfloat16"`, the dtype of the written weights.
         progress: show a rich progress bar on stderr.
+        quant_bits: 4 or 8 keeps the matrices quantized (`gguf_quant.QuantizedWriter`: Q4
+            types repacked into int4, the rest int8 or int4); None writes floats in `dtype`.
 
     Raises:
         GGUFError: the file is unreadable, truncated or of an unsupported kind.
@@ -329,6 +333,22 @@ def convert_gguf(source: Path, work: Path, dtype: str, *, progress: bool) -> Non
             bar.advance(task)
             return weight.to(torch_dtype)
 
+        if quant_bits is not None and quant_bits in (4, 8):
+            from cortex.engine.gguf_quant import QuantizedWriter
+
+            def reorder(tensor: ReaderTensor, rows: torch.Tensor) -> torch.Tensor:
+                kind = tensor.name.split(".")[-2]
+                return unpermute(rows, heads[kind]) if permute and kind in heads else rows
+
+            def plain(name: str) -> ReaderTensor | None:  # stacked experts stay float
+                tensor, expert = by_name[name]
+                return tensor if expert is None else None
+
+            writer = QuantizedWriter(
+                layout, plain, quant_bits, produce, reorder, lambda: bar.advance(task)
+            )
+            layout, produce = writer.layout, writer.produce
+            config["quantization_config"] = {"quant_method": "cortex", "bits": quant_bits}
         metadata = {"format": "pt", "source": source.name}
         write_tensors(work / "model.safetensors", layout, produce, metadata)
     _write_json(work / "config.json", config)
