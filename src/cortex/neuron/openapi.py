@@ -302,7 +302,9 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "Missing or wrong `Authorization: Bearer <token>` (when the node has a token).",
         404: "Unknown model, or not loaded (the error lists the loaded models).",
         409: "The model is unloading.",
-        500: "The load failed (the model is then `failed`) or an internal error.",
+        500: "The load failed (the model is then `failed`; `disk_full` when a pull filled the "
+        "disk) or an internal error.",
+        502: "A pull the hub refused (`hub_gated`) or that could not reach it (`hub_unreachable`).",
         503: "The model's queue is full, or the request was cancelled by an unload "
         "(with `Retry-After`).",
         507: "Not enough memory: `required_mb` and `free_mb` in the error.",
@@ -377,12 +379,13 @@ def openapi_document() -> dict[str, Any]:
             },
             "/models/load": {
                 "post": {
-                    "summary": "Load a model; returns once loaded (concurrent loads share one).",
+                    "summary": "Load a model; returns once loaded (concurrent loads share one). "
+                    "With `source`, a model the node lacks is pulled from the hub first.",
                     "security": admin,
                     "requestBody": _body(ModelRequest),
                     "responses": {
                         "200": _json(_ref("ModelEntry"), "The loaded model."),
-                        **_errors(400, 401, 404, 409, 500, 507),
+                        **_errors(400, 401, 404, 409, 500, 502, 507),
                     },
                 }
             },

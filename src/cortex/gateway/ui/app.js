@@ -166,7 +166,10 @@ function drawModels(data) {
   const rows = data.models.map((model) => {
     const stats = model.stats || {};
     const states = model.nodes.map((where) => {
-      const progress = typeof where.progress === "number" ? ` ${Math.round(where.progress * 100)}%` : "";
+      // The node's {phase, fraction, bytes, total_bytes} while loading: "loading: pulling 42%".
+      const p = where.progress;
+      const pct = p && typeof p.fraction === "number" ? ` ${Math.round(p.fraction * 100)}%` : "";
+      const progress = p && typeof p === "object" ? `: ${p.phase || "loading"}${pct}` : "";
       return el("div", { "data-where": where.node },
         el("span", { class: `state-${where.state}` }, where.state + progress), ` on ${where.node}`,
         where.state === "loaded" ? button("unload", "unload", model.id, where.node) : null);
