@@ -45,6 +45,8 @@ def split(text: str, cuts: list[int], *, in_thought: bool = False) -> tuple[str,
         ("<thi", False, ("", "<thi")),
         ("", True, ("", "")),
         ("Answer only.", False, ("", "Answer only.")),
+        ("    indented code", False, ("", "    indented code")),  # no thought: as written
+        ("\n", False, ("", "\n")),
     ],
 )
 def test_splitter(text: str, in_thought: bool, expected: tuple[str, str]) -> None:

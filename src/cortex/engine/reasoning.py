@@ -13,7 +13,8 @@ rule reads as "the reply is the answer".
 
 `ReasoningSplitter` takes the reply's text deltas and returns `(reasoning, content)` deltas. It
 holds back only what could still be a marker (`</thi`) and the whitespace before it; the
-whitespace around the markers is dropped (the template writes it, not the model's thought).
+whitespace around the markers is dropped (the template writes it, not the model's thought);
+a reply without a thought comes out as written.
 Outside a thought, a start marker counts only before any answer text: a thought comes first.
 """
 
@@ -116,7 +117,7 @@ class ReasoningSplitter:
     def finish(self) -> tuple[str, str]:
         """The end of the reply: whatever is held back, as what it was."""
         held, self._buffer = self._buffer, ""
-        if self._lead or not (self.inside or self._answered):
+        if self._lead:
             held = held.lstrip()
         if self.inside:
             return held.rstrip(), ""
@@ -160,6 +161,6 @@ class ReasoningSplitter:
             return True
         if not buffer or self.markers.start.startswith(buffer):
             return False
-        content.append(buffer)
+        content.append(self._buffer)  # no thought: the answer as written, leading space kept
         self._answered, self._buffer = True, ""
         return False

@@ -212,19 +212,26 @@ class EngineRunner:
 
     def count_prompt_tokens(self, request: GenerateRequest) -> int:
         """Prompt tokens of `request` (chat template applied), as `generate` would see them."""
-        return len(self._prompt(request)[0])
+        return len(self._prompt(request, counted=False)[0])
 
-    def _prompt(self, request: GenerateRequest) -> tuple[list[int], ChatPrompt | None]:
-        """The prompt's token ids, and for a chat how it was rendered (tools, prefill)."""
+    def _prompt(
+        self, request: GenerateRequest, *, counted: bool = True
+    ) -> tuple[list[int], ChatPrompt | None]:
+        """The prompt's token ids, and for a chat how it was rendered (tools, prefill).
+
+        Args:
+            counted: a fold this render needs counts in `template_folds` (generations do,
+                token counts do not).
+        """
         tokenizer = self.engine.tokenizer
         if request.messages is not None:
-            chat = self._render_chat(request)
+            chat = self._render_chat(request, counted=counted)
             return tokenizer.encode(chat.text, add_special_tokens=False), chat
         if isinstance(request.prompt, str):
             return list(tokenizer.encode(request.prompt, add_special_tokens=True)), None
         return list(request.prompt or []), None
 
-    def _render_chat(self, request: GenerateRequest) -> ChatPrompt:
+    def _render_chat(self, request: GenerateRequest, *, counted: bool = True) -> ChatPrompt:
         """Render the chat; when the template refuses it, retry once with its layout folded.
 
         Simple templates concatenate `content`, which is null on assistant turns that only
@@ -250,6 +257,8 @@ class EngineRunner:
             chat = self._render(request, folded)
         except InvalidRequestError:
             raise refusal from None
+        if not counted:
+            return chat
         self.template_folds += 1
         logger.debug(
             "model %s: the chat template refused the messages (%s); rendered them folded",
