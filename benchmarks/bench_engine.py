@@ -8,7 +8,15 @@ time to the first token (best run), decode speed comes from the median time betw
 over all runs, which a burst of load from elsewhere barely moves.
 
     python benchmarks/bench_engine.py [--dtypes float32,bfloat16] [--new-tokens 32] [--repeats 2]
+    python benchmarks/bench_engine.py --model DIR [--make-tiny qwen3|qwen3_moe]
 
+`--model DIR` runs any model folder instead of the default (random prompt ids when it has no
+tokenizer); `--make-tiny` first writes a small random Qwen3 or Qwen3-MoE checkpoint there with
+transformers (the two have the same attention and about the same active parameters, so their
+gap is the cost of routing tokens to experts).
+
+`--grammar` measures structured output's mask cost per token at batch 1 and 16
+(`benchmarks/bench_grammar.py`).
 `--batched` runs the batched `Engine` benchmark instead (`benchmarks/bench_engine_batch.py`: concurrent
 requests, TTFT through the scheduler, aggregate tok/s at 1-64 requests).
 """
@@ -140,6 +148,16 @@ def main() -> None:
         action="store_true",
         help="measure the batched Engine instead (benchmarks/bench_engine_batch.py; pass its options)",
     )
+    parser.add_argument(
+        "--grammar",
+        action="store_true",
+        help="measure structured output's mask cost per token (benchmarks/bench_grammar.py)",
+    )
+    if "--grammar" in sys.argv[1:]:
+        import bench_grammar  # the sibling script
+
+        bench_grammar.main([a for a in sys.argv[1:] if a != "--grammar"])
+        return
     if "--batched" in sys.argv[1:]:
         import bench_engine_batch  # the sibling script: python puts benchmarks/ on sys.path
 

@@ -26,6 +26,7 @@ from cortex.engine.sequence import Sequence as EngineSequence
 from cortex.errors import ContextLengthExceededError, InvalidRequestError, OverloadedError
 
 if TYPE_CHECKING:
+    from cortex.engine.grammar import Grammar, GrammarCompiler, GrammarMatcher
     from cortex.engine.models import Llama
     from cortex.engine.tokenizer import Tokenizer
 
@@ -130,6 +131,7 @@ class Engine:
         self._closing = False
         self._closed = False
         self._stats = self._snapshot()
+        self._grammars: GrammarCompiler | None = None  # structured output, built on first use
         self._thread = threading.Thread(target=self._work, name=f"engine-{model_id}", daemon=True)
         self._thread.start()
 
@@ -220,7 +222,10 @@ class Engine:
             prompt_ids = self._prompt_ids(prompt, tools)
         else:  # templating and tokenizing a long chat is compute: keep it off the loop
             prompt_ids = await asyncio.to_thread(self._prompt_ids, prompt, tools)
-        request = self._submit(prompt_ids, params, request_id or uuid.uuid4().hex)
+        matcher = None
+        if params.grammar is not None:  # compiling (once per grammar) is compute too
+            matcher = await asyncio.to_thread(self.grammar_matcher, params.grammar)
+        request = self._submit(prompt_ids, params, request_id or uuid.uuid4().hex, matcher)
         finished = False
         try:
             while not finished:
@@ -249,7 +254,29 @@ class Engine:
             raise InvalidRequestError("a prompt is token ids or chat messages", param="messages")
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tools=tools)
 
-    def _submit(self, prompt_ids: list[int], params: SamplingParams, request_id: str) -> _Request:
+    def grammar_matcher(self, grammar: Grammar) -> GrammarMatcher:
+        """A matcher for `grammar` against this model's tokenizer (compiled once per grammar).
+
+        Raises:
+            InvalidRequestError: the grammar cannot be compiled for this tokenizer.
+        """
+        with self._cond:
+            if self._grammars is None:
+                from cortex.engine.grammar import GrammarCompiler
+
+                self._grammars = GrammarCompiler(
+                    self.tokenizer.backend.to_str(), self.vocab_size, self._eos_ids
+                )
+            compiler = self._grammars
+        return compiler.matcher(grammar)
+
+    def _submit(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        request_id: str,
+        matcher: GrammarMatcher | None = None,
+    ) -> _Request:
         if len(prompt_ids) + params.max_tokens > self.context_length:
             raise ContextLengthExceededError(
                 len(prompt_ids), params.max_tokens, self.context_length
@@ -265,6 +292,7 @@ class Engine:
             seq = EngineSequence(
                 request_id, prompt_ids, params, seed=seed, arrival=next(self._arrivals)
             )
+            seq.matcher = matcher
             request = _Request(
                 seq,
                 RequestOutput(self.tokenizer, seq, self._eos_ids),

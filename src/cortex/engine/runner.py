@@ -15,6 +15,7 @@ from cortex.engine.scheduler import SchedulerOutput
 
 if TYPE_CHECKING:
     from cortex.engine.models import Llama
+    from cortex.engine.sequence import Sequence
 
 __all__ = [
     "ModelRunner",
@@ -166,6 +167,10 @@ class ModelRunner:
             index = torch.tensor(sampling, dtype=torch.long).to(self.device)
             logits = self.model.compute_logits(hidden_rows.index_select(0, index))
             seqs = [out.chunks[i].seq for i in sampling]
+            constrained = [row for row, s in enumerate(seqs) if s.matcher is not None]
+            masks = None
+            if constrained:
+                masks = (constrained, self._grammar_masks([seqs[row] for row in constrained]))
             result = sample_tokens(
                 logits,
                 [s.params for s in seqs],
@@ -173,11 +178,25 @@ class ModelRunner:
                 [s.num_output_tokens for s in seqs],
                 [s.prompt_token_ids if s.params.repetition_penalty != 1.0 else [] for s in seqs],
                 [s.output_token_ids if s.params.has_penalties else [] for s in seqs],
+                masks,
             )
+            for row in constrained:
+                matcher = seqs[row].matcher
+                assert matcher is not None
+                matcher.accept(result.token_ids[row])
         for row, i in enumerate(sampling):
             token_ids[i] = result.token_ids[row]
             logprobs[i] = result.logprobs[row]
         return StepResult(token_ids, logprobs)
+
+    def _grammar_masks(self, seqs: list[Sequence]) -> torch.Tensor:
+        """(rows, words) int32 bitmasks of the tokens each sequence's grammar allows next."""
+        words = -(-self.model.config.vocab_size // 32)
+        masks = torch.empty((len(seqs), words), dtype=torch.int32)
+        for row, seq in enumerate(seqs):
+            assert seq.matcher is not None
+            seq.matcher.fill_mask(masks[row])
+        return masks
 
     def _forward(self, out: SchedulerOutput) -> torch.Tensor:
         """Hidden states of each chunk's last token: (num_chunks, hidden_size)."""

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from cortex.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from cortex.engine.grammar import Grammar
 
 __all__ = [
     "Logprob",
@@ -17,6 +20,7 @@ __all__ = [
     "StopStringMatcher",
     "TokenLogprob",
     "apply_penalties",
+    "apply_token_masks",
     "sample_tokens",
     "top_logprobs",
 ]
@@ -51,6 +55,8 @@ class SamplingParams:
         logprobs: return the sampled token's log-probability (from the raw model logits).
         top_logprobs: also return this many most likely alternatives (0..20).
         ignore_eos: keep generating past the model's eos tokens.
+        grammar: a `cortex.engine.grammar.Grammar` the output must match (structured output);
+            tokens it does not allow are masked out before the draw.
     """
 
     temperature: float = 1.0
@@ -67,6 +73,7 @@ class SamplingParams:
     logprobs: bool = False
     top_logprobs: int = 0
     ignore_eos: bool = False
+    grammar: Grammar | None = None
 
     def __post_init__(self) -> None:
         # Lists are accepted for convenience and frozen into tuples.
@@ -230,6 +237,38 @@ def apply_penalties(
     return logits
 
 
+def apply_token_masks(logits: torch.Tensor, rows: Seq[int], masks: torch.Tensor) -> torch.Tensor:
+    """Set to -inf the logits of tokens a row's grammar does not allow (a new tensor).
+
+    Args:
+        logits: (rows, vocab) float32.
+        rows: the rows that have a mask, in the order of `masks`.
+        masks: (len(rows), ceil(vocab / 32)) int32 bitmasks, bit `t % 32` of word `t // 32`
+            set when token `t` is allowed (llguidance's layout).
+    """
+    if not rows:
+        return logits
+    import numpy as np
+
+    vocab = logits.shape[1]
+    # Little-endian words: token t is bit t % 8 of byte t // 8 (numpy unpacks bits far faster
+    # than shifts in torch on CPU).
+    unpacked = np.unpackbits(masks.numpy().view(np.uint8), axis=1, bitorder="little")
+    blocked = np.logical_not(unpacked[:, :vocab].view(np.bool_))
+    if logits.device.type == "cpu":
+        # numpy, not torch: a torch elementwise op opens a parallel region whose threads all
+        # wait on the slowest, which costs milliseconds on a busy host.
+        view = logits.numpy().copy()
+        for row, mask in zip(rows, blocked, strict=True):
+            np.copyto(view[row], -np.inf, where=mask)
+        return torch.from_numpy(view)
+    logits = logits.clone()
+    index = torch.tensor(list(rows), dtype=torch.long).to(logits.device)
+    on_device = torch.from_numpy(blocked).to(logits.device, non_blocking=True)
+    logits[index] = logits[index].masked_fill(on_device, float("-inf"))
+    return logits
+
+
 def top_logprobs(
     logits: torch.Tensor, token_ids: torch.Tensor, num_top: Seq[int]
 ) -> list[TokenLogprob]:
@@ -275,6 +314,7 @@ def sample_tokens(
     steps: Seq[int],
     prompt_ids: Seq[Seq[int]],
     output_ids: Seq[Seq[int]],
+    masks: tuple[Seq[int], torch.Tensor] | None = None,
 ) -> SampleResult:
     """Penalise, draw one token per row with `kernels.sample`, and compute logprobs.
 
@@ -288,11 +328,15 @@ def sample_tokens(
         steps: per row, how many tokens the request has generated so far.
         prompt_ids: per row, the prompt tokens (for the repetition penalty).
         output_ids: per row, the generated tokens (for all penalties).
+        masks: the rows constrained by a grammar and their allowed-token bitmasks (see
+            `apply_token_masks`).
     """
     from cortex.engine import kernels
 
     device = logits.device
     penalised = apply_penalties(logits, params, prompt_ids, output_ids)
+    if masks is not None:
+        penalised = apply_token_masks(penalised, *masks)
 
     def column(values: list[Any], dtype: torch.dtype) -> torch.Tensor:
         return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)

