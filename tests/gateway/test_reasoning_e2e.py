@@ -23,7 +23,7 @@ import pytest
 from cortex.testing import NeuronProcess, start_neuron_process
 
 from ..captured import CLAUDE_CODE_BODY
-from ..neuron.reasoning_model import write_reasoning_model
+from ..neuron.reasoning_model import CODER_TEMPLATE, write_reasoning_model
 from .conftest import GatewayProcess, start_gateway
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -38,11 +38,12 @@ CLOSE_TOKENS = 4  # "\n</think>\n\n"
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NeuronProcess]:
     models = tmp_path_factory.mktemp("reasoning-models")
     write_reasoning_model(models / MODEL)
+    write_reasoning_model(models / "coder", template=CODER_TEMPLATE)
     config = {
         "name": "thinking-node",
         "device": "cpu",
         "models_dirs": [str(models)],
-        "preload": [MODEL],
+        "preload": [MODEL, "coder"],
         "kv_cache_mb": 16,
     }
     workdir = tmp_path_factory.mktemp("thinking-node")
@@ -59,10 +60,9 @@ def gateway(node: NeuronProcess) -> Iterator[GatewayProcess]:
     process = start_gateway(config)
     try:
         deadline = time.monotonic() + 120
-        while not any(
-            m["id"] == MODEL
-            for m in httpx.get(f"{process.url}/v1/models", timeout=5).json()["data"]
-        ):
+        while not {MODEL, "coder"} <= {
+            m["id"] for m in httpx.get(f"{process.url}/v1/models", timeout=5).json()["data"]
+        }:
             assert time.monotonic() < deadline, process.log.read_text()[-4000:]
             time.sleep(0.2)
         yield process
@@ -225,3 +225,34 @@ def test_reasoning_passes_through_openai_untouched(oai: openai.OpenAI, thought: 
     extra = message.model_extra or {}
     assert extra["reasoning_content"] == thought[:BUDGET] == extra["reasoning"]
     assert message.content and "<think>" not in message.content
+
+
+def test_an_xml_tool_call_streams_as_input_json_deltas(claude: anthropic.Anthropic) -> None:
+    """Qwen3-Coder's XML call, opened by a prefill: the model's letters reach Claude Code's SDK
+    as `input_json_delta`s while they are written, and the call ends the turn."""
+    tool: Any = {
+        "name": "get_weather",
+        "input_schema": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        },
+    }
+    prefill = "<tool_call>\n<function=get_weather>\n<parameter=days>\n2\n</parameter>\n"
+    prefill += "<parameter=city>\n"
+    messages: Any = [*ASK, {"role": "assistant", "content": prefill}]
+    with claude.messages.stream(
+        model="coder", max_tokens=6, messages=messages, tools=[tool]
+    ) as stream:
+        events = list(stream)
+        message = stream.get_final_message()
+    pieces = [
+        e.delta.partial_json
+        for e in events
+        if e.type == "content_block_delta" and e.delta.type == "input_json_delta"
+    ]
+    assert len(pieces) >= 6  # letter by letter, not one blob at the end
+    assert message.stop_reason == "tool_use"
+    calls = [block for block in message.content if block.type == "tool_use"]
+    assert len(calls) == 1 and calls[0].name == "get_weather"
+    arguments: Any = calls[0].input
+    assert arguments["days"] == 2 and len(arguments["city"]) == 6
