@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli_models.add_serve_options(serve)
     cli_models.add_pull_command(sub, _Formatter)
+    cli_models.add_serve_options(serve)
+    cli_models.add_pull_command(sub, _Formatter)
 
     admin_cli.add_commands(sub)
 
@@ -196,8 +198,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             neuron=neuron,
             model=model,
         )
-    if command == "pull":
-        if code := _require_engine("cortex pull"):
+    if command == "pull":  # here it needs the engine's list of architectures; with --node not
+        if args.node is None and (code := _require_engine("cortex pull")):
             return code
         return cli_models.main_pull(args)
     if command == "load" and not args.json:  # a bar while the fleet loads it

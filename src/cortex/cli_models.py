@@ -39,6 +39,7 @@ __all__ = [
     "add_serve_options",
     "load",
     "pull",
+    "pull_on_node",
     "serve_target",
 ]
 
@@ -57,6 +58,15 @@ def add_pull_command(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     )
     pull_.add_argument("model", help="ORG/NAME or ORG/NAME:QUANT")
     pull_.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
+    pull_.add_argument(
+        "--node",
+        default=None,
+        help="pull onto this node of the fleet, through the gateway (default: this machine)",
+    )
+    pull_.add_argument("--url", default=None, help="the gateway, with --node (or CORTEX_URL)")
+    pull_.add_argument(
+        "--admin-key", default=None, help="admin key, with --node (or CORTEX_ADMIN_KEY)"
+    )
 
 
 def add_serve_options(serve: argparse.ArgumentParser) -> None:
@@ -248,8 +258,49 @@ def _loading(http: httpx.Client, url: str, model: str) -> dict[str, Any] | None:
 
 
 def main_pull(args: argparse.Namespace) -> int:
-    """`cortex pull` from parsed arguments."""
-    return pull(args.model, args.revision)
+    """`cortex pull` from parsed arguments (here, or with --node on a node of the fleet)."""
+    if args.node is None:
+        return pull(args.model, args.revision)
+    from cortex.gateway import admin_cli
+
+    if args.revision is not None:
+        print("cortex pull: --revision is for a pull on this machine", file=sys.stderr)
+        return 2
+    conn = admin_cli.Connection.resolve(args.url, args.admin_key)
+    return pull_on_node(args.model, args.node, conn.url, conn.admin_key)
+
+
+def pull_on_node(
+    model: str, node: str, url: str, admin_key: str | None, *, console: Console | None = None
+) -> int:
+    """`cortex pull MODEL --node NODE`: the node pulls it (`POST /admin/models/pull`); 0 when
+    pulled, 1 with the node's error, 2 when the gateway cannot be reached."""
+    console = console or Console(stderr=True)
+    source = model if model.startswith("hf:") else f"hf:{model}"
+    headers = {"authorization": f"Bearer {admin_key}"} if admin_key else {}
+    try:
+        with console.status(f"{node} is pulling {model}..."):
+            response = httpx.post(
+                url.rstrip("/") + "/admin/models/pull",
+                json={"source": source, "node": node},
+                headers=headers,
+                timeout=None,  # a pull takes as long as the bytes take
+            )
+    except httpx.TransportError as exc:
+        console.print(f"[red]error:[/red] cannot reach the gateway at {url}: {exc}")
+        return 2
+    try:
+        data = response.json()
+    except ValueError:
+        data = {}
+    if response.status_code >= 400:
+        error = data.get("error") if isinstance(data, dict) else None
+        message = error.get("message") if isinstance(error, dict) else response.text
+        console.print(f"[red]error {response.status_code}:[/red] {message}")
+        return 1
+    entry = data.get("model") or {}
+    console.print(f"pulled [bold]{entry.get('id', model)}[/bold] on {node}")
+    return 0
 
 
 def main_serve_target(args: argparse.Namespace) -> tuple[list[Path], str | None] | int:

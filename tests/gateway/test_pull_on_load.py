@@ -106,3 +106,28 @@ async def test_a_failed_pull_is_a_clear_error_in_each_dialect(
     assert "no model org/missing" in anthropic.json()["error"]["message"]
     assert {m["id"]: m["loaded_on"] for m in models}["tiny"] == []
     assert not any(tmp_path.rglob("*.safetensors"))
+
+
+async def test_admin_pull_onto_a_node_without_loading(hub: StandInHub, tmp_path: Path) -> None:
+    gateway, close = await _gateway(hub, tmp_path, "hf:org/tiny")
+    try:
+        pulled = await gateway.client.post(
+            "/admin/models/pull", json={"source": "hf:org/tiny", "node": "a"}
+        )
+        models = {m["id"]: m for m in (await gateway.client.get("/v1/models")).json()["data"]}
+        chat = {"model": "org/tiny", "messages": [{"role": "user", "content": "hi"}]}
+        reply = await gateway.client.post("/v1/chat/completions", json=chat)
+        nowhere = await gateway.client.post(
+            "/admin/models/pull", json={"source": "hf:org/tiny", "node": "b"}
+        )
+        missing = await gateway.client.post("/admin/models/pull", json={"source": "org/none"})
+    finally:
+        await close()
+    assert pulled.status_code == 200, pulled.text
+    body = pulled.json()
+    assert body["node"] == "a" and body["model"]["id"] == "org/tiny"
+    assert body["model"]["state"] == "available"  # pulled, not loaded
+    assert models["org/tiny"]["loadable_on"] == ["a"] and models["org/tiny"]["loaded_on"] == []
+    assert reply.status_code == 200  # then loaded on its first request
+    assert nowhere.status_code == 404 and "no node named 'b'" in nowhere.text
+    assert missing.status_code == 404 and "no model org/none" in missing.text  # the one neuron

@@ -86,6 +86,10 @@ class NodeClient(Protocol):
         """Unload `model` there (the node drains its in-flight requests first)."""
         ...
 
+    async def pull(self, source: str) -> dict[str, Any]:
+        """Pull a model there from `source` without loading it; the node's entry for it."""
+        ...
+
     async def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST JSON, return the JSON answer (non-streamed inference)."""
         ...
@@ -307,6 +311,13 @@ class NeuronClient(HTTPNodeClient):
         """`POST /models/unload`: the neuron drains in-flight requests first."""
         await self._call("POST", "/models/unload", {"model": model}, timeout_s=self.timeouts.load_s)
 
+    async def pull(self, source: str) -> dict[str, Any]:
+        """`POST /models/pull`: returns the pulled model's entry (not loaded)."""
+        entry = await self._call(
+            "POST", "/models/pull", {"source": source}, timeout_s=self.timeouts.load_s
+        )
+        return dict(entry)
+
     async def count_tokens(
         self, model: str, messages: Sequence[Any], tools: Sequence[Any] | None
     ) -> int:
@@ -353,6 +364,10 @@ class OpenAIServerClient(HTTPNodeClient):
     async def unload(self, model: str) -> None:
         """External servers have no lifecycle: always a conflict."""
         raise ConflictError(f"node {self.name!r} is an external server; it cannot unload models")
+
+    async def pull(self, source: str) -> dict[str, Any]:
+        """External servers have no lifecycle: always a conflict."""
+        raise ConflictError(f"node {self.name!r} is an external server; it cannot pull models")
 
     async def count_tokens(
         self, model: str, messages: Sequence[Any], tools: Sequence[Any] | None

@@ -327,6 +327,16 @@ class Fleet:
         lease.release()
         return replace(decision, node=lease.node)
 
+    async def pull(self, source: str, node: str) -> dict[str, Any]:
+        """Pull a model onto `node` from `source` (`hf:ORG/NAME[:QUANT]`) without loading it;
+        the node's entry for it."""
+        if node not in self.clients:
+            raise ModelNotFoundError(f"no node named {node!r}", param="node")
+        try:
+            return await self.clients[node].pull(source)
+        finally:
+            await self.refresh(node)
+
     async def unload(self, model: str, node: str | None = None) -> list[str]:
         """Unload `model` from `node` (or from every node where it is loaded); returns the nodes."""
         model_id = self.resolve(model)

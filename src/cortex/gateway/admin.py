@@ -48,6 +48,7 @@ class AdminAPI:
             Route("/admin/status", self.status, methods=["GET"]),
             Route("/admin/models/load", self.load, methods=["POST"]),
             Route("/admin/models/unload", self.unload, methods=["POST"]),
+            Route("/admin/models/pull", self.pull, methods=["POST"]),
             Route("/admin/models/pin", self.pin, methods=["POST"]),
             Route("/admin/models/unpin", self.unpin, methods=["POST"]),
             Route("/admin/nodes/{node}/cordon", self.cordon, methods=["POST"]),
@@ -85,6 +86,23 @@ class AdminAPI:
         model, node = _model_and_node(await _body(request))
         plan = await self.fleet.load(model, node)
         return JSONResponse({"loaded": True, **plan.to_dict()})
+
+    async def pull(self, request: Request) -> Response:
+        """Pull a model onto `node` (`{"source": "hf:ORG/NAME[:QUANT]", "node": NAME}`; `node`
+        may be left out when the fleet has one neuron) without loading it."""
+        body = await _body(request)
+        source, node = body.get("source"), body.get("node")
+        if not isinstance(source, str) or not source:
+            raise InvalidRequestError('give the source: {"source": "hf:ORG/NAME"}', param="source")
+        if node is None:
+            neurons = [n.name for n in self.fleet.snapshot().nodes.values() if n.kind == "neuron"]
+            if len(neurons) != 1:
+                raise InvalidRequestError("name the node to pull onto", param="node")
+            node = neurons[0]
+        if not isinstance(node, str):
+            raise InvalidRequestError("`node` must be a string", param="node")
+        entry = await self.fleet.pull(source, node)
+        return JSONResponse({"pulled": True, "node": node, "model": entry})
 
     async def unload(self, request: Request) -> Response:
         """Unload a model from `node`, or from everywhere it is loaded."""

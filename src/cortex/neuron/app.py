@@ -41,6 +41,7 @@ from cortex.neuron.requests import (
     ChatCompletionRequest,
     CompletionRequest,
     ModelRequest,
+    PullRequest,
     parse_body,
     to_generate_request,
 )
@@ -118,6 +119,11 @@ class _Neuron:
     async def load(self, request: Request) -> Response:
         body = parse_body(await request.body(), ModelRequest)
         entry = await self.harness.load(body.model, body.source)
+        return JSONResponse(entry.to_json())
+
+    async def pull(self, request: Request) -> Response:
+        body = parse_body(await request.body(), PullRequest)
+        entry = await self.harness.pull(body.source, body.model)
         return JSONResponse(entry.to_json())
 
     async def unload(self, request: Request) -> Response:
@@ -287,6 +293,7 @@ def create_neuron_app(
         Route("/models", neuron.models, methods=["GET"]),
         Route("/models/load", neuron.load, methods=["POST"]),
         Route("/models/unload", neuron.unload, methods=["POST"]),
+        Route("/models/pull", neuron.pull, methods=["POST"]),
         Route("/v1/chat/completions", neuron.chat_completions, methods=["POST"]),
         Route("/v1/completions", neuron.completions, methods=["POST"]),
         Route("/v1/models", neuron.openai_models, methods=["GET"]),

@@ -121,6 +121,10 @@ class Harness(Protocol):
         first when the node lacks it; see `ModelRegistry.load`."""
         ...
 
+    async def pull(self, source: str, model_id: str | None = None) -> ModelEntry:
+        """Pull a model without loading it; see `ModelRegistry.pull`."""
+        ...
+
     async def unload(self, model_id: str, *, drain_timeout_s: float | None = None) -> ModelEntry:
         """Unload a model after draining its requests; see `ModelRegistry.unload`."""
         ...
@@ -179,6 +183,10 @@ class RegistryHarness:
     async def load(self, model_id: str, source: str | None = None) -> ModelEntry:
         """Load a model (pulled from `source` first if missing); see `ModelRegistry.load`."""
         return await self.registry.load(model_id, source)
+
+    async def pull(self, source: str, model_id: str | None = None) -> ModelEntry:
+        """Pull a model without loading it; see `ModelRegistry.pull`."""
+        return await self.registry.pull(source, model_id)
 
     async def unload(self, model_id: str, *, drain_timeout_s: float | None = None) -> ModelEntry:
         """Unload a model; see `ModelRegistry.unload`."""

@@ -11,7 +11,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from cortex import __version__
-from cortex.neuron.requests import ChatCompletionRequest, CompletionRequest, ModelRequest
+from cortex.neuron.requests import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    ModelRequest,
+    PullRequest,
+)
 
 __all__ = ["openapi_document"]
 
@@ -340,7 +345,7 @@ def _generation(summary: str, model: type[BaseModel], result: str) -> dict[str, 
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route of the neuron."""
     schemas = dict(_SCHEMAS)
-    for model in (ChatCompletionRequest, CompletionRequest, ModelRequest):
+    for model in (ChatCompletionRequest, CompletionRequest, ModelRequest, PullRequest):
         schema = model.model_json_schema(ref_template=_REF)
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -397,6 +402,18 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _json(_ref("ModelEntry"), "The model, available again."),
                         **_errors(400, 401, 404),
+                    },
+                }
+            },
+            "/models/pull": {
+                "post": {
+                    "summary": "Pull a model from the Hugging Face hub into the node's cache, "
+                    "without loading it; returns its entry once pulled.",
+                    "security": admin,
+                    "requestBody": _body(PullRequest),
+                    "responses": {
+                        "200": _json(_ref("ModelEntry"), "The pulled model, available."),
+                        **_errors(400, 401, 404, 409, 500, 502),
                     },
                 }
             },

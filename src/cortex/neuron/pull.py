@@ -598,7 +598,8 @@ class HubPuller:
         self.token = token
 
     async def __call__(self, model_id: str, source: str, progress: ProgressCallback) -> ModelSpec:
-        """Pull `source` (reporting phase `pulling` with bytes), return its spec as `model_id`."""
+        """Pull `source` (reporting phase `pulling` with bytes), return its spec as `model_id`
+        (empty: the hub's id, `ORG/NAME[:QUANT]`)."""
         import anyio
 
         from cortex.neuron.catalog import read_gguf_spec, read_hf_spec
@@ -625,7 +626,7 @@ class HubPuller:
         plan, path = await anyio.to_thread.run_sync(run)
         read = read_gguf_spec if plan.kind == "gguf" else read_hf_spec
         return read(
-            model_id,
+            model_id or plan.model_id,
             path,
             dtype_bytes=self.dtype_bytes,
             kv_cache_mb=self.kv_cache_mb,

@@ -330,6 +330,30 @@ class ModelRegistry:
         for listener in self._listeners:
             listener(event)
 
+    async def pull(self, source: str, model_id: str | None = None) -> ModelEntry:
+        """Pull a model from `source` without loading it; its entry (`available`) once pulled.
+
+        Args:
+            source: `hf:ORG/NAME[:QUANT]` (or without `hf:`).
+            model_id: the id to list it under (default: the hub's, `ORG/NAME[:QUANT]`).
+
+        Raises:
+            ConflictError: this node does not pull (409).
+            CortexError: the pull failed (see `cortex.neuron.pull`).
+        """
+        if self._puller is None:
+            raise ConflictError("this node cannot pull models")
+        if model_id is not None:
+            check_model_id(model_id)
+
+        def progress(phase: str, fraction: float | None, /, **facts: Any) -> None:
+            pass  # a pull on its own is followed by the caller, not in /models
+
+        spec = await self._puller(model_id or "", source, progress)
+        self._pulled[spec.id] = spec
+        self.refresh()
+        return self._entry(self._records[spec.id])
+
     async def unload(self, model_id: str, *, drain_timeout_s: float | None = None) -> ModelEntry:
         """Unload a model: wait for its requests (up to the drain timeout), cancel the rest, free
         its memory. Idempotent; a failed model goes back to `available`."""

@@ -184,6 +184,14 @@ class ModelRequest(_Body):
     source: Annotated[str, Field(min_length=1, max_length=512)] | None = None
 
 
+class PullRequest(_Body):
+    """`POST /models/pull`: `{"source": "hf:ORG/NAME[:QUANT]"}`, optionally the `model` id to
+    list it under (default: the hub's)."""
+
+    source: Annotated[str, Field(min_length=1, max_length=512)]
+    model: ModelId | None = None
+
+
 _T = TypeVar("_T", bound=BaseModel)
 # The names pydantic gives a union's branches in error locations (`str`, `list[ContentPart]`...).
 _UNION_TAG = re.compile(r"^(str|int|float|bool|none|[a-z-]+\[.*\]|[A-Z]\w*)$")
