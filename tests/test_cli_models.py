@@ -56,6 +56,8 @@ def _cortex(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     )
 
 
+@pytest.mark.e2e
+@pytest.mark.slow  # two `cortex` processes, each importing torch for the architecture list
 def test_pull_draws_bars_and_names_the_nearest_quant(hub: StandInHub, tmp_path: Path) -> None:
     env = _env(hub, tmp_path)
     done = _cortex("pull", "org/tiny", env=env)
