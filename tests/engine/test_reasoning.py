@@ -128,3 +128,16 @@ def test_fold_without_a_system_role_opens_the_first_user_turn() -> None:
 def test_fold_leaves_a_plain_chat_alone() -> None:
     chat = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
     assert fold_layout(chat) == chat
+
+
+def test_the_streaming_detokenizer_keeps_special_markers(tmp_path: Path) -> None:
+    """A tokenizer that marks `<tool_call>` and `<think>` special (as some do) still shows them
+    to the reply's parsers token by token; other special tokens stay out of the text."""
+    folder = write_reasoning_model(tmp_path / "special")
+    backend = Backend.from_file(str(folder / "tokenizer.json"))
+    backend.add_special_tokens([AddedToken(t, special=True) for t in ("<tool_call>", "<think>")])
+    tokenizer = Tokenizer(backend)
+    ids = tokenizer.encode("<think>hm<tool_call>{}<|im_end|>")
+    detokenizer = tokenizer.detokenizer(skip_special_tokens=True)
+    text = "".join(detokenizer.feed(i) for i in ids) + detokenizer.finish()
+    assert text == "<think>hm<tool_call>{}"
