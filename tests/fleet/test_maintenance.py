@@ -4,17 +4,26 @@ real fake-harness neurons, with a drain under steady load that must not fail one
 from __future__ import annotations
 
 import asyncio
+import json
 import tomllib
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from cortex.config import ModelProfile
 from cortex.errors import CortexError, OverloadedError
+from cortex.fleet import dispatch, in_process_client
+from cortex.fleet.clients import NodeClient
+from cortex.fleet.dispatch import Route as Route_
 from cortex.fleet.events import FleetObserver
-from cortex.fleet.ledger import Ledger
+from cortex.fleet.ledger import Lease, Ledger
 from cortex.fleet.lifecycle import Lifecycle
 from cortex.fleet.maintenance import Maintenance
 from cortex.fleet.pins import Pins
@@ -103,6 +112,7 @@ async def test_drain_under_steady_load_fails_no_request(
     counts: Counter[str] = Counter()
     served_by: Counter[str] = Counter()
     stop = asyncio.Event()
+    errors: list[str] = []
 
     async def worker(i: int) -> None:
         while not stop.is_set():
@@ -119,8 +129,9 @@ async def test_drain_under_steady_load_fails_no_request(
                         if not c.done and c.payload.get("choices")
                     )
                     finished = bool(chunks) and chunks[-1].done
-            except CortexError:
+            except CortexError as exc:
                 counts["error"] += 1
+                errors.append(f"{type(exc).__name__}: {exc.message}")
                 continue
             except Exception:
                 counts["lost"] += 1
@@ -140,7 +151,7 @@ async def test_drain_under_steady_load_fails_no_request(
     finally:
         stop.set()
         await asyncio.gather(*workers)
-    assert counts["error"] == 0 and counts["lost"] == 0, counts
+    assert counts["error"] == 0 and counts["lost"] == 0, (counts, errors[:5])
     assert report.state == "drained"
     assert report.moved == [{"model": "m1", "to": "b"}] and report.unloaded == ["m2"]
     assert loaded(nodes["a"]) == set() and "m1" in loaded(nodes["b"])
@@ -181,3 +192,50 @@ async def test_runtime_pins_load_hold_and_save(
     assert loaded(nodes["a"]) == {"m3", "m4"}
     with pytest.raises(CortexError, match=r"no models\.toml"):
         await Pins(fleet_).pin("m1", save=True)
+
+
+async def test_a_whole_reply_read_in_one_piece_is_not_malformed() -> None:
+    """Under load a short reply (role, token, finish, `[DONE]`) can arrive in one read; the
+    `[DONE]` after the first token must not be checked as a choice (it failed as 'malformed')."""
+    events = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant"}}]},
+        {"choices": [{"index": 0, "delta": {"content": "hi"}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    ]
+    body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+    body += b"data: [DONE]\n\n"
+
+    async def chat_route(request: Request) -> Response:
+        return Response(body, media_type="text/event-stream")
+
+    app = Starlette(routes=[Route("/v1/chat/completions", chat_route, methods=["POST"])])
+    nodes = _OneNode(in_process_client("a", app))
+    route = Route_("m")
+    chunks = [c async for c in dispatch.stream(nodes, "/v1/chat/completions", chat("m"), route)]
+    assert [c.data for c in chunks][-1] == "[DONE]" and len(chunks) == 4
+    assert route.node == "a"
+
+
+class _OneNode:
+    """The smallest `dispatch.Nodes`: one node, always chosen."""
+
+    def __init__(self, client: NodeClient) -> None:
+        self.client = client
+        self.ledger = Ledger([client], {})
+
+    async def acquire(
+        self, model: str, *, exclude: Collection[str] = (), failures: list[str] | None = None
+    ) -> Lease:
+        if self.client.name in exclude:
+            raise OverloadedError("no other node")
+        self.ledger.hold((model, self.client.name))
+        return Lease(self.ledger, model, self.client.name, self.client)
+
+    def mark_down(self, node: str, reason: str) -> None:
+        raise AssertionError(f"{node} marked down: {reason}")
+
+    def refresh_soon(self, node: str) -> None:
+        pass
+
+    def touch(self, node: str) -> None:
+        pass

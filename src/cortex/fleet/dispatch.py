@@ -348,7 +348,9 @@ async def _batches(
             if isinstance(chunk.payload, dict) and "error" in chunk.payload:
                 raise _stream_error(chunk.payload)
             held.append(chunk)
-            started = _starts_reply(chunk) or started
+            # Once started, the rest of the piece is not looked at: it may end with `[DONE]`
+            # (a short reply read in one piece), which has no choice to check.
+            started = started or chunk.done or _starts_reply(chunk)
         if started:
             yield held
     if not started:
