@@ -200,19 +200,25 @@ class EngineRunner:
         yield thought.read(closing)
         rest = replace(params, max_tokens=params.max_tokens - spent)
         continued = [*prompt_ids, *output_ids, *close_ids]
-        async for event in self.engine.generate(continued, rest, request_id=request.request_id):
-            generated = _event(event, logprob_tokenizer)
-            if generated.usage is not None:
-                used = generated.usage
-                generated = replace(
-                    generated,
-                    usage=TokenUsage(
-                        len(prompt_ids),
-                        spent + used.completion_tokens,
-                        min(used.cached_tokens, len(prompt_ids)),
-                    ),
-                )
-            yield thought.read(generated)
+        answer = self.engine.generate(continued, rest, request_id=request.request_id)
+        try:
+            async for event in answer:
+                generated = _event(event, logprob_tokenizer)
+                if generated.usage is not None:
+                    used = generated.usage
+                    generated = replace(
+                        generated,
+                        usage=TokenUsage(
+                            len(prompt_ids),
+                            spent + used.completion_tokens,
+                            min(used.cached_tokens, len(prompt_ids)),
+                        ),
+                    )
+                yield thought.read(generated)
+        finally:  # as above: a client gone mid-answer cancels the continuation at once
+            aclose = getattr(answer, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     def count_prompt_tokens(self, request: GenerateRequest) -> int:
         """Prompt tokens of `request` (chat template applied), as `generate` would see them."""
