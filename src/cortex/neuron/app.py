@@ -34,7 +34,7 @@ from cortex.errors import (
 from cortex.jsonbody import BodyLimitMiddleware
 from cortex.neuron.auth import NodeTokenMiddleware
 from cortex.neuron.completions import CompletionBuilder, sse
-from cortex.neuron.harness import Harness
+from cortex.neuron.harness import GenerationStream, Harness
 from cortex.neuron.metrics import NeuronMetrics
 from cortex.neuron.openapi import openapi_document
 from cortex.neuron.requests import (
@@ -45,6 +45,7 @@ from cortex.neuron.requests import (
     parse_body,
     to_generate_request,
 )
+from cortex.neuron.samples import ChoicesBuilder, SampleStreams, sample_request
 from cortex.neuron.serving import CompletionRun, until_disconnect
 
 __all__ = ["create_neuron_app"]
@@ -175,14 +176,24 @@ class _Neuron:
             )
             model = body.model
             request_id = uuid.uuid4().hex
-            stream = self.harness.generate(to_generate_request(body, request_id))
+            wanted = to_generate_request(body, request_id)
+            stream: GenerationStream | SampleStreams
+            if wanted.n > 1:
+                stream = SampleStreams(
+                    lambda i: self.harness.generate(sample_request(wanted, i)), wanted.n
+                )
+            else:
+                stream = self.harness.generate(wanted)
         except CortexError as exc:
             self.metrics.requests.labels(model, endpoint, str(exc.status)).inc()
             raise
         prefix = "chatcmpl-" if kind == "chat" else "cmpl-"
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        builder = CompletionBuilder(
-            kind, prefix + request_id, int(time.time()), model, include_usage=include_usage
+        shape = (kind, prefix + request_id, int(time.time()), model)
+        builder = (
+            ChoicesBuilder(*shape, include_usage=include_usage, n=body.n)
+            if body.n > 1
+            else CompletionBuilder(*shape, include_usage=include_usage)
         )
         run = CompletionRun(self.metrics, stream, builder, endpoint, arrived)
         headers = {"x-request-id": request_id}

@@ -68,6 +68,7 @@ class CompletionBuilder:
         completion_id: `chatcmpl-...` or `cmpl-...`.
         created: unix time of the request.
         include_usage: streamed: add the usage chunk (`stream_options.include_usage`).
+        index: the choice this builds (`n > 1` builds one per sample).
     """
 
     def __init__(
@@ -78,8 +79,10 @@ class CompletionBuilder:
         model: str,
         *,
         include_usage: bool = False,
+        index: int = 0,
     ) -> None:
         self.kind = kind
+        self.index = index
         self.id = completion_id
         self.created = created
         self.model = model
@@ -117,6 +120,10 @@ class CompletionBuilder:
         if event.usage is not None:
             self.usage = event.usage
 
+    def prompt_usages(self) -> list[TokenUsage]:
+        """The usage of each prompt the engine looked up in its prefix cache (for metrics)."""
+        return [] if self.usage is None else [self.usage]
+
     def body(self) -> dict[str, Any]:
         """The whole (non-streamed) completion."""
         usage = usage_json(self.usage) if self.usage else None
@@ -133,7 +140,7 @@ class CompletionBuilder:
                 thought = "".join(self.reasoning)
                 message["reasoning_content"] = message["reasoning"] = thought
             choice: dict[str, Any] = {
-                "index": 0,
+                "index": self.index,
                 "message": message,
                 "finish_reason": self.finish_reason,
                 "stop_reason": self.stop_string,
@@ -142,7 +149,7 @@ class CompletionBuilder:
             obj = "chat.completion"
         else:
             choice = {
-                "index": 0,
+                "index": self.index,
                 "text": "".join(self.text),
                 "finish_reason": self.finish_reason,
                 "stop_reason": self.stop_string,
@@ -237,14 +244,14 @@ class CompletionBuilder:
         if self.kind == "chat":
             assert isinstance(delta, dict)
             choice: dict[str, Any] = {
-                "index": 0,
+                "index": self.index,
                 "delta": delta,
                 "finish_reason": finish_reason,
                 "logprobs": {"content": logprobs} if logprobs else None,
             }
         else:
             choice = {
-                "index": 0,
+                "index": self.index,
                 "text": delta,
                 "finish_reason": finish_reason,
                 "logprobs": _text_logprobs(logprobs) if logprobs else None,

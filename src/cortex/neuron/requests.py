@@ -50,6 +50,10 @@ _Integral = BeforeValidator(_integral)
 TokenId = Annotated[int, Field(ge=0), _Integral]
 
 
+MAX_SAMPLES = 64
+"""The most samples (`n`) one request may ask for."""
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
 
@@ -138,7 +142,7 @@ class _Sampling(_Body):
     seed: Annotated[int, Field(ge=-(2**63), lt=2**63), _Integral] | None = None
     stop: str | list[str] | None = None
     stop_token_ids: list[TokenId] | None = None
-    n: Annotated[int, Field(ge=1, le=1), _Integral] = 1
+    n: Annotated[int, Field(ge=1, le=MAX_SAMPLES), _Integral] = 1
     ignore_eos: bool = False
     response_format: ResponseFormat | None = None
 
@@ -324,6 +328,7 @@ def to_generate_request(
             chat_template_kwargs=_template_kwargs(body),
             thinking_token_budget=body.thinking_token_budget,
             response_format=_response_format(body),
+            n=body.n,
         )
     prompt = body.prompt
     if isinstance(prompt, list) and isinstance(prompt[0], str | list):
@@ -336,4 +341,5 @@ def to_generate_request(
         sampling=_options(body, body.max_tokens or 16, wants_logprobs, body.logprobs or 0),
         request_id=request_id,
         response_format=_response_format(body),
+        n=body.n,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from starlette.requests import Request
@@ -15,6 +15,9 @@ from cortex.neuron.completions import SSE_DONE, CompletionBuilder, sse
 from cortex.neuron.harness import GenerationStream
 from cortex.neuron.metrics import NeuronMetrics
 from cortex.neuron.types import GenerationEvent
+
+if TYPE_CHECKING:
+    from cortex.neuron.samples import SampleStreams
 
 __all__ = ["CompletionRun", "until_disconnect"]
 
@@ -27,7 +30,7 @@ class CompletionRun:
 
     Args:
         metrics: the app's metrics.
-        stream: the harness's generation.
+        stream: the harness's generation (or the samples of one, for `n > 1`).
         builder: shapes the OpenAI answer.
         endpoint: the route, for the metrics' labels.
         arrived: `time.perf_counter()` when the request arrived (for the TTFT).
@@ -36,7 +39,7 @@ class CompletionRun:
     def __init__(
         self,
         metrics: NeuronMetrics,
-        stream: GenerationStream,
+        stream: GenerationStream | SampleStreams,
         builder: CompletionBuilder,
         endpoint: str,
         arrived: float,
@@ -133,8 +136,9 @@ class CompletionRun:
         if usage is not None:
             metrics.tokens.labels(self.model, "prompt").inc(usage.prompt_tokens)
             metrics.tokens.labels(self.model, "completion").inc(usage.completion_tokens)
-            metrics.prefix_cache_queries.labels(self.model).inc(usage.prompt_tokens)
-            metrics.prefix_cache_hits.labels(self.model).inc(usage.cached_tokens)
+            for lookup in self.builder.prompt_usages():  # every sample's, for n > 1
+                metrics.prefix_cache_queries.labels(self.model).inc(lookup.prompt_tokens)
+                metrics.prefix_cache_hits.labels(self.model).inc(lookup.cached_tokens)
         elif self.builder.completion_tokens:
             metrics.tokens.labels(self.model, "completion").inc(self.builder.completion_tokens)
 

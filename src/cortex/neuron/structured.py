@@ -4,8 +4,9 @@
 When a request offers function tools marked `strict` and the model writes calls in the Hermes
 format (cortex's default, `<tool_call>` blocks), the reply is constrained to plain text or
 calls whose `arguments` match each strict tool's `parameters`; with `tool_choice` `required`
-or a named function, to calls only (one call of it, when named). Strict tools in another format (Llama 3 JSON, Mistral)
-are not constrained. Tools take precedence over `response_format` when both apply.
+or a named function, to calls only (one call of it, when named). Strict tools in another
+format (Llama 3 JSON, Mistral) are not constrained. Tools take precedence over
+`response_format` when both apply.
 """
 
 from __future__ import annotations

@@ -78,6 +78,7 @@ class GenerateRequest:
             thought is closed for it and the answer follows. None: no limit.
         response_format: structured output: `{"type": "json_object"}` or `{"type":
             "json_schema", "schema": {...}, "strict": bool}`; None: free text.
+        n: how many samples to draw (choices of the answer); see `cortex.neuron.samples`.
     """
 
     model: str
@@ -92,6 +93,7 @@ class GenerateRequest:
     chat_template_kwargs: dict[str, Any] | None = None
     thinking_token_budget: int | None = None
     response_format: dict[str, Any] | None = None
+    n: int = 1
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
@@ -147,6 +149,7 @@ class GenerationEvent:
         logprobs: OpenAI `logprobs.content` entries of those tokens, when asked for.
         stop_string: on the last event, the stop string that ended the reply (vLLM's
             `choices[].stop_reason`).
+        index: the sample it belongs to, for a request of `n > 1` samples.
     """
 
     text: str = ""
@@ -158,6 +161,7 @@ class GenerationEvent:
     finish_reason: FinishReason | None = None
     usage: TokenUsage | None = None
     stop_string: str | None = None
+    index: int = 0
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ __all__ = [
     "image_url_from_source",
     "openai_usage",
     "parse_tool_arguments",
+    "refuse_samples",
     "stop_reason_for",
 ]
 
@@ -166,3 +167,19 @@ def image_source_from_url(url: str) -> dict[str, Any]:
     if url.startswith("data:"):
         raise InvalidRequestError("image data URIs must be base64-encoded", param="messages")
     return {"type": "url", "url": url}
+
+
+def refuse_samples(extra: Mapping[str, Any] | None, api: str) -> None:
+    """A dialect without `n` asked for several samples: a 400 that says where to ask instead.
+
+    Args:
+        extra: the request's fields outside its dialect (`model_extra`).
+        api: the dialect's name, for the message.
+    """
+    n = (extra or {}).get("n")
+    if n is not None and n != 1:
+        raise InvalidRequestError(
+            f"n: the {api} has no `n` (several samples of one request); "
+            "ask POST /v1/chat/completions or /v1/completions for them",
+            param="n",
+        )

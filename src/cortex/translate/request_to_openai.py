@@ -11,7 +11,7 @@ from cortex.errors import InvalidRequestError
 from cortex.protocol import anthropic as A
 from cortex.protocol import openai as O
 from cortex.translate.coerce import as_model
-from cortex.translate.mapping import dump_tool_input, image_url_from_source
+from cortex.translate.mapping import dump_tool_input, image_url_from_source, refuse_samples
 
 __all__ = ["BILLING_HEADER_PREFIX", "anthropic_request_to_openai"]
 
@@ -49,6 +49,7 @@ def anthropic_request_to_openai(
         InvalidRequestError: for content no local model can take (PDF documents).
     """
     req = as_model(A.MessagesRequest, request)
+    refuse_samples(req.model_extra, "Anthropic Messages API")
     messages: list[dict[str, Any]] = []
     system = _system_text(req.system)
     if system:

@@ -65,6 +65,7 @@ from cortex.protocol.responses import (
     ToolChoiceFunction,
 )
 from cortex.translate.ids import IdFactory
+from cortex.translate.mapping import refuse_samples
 from cortex.translate.responses_input import input_to_messages
 
 __all__ = [
@@ -129,6 +130,7 @@ def responses_request_to_openai(
             `function_call`, or an input with no message at all.
     """
     request = parse_responses_request(request)
+    refuse_samples(request.model_extra, "Responses API")
     _refuse_stateful(request)
     messages = input_to_messages(request)
     tools, tool_choice = _tools(request)
