@@ -14,6 +14,12 @@ over all runs, which a burst of load from elsewhere barely moves.
 tokenizer); `--make-tiny` first writes a small random Qwen3 or Qwen3-MoE checkpoint there with
 transformers (the two have the same attention and about the same active parameters, so their
 gap is the cost of routing tokens to experts).
+    python benchmarks/bench_engine.py --model DIR [--make-tiny qwen3|qwen3_moe]
+
+`--model DIR` runs any model folder instead of the default (random prompt ids when it has no
+tokenizer); `--make-tiny` first writes a small random Qwen3 or Qwen3-MoE checkpoint there with
+transformers (the two have the same attention and about the same active parameters, so their
+gap is the cost of routing tokens to experts).
 
 `--grammar` measures structured output's mask cost per token at batch 1 and 16
 (`benchmarks/bench_grammar.py`).
@@ -37,7 +43,7 @@ from typing import Any
 import torch
 
 from cortex.engine.gguf import default_model_dir
-from cortex.engine.models import Llama, load_model
+from cortex.engine.models import Llama, LlamaConfig, load_model
 from cortex.engine.tokenizer import Tokenizer
 
 PROMPT_LENGTHS = (128, 1024)
@@ -70,15 +76,77 @@ def import_time(statement: str, repeats: int) -> float:
     return min(runs)
 
 
+# Small random checkpoints for `--make-tiny`: the MoE runs 4 of 32 experts whose width makes
+# its active parameters about the dense model's.
+_TINY_SHAPE = {
+    "vocab_size": 8192,
+    "hidden_size": 512,
+    "num_hidden_layers": 8,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 2,
+    "head_dim": 64,
+    "max_position_embeddings": 2048,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 1000000.0,
+    "tie_word_embeddings": True,
+}
+TINY_CONFIGS: dict[str, dict[str, Any]] = {
+    "qwen3": {**_TINY_SHAPE, "model_type": "qwen3", "intermediate_size": 1536},
+    "qwen3_moe": {
+        **_TINY_SHAPE,
+        "model_type": "qwen3_moe",
+        "intermediate_size": 1536,
+        "num_experts": 32,
+        "num_experts_per_tok": 4,
+        "moe_intermediate_size": 384,
+        "norm_topk_prob": True,
+    },
+}
+
+
+def make_tiny(kind: str, model_dir: Path) -> None:
+    """Write a random `TINY_CONFIGS[kind]` checkpoint into `model_dir` with transformers."""
+    import transformers
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    config = transformers.AutoConfig.for_model(**TINY_CONFIGS[kind])
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+        config, dtype=torch.float32
+    )
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" not in name:
+                param.normal_(0.0, 0.05)
+    model.save_pretrained(model_dir)
+
+
+def has_tokenizer(model_dir: Path) -> bool:
+    return (model_dir / "tokenizer.json").is_file()
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), for the table's header."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
 def load_ours(model_dir: Path, dtype: torch.dtype) -> Llama:
-    Tokenizer.from_dir(model_dir)  # part of getting ready to serve
+    if has_tokenizer(model_dir):
+        Tokenizer.from_dir(model_dir)  # part of getting ready to serve
     return load_model(model_dir, dtype=dtype)
 
 
 def load_hf(model_dir: Path, dtype: torch.dtype) -> Any:
     import transformers
 
-    transformers.AutoTokenizer.from_pretrained(model_dir)
+    if has_tokenizer(model_dir):
+        transformers.AutoTokenizer.from_pretrained(model_dir)
     model: Any = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     return model.eval()
 
@@ -132,7 +200,10 @@ def run_hf(model: Any) -> Run:
     return run
 
 
-def prompt_ids(tokenizer: Tokenizer, length: int) -> list[int]:
+def prompt_ids(tokenizer: Tokenizer | None, length: int, vocab_size: int) -> list[int]:
+    if tokenizer is None:  # a random checkpoint: random ids do as well as text
+        generator = torch.Generator().manual_seed(length)
+        return torch.randint(3, vocab_size, (length,), generator=generator).tolist()
     ids = tokenizer.encode(TEXT * (length // 40 + 1))
     return ids[:length]
 
@@ -143,6 +214,12 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--model", type=Path, help="a model folder (default: SmolLM2-135M)")
+    parser.add_argument(
+        "--make-tiny",
+        choices=sorted(TINY_CONFIGS),
+        help="first write a small random checkpoint of this kind into --model",
+    )
     parser.add_argument(
         "--batched",
         action="store_true",
@@ -169,9 +246,14 @@ def main() -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-    model_dir = default_model_dir(progress=False)
-    tokenizer = Tokenizer.from_dir(model_dir)
-    prompts = {n: prompt_ids(tokenizer, n) for n in PROMPT_LENGTHS}
+    if args.make_tiny:
+        if args.model is None:
+            parser.error("--make-tiny needs --model DIR")
+        make_tiny(args.make_tiny, args.model)
+    model_dir = args.model or default_model_dir(progress=False)
+    tokenizer = Tokenizer.from_dir(model_dir) if has_tokenizer(model_dir) else None
+    vocab_size = LlamaConfig.from_dir(model_dir).vocab_size
+    prompts = {n: prompt_ids(tokenizer, n, vocab_size) for n in PROMPT_LENGTHS}
     new_tokens = args.new_tokens
     load_before = os.getloadavg()[0]
 
@@ -253,8 +335,14 @@ def print_table(
         *[(f"ttft_{n}_ms", f"TTFT {n} ms", "{:.0f}", False) for n in PROMPT_LENGTHS],
         *[(f"decode_{n}_tok_s", f"decode@{n} tok/s", "{:.1f}", True) for n in PROMPT_LENGTHS],
     ]
+    model = LlamaConfig.from_dir(args.model) if args.model else None
+    if model is not None:
+        print(
+            f"model {args.model}: {model.architecture}, {model.parameters / 1e6:.1f}M parameters, "
+            f"{model.active_parameters / 1e6:.1f}M active"
+        )
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}, "
         f"{new_tokens} decode tokens, best of {args.repeats}"
     )
