@@ -14,12 +14,6 @@ over all runs, which a burst of load from elsewhere barely moves.
 tokenizer); `--make-tiny` first writes a small random Qwen3 or Qwen3-MoE checkpoint there with
 transformers (the two have the same attention and about the same active parameters, so their
 gap is the cost of routing tokens to experts).
-    python benchmarks/bench_engine.py --model DIR [--make-tiny qwen3|qwen3_moe]
-
-`--model DIR` runs any model folder instead of the default (random prompt ids when it has no
-tokenizer); `--make-tiny` first writes a small random Qwen3 or Qwen3-MoE checkpoint there with
-transformers (the two have the same attention and about the same active parameters, so their
-gap is the cost of routing tokens to experts).
 
 `--grammar` measures structured output's mask cost per token at batch 1 and 16
 (`benchmarks/bench_grammar.py`).
