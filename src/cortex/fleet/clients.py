@@ -26,6 +26,7 @@ from cortex.errors import (
     UpstreamTimeoutError,
     error_from_status,
 )
+from cortex.fleet import http11
 from cortex.fleet.state import ModelOnNode, NodeKind, NodeSnapshot
 from cortex.fleet.transport import ASGIApp, StreamingASGITransport
 from cortex.fleet.wire import parse_neuron
@@ -112,6 +113,10 @@ class NodeClient(Protocol):
 class HTTPNodeClient:
     """The HTTP plumbing shared by every kind of node: pooled connections, errors, streams.
 
+    A plain `http://host:port` node is reached through the lean client of `cortex.fleet.http11`
+    (one write per request, a C parser, no per-request socket probe); https endpoints and
+    in-process apps go through httpx.
+
     Args:
         name: the node's name.
         endpoint: its base URL.
@@ -158,6 +163,17 @@ class HTTPNodeClient:
         self._http = self._pools[0]
         self._urls: dict[str, httpx.URL] = {}
         self._turn = itertools.cycle(self._pools)
+        self._lean = (
+            http11.pool_for(
+                self.endpoint,
+                connect_timeout_s=t.connect_s,
+                read_timeout_s=t.request_s,
+                keepalive_s=2.0,
+                headers=headers,
+            )
+            if transport is None
+            else None
+        )
 
     async def _call(
         self,
@@ -168,6 +184,9 @@ class HTTPNodeClient:
         timeout_s: float | None = None,
         pool: httpx.AsyncClient | None = None,
     ) -> Any:
+        if self._lean is not None:
+            status, content = await self._lean_call(method, path, body, timeout_s)
+            return self._answer(status, content, path)
         timeout = (
             httpx.Timeout(timeout_s, connect=min(timeout_s, self.timeouts.connect_s))
             if timeout_s is not None
@@ -178,14 +197,56 @@ class HTTPNodeClient:
             method, self._url(path), json=body if body is not None else None, timeout=timeout
         )
         response = await self._send(client, request, stream=False)
-        if response.status_code >= 400:
-            raise self._error(response.status_code, response.content)
-        if not response.content:
+        return self._answer(response.status_code, response.content, path)
+
+    def _answer(self, status: int, content: bytes, path: str) -> Any:
+        if status >= 400:
+            raise self._error(status, content)
+        if not content:
             return {}
         try:
-            return response.json()
+            return json.loads(content)
         except ValueError as exc:
             raise UpstreamError(f"node {self.name!r} sent invalid JSON for {path}") from exc
+
+    async def _lean_call(
+        self, method: str, path: str, body: Mapping[str, Any] | None, timeout_s: float | None
+    ) -> tuple[int, bytes]:
+        assert self._lean is not None
+        response = await self._lean_send(method, path, body, timeout_s)
+        try:
+            content = await response.read()
+        except http11.HTTPError as exc:
+            raise self._broken(exc, path) from exc
+        finally:
+            response.close()
+        return response.status, content
+
+    async def _lean_send(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        timeout_s: float | None = None,
+    ) -> http11.Response:
+        """Send through the lean client; its failures as cortex errors (as `_send` does)."""
+        assert self._lean is not None
+        data = _encode(body) if body is not None else None
+        connect_s = min(timeout_s, self.timeouts.connect_s) if timeout_s is not None else None
+        try:
+            return await self._lean.request(
+                method, path, data, read_timeout_s=timeout_s, connect_timeout_s=connect_s
+            )
+        except (http11.ReadTimeout, http11.ConnectTimeout) as exc:
+            raise UpstreamTimeoutError(f"node {self.name!r} did not answer {path} in time") from exc
+        except http11.HTTPError as exc:
+            raise self._unreachable(exc) from exc
+
+    def _broken(self, exc: http11.HTTPError, path: str) -> CortexError:
+        """A failure while reading an answer's body."""
+        if isinstance(exc, http11.ReadTimeout):
+            return UpstreamTimeoutError(f"node {self.name!r} did not answer {path} in time")
+        return self._unreachable(exc)
 
     async def _send(
         self, client: httpx.AsyncClient, request: httpx.Request, *, stream: bool
@@ -256,6 +317,19 @@ class HTTPNodeClient:
         Raises the node's error (before yielding) when it answers with an error status. Leaving
         the block early closes the connection, which tells the node to stop generating.
         """
+        if self._lean is not None:
+            lean = await self._lean_send("POST", path, body)
+            try:
+                if lean.status >= 400:
+                    try:
+                        content = await lean.read()
+                    except http11.HTTPError as exc:
+                        raise self._broken(exc, path) from exc
+                    raise self._error(lean.status, content)
+                yield _lean_raw(lean, self.name)
+            finally:
+                lean.close()
+            return
         pool = next(self._turn)
         request = pool.build_request("POST", self._url(path), json=body)
         response = await self._send(pool, request, stream=True)
@@ -275,8 +349,24 @@ class HTTPNodeClient:
 
     async def aclose(self) -> None:
         """Close the connection pool."""
+        if self._lean is not None:
+            self._lean.close()
         for pool in self._pools:
             await pool.aclose()
+
+
+def _encode(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+async def _lean_raw(response: http11.Response, name: str) -> AsyncIterator[bytes]:
+    try:
+        async for piece in response.pieces():
+            yield piece
+    except http11.ReadTimeout as exc:
+        raise UpstreamTimeoutError(f"node {name!r} went silent mid-stream") from exc
+    except http11.HTTPError as exc:
+        raise UpstreamError(f"node {name!r} broke the stream: {exc!r}", code=UNREACHABLE) from exc
 
 
 async def _raw(response: httpx.Response, name: str) -> AsyncIterator[bytes]:
