@@ -4,9 +4,10 @@ Each loaded model is one `Engine` (continuous batching over a paged KV cache on 
 thread), wrapped by an `EngineRunner` that turns OpenAI-level requests into token ids and
 `SamplingParams` (chats through `cortex.engine.tool_calls.ChatPrompter`: tools, prefills), and
 engine `TokenEvent`s into `GenerationEvent`s (a reasoning model's thought and tool calls read
-out of the text; a `thinking_token_budget` enforced). Weights load
-in bfloat16 on CUDA and float32 on CPU; GGUF files are imported to safetensors on first load,
-the import's progress visible in `/models`.
+out of the text; a `thinking_token_budget` enforced). Weights load in the dtype the device
+policy measured fast (`cortex.engine.device.measured_policy`: bfloat16 on CUDA; on CPU by its
+flags and a short probe), shown with the quantization and resident MB in `/models`; GGUF files
+are imported to safetensors on first load, the import's progress visible in `/models`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from cortex.neuron.types import (
     ModelSpec,
     ProgressCallback,
     RunnerLoad,
+    RunnerPrecision,
     TokenUsage,
 )
 
@@ -94,6 +96,15 @@ class EngineRunner:
     def memory_mb(self) -> float:
         """Weights plus the KV cache, as allocated."""
         return self._memory_mb
+
+    def precision(self) -> RunnerPrecision:
+        """The dtype it runs in, how its weights are quantized, and their resident size."""
+        engine = self.engine
+        return RunnerPrecision(
+            dtype=str(engine.dtype).removeprefix("torch."),
+            quant=engine.quant,
+            weights_mb=engine.weights_bytes / _MB,
+        )
 
     def load(self) -> RunnerLoad:
         """The engine's running and waiting requests and KV cache use."""
@@ -407,10 +418,13 @@ class EngineHarness(RegistryHarness):
         max_waiting: int = 256,
         include_default: bool = True,
     ) -> None:
+        from cortex.engine.device import measured_policy
         from cortex.engine.models.config import SUPPORTED_MODEL_TYPES
 
         self.device = resolve_device(device)
-        self.dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
+        # What this machine runs fast (CPU flags and a short probe): see cortex.engine.device.
+        self.policy = measured_policy(self.device)
+        self.dtype = self.policy.dtype_name
         self.max_num_seqs = max_num_seqs
         self.max_waiting = max_waiting
         self.catalog = ModelCatalog(
@@ -464,7 +478,7 @@ class EngineHarness(RegistryHarness):
         return Engine.from_pretrained(
             folder,
             device=self.device,
-            dtype=self.dtype,
+            policy=self.policy,
             kv_cache_mb=spec.kv_cache_mb,
             max_num_seqs=self.max_num_seqs,
             max_waiting=self.max_waiting,

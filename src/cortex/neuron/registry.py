@@ -38,6 +38,7 @@ from cortex.neuron.types import (
     Opener,
     ProgressCallback,
     Puller,
+    RunnerPrecision,
 )
 
 __all__ = ["ModelLease", "ModelRegistry"]
@@ -188,6 +189,8 @@ class ModelRegistry:
     def _entry(self, record: _Record) -> ModelEntry:
         spec = record.spec
         context = record.runner.context_length if record.runner else spec.context_length
+        describe = getattr(record.runner, "precision", None)  # engine runners say how they run
+        precision: RunnerPrecision | None = describe() if callable(describe) else None
         return ModelEntry(
             id=spec.id,
             state=record.state,
@@ -203,6 +206,9 @@ class ModelRegistry:
             error=record.error,
             progress=dict(record.progress) if record.progress else None,
             generation_config=spec.generation_config,
+            dtype=precision.dtype if precision else None,
+            quant=precision.quant if precision else None,
+            resident_mb=record.runner.memory_mb if record.runner is not None else None,
         )
 
     def _find(self, model_id: str, *, rescan: bool = False) -> _Record:

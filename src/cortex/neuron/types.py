@@ -21,6 +21,7 @@ __all__ = [
     "ProgressCallback",
     "Puller",
     "RunnerLoad",
+    "RunnerPrecision",
     "SamplingOptions",
     "TokenUsage",
     "ToolCall",
@@ -173,6 +174,10 @@ class ModelEntry:
         progress: while loading, `{"phase": ..., "fraction": 0..1}` (a pull, a GGUF import...),
             with `bytes` and `total_bytes` while pulling.
         generation_config: the model's own sampling defaults, when it ships them.
+        dtype: the weights' and activations' dtype it runs in (`bfloat16`, `float32`...).
+        quant: how its weight matrices are held: `none`, or the layout (`int8`, `int4-g32`...).
+        resident_mb: once loaded, the memory it holds (weights as stored plus the KV cache as
+            allocated); None before.
         parameters: every weight of the model, when known.
         active_parameters: the weights one token runs through (a mixture of experts runs only
             its top-k experts); equal to `parameters` for a dense model.
@@ -192,6 +197,9 @@ class ModelEntry:
     generation_config: dict[str, Any] | None = None
     parameters: int | None = None
     active_parameters: int | None = None
+    dtype: str | None = None
+    quant: str | None = None
+    resident_mb: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The wire form: every field, `progress`/`generation_config` only when present."""
@@ -204,6 +212,9 @@ class ModelEntry:
             "parameters": self.parameters,
             "active_parameters": self.active_parameters,
             "device": self.device,
+            "dtype": self.dtype,
+            "quant": self.quant,
+            "resident_mb": None if self.resident_mb is None else round(self.resident_mb, 1),
             "pinned": self.pinned,
             "in_flight": self.in_flight,
             "last_used_at": self.last_used_at,
@@ -287,6 +298,15 @@ class ModelSpec:
     weights_mb: float = 0.0
     kv_cache_mb: float = 0.0
     generation_config: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RunnerPrecision:
+    """How a loaded model is held: dtype, quantization, resident weights (for `/models`)."""
+
+    dtype: str
+    quant: str
+    weights_mb: float
 
 
 @dataclass(frozen=True)
