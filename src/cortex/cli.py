@@ -180,7 +180,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             return target
         models_dirs, model = target
         neuron = None
-        if config is None and (models_dirs or args.device or args.memory_mb):
+        if config is None and (models_dirs or args.device or args.memory_mb or args.quant):
             from cortex.config import NeuronConfig
 
             neuron = NeuronConfig(
@@ -188,6 +188,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 models_dirs=models_dirs,
                 device=args.device or "auto",
                 memory_mb=args.memory_mb,
+                quant=args.quant,
             )
         return _call(
             "cortex.gateway.server",

@@ -90,6 +90,12 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--memory-mb", type=float, default=None, help="cap on the memory models may take"
     )
+    serve.add_argument(
+        "--quant",
+        choices=["none", "bf16", "int8", "int4", "int4-g32", "int4-g64", "int4-g128"],
+        default=None,
+        help="how to hold model weights (none: as stored; int4 keeps a GGUF's Q4 blocks)",
+    )
 
 
 def _supported() -> tuple[str, ...] | None:

@@ -46,7 +46,7 @@ def detect_kind(data: Mapping[str, Any]) -> ConfigKind:
     keys = set(data)
     if keys & {"gateway", "eviction", "neurons", "auth", "limits", "models_config"}:
         return "cortex"
-    if "models" in keys:
+    if isinstance(data.get("models"), list):  # neuron.toml's [models.ID] is a table
         return "models"
     return "neuron"
 

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 __all__ = [
+    "QUANTS",
     "AuthConfig",
     "ConfigKind",
     "CortexConfig",
@@ -33,6 +34,8 @@ __all__ = [
     "ModelsConfig",
     "NeuronConfig",
     "NeuronEndpoint",
+    "NeuronModel",
+    "Quant",
 ]
 
 
@@ -46,6 +49,11 @@ class KeyedError(ValueError):
 
 
 ConfigKind = Literal["cortex", "models", "neuron"]
+
+QUANTS = ("none", "bf16", "int8", "int4", "int4-g32", "int4-g64", "int4-g128")
+"""Values of `quant` (see `cortex.engine.quant`): float as the checkpoint or the device's dtype,
+bfloat16, int8 per channel, int4 group-wise (group 64 unless named)."""
+Quant = Literal["none", "bf16", "int8", "int4", "int4-g32", "int4-g64", "int4-g128"]
 
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
@@ -347,7 +355,9 @@ class ModelProfile(_Frozen):
     max_tokens: int | None = Field(default=None, gt=0, description="Default max_tokens.")
     source: str | None = Field(
         default=None,
-        pattern=r"^hf:[\w.-]+/[\w.-]+(:[\w.-]+)?$",
+        # cortex.neuron.pull.SOURCE_PATTERN with the `hf:` required (the hub's rule for names)
+        pattern=r"^hf:[A-Za-z0-9_]+([-.][A-Za-z0-9_]+)*/[A-Za-z0-9_]+([-.][A-Za-z0-9_]+)*"
+        r"(:[A-Za-z0-9_-]+)?$",
         description="Where a node that lacks the model pulls it from on first use: "
         "`hf:ORG/NAME` (safetensors) or `hf:ORG/NAME:QUANT` (a GGUF file of that quant).",
     )
@@ -405,6 +415,14 @@ class FakeConfig(_Frozen):
     models: list[FakeModel] = Field(default_factory=list, description="`[[fake.models]]`.")
 
 
+class NeuronModel(_Frozen):
+    """`[models.ID]` in neuron.toml: how this node loads one model."""
+
+    quant: Quant | None = Field(
+        default=None, description="Like the node's `quant`, for this model only."
+    )
+
+
 class NeuronConfig(_Frozen):
     """A node's `neuron.toml` (top-level keys)."""
 
@@ -432,6 +450,16 @@ class NeuronConfig(_Frozen):
         default=None,
         description="Bearer token required on every route but /health (inference included); "
         "never printed or logged.",
+    )
+    quant: Quant | None = Field(
+        default=None,
+        description="How to hold model weights: `none` (float, the device's dtype), `bf16`, "
+        "`int8` (per channel), `int4` (group-wise; `int4-g32`/`-g64`/`-g128` name the group "
+        "size); a GGUF then keeps its Q4 blocks. Unset: as the checkpoint stores them.",
+    )
+    models: dict[str, NeuronModel] = Field(
+        default_factory=dict,
+        description="`[models.ID]`: per-model settings (`quant`), overriding the node's.",
     )
     fake: FakeConfig | None = Field(
         default=None, description="`[fake]`: settings of the fake harness (tests only)."

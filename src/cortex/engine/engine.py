@@ -19,6 +19,7 @@ import torch
 from cortex.engine.block_manager import BlockManager
 from cortex.engine.device import DtypePolicy, measured_policy, release_host_memory
 from cortex.engine.output import RequestOutput, TokenEvent, Usage
+from cortex.engine.quant import describe_quant
 from cortex.engine.runner import ModelRunner, kv_bytes_per_token, kv_cache_blocks
 from cortex.engine.sampling import SamplingParams
 from cortex.engine.scheduler import Scheduler
@@ -93,6 +94,7 @@ class Engine:
         self.device, self.dtype = model.device, model.dtype
         self.quant = _quant_of(model)
         self.vocab_size = model.config.vocab_size
+        self.quant = describe_quant(model)  # `none`, `bf16`, `int8`, `int4-g64`...
         self.kv_bytes_per_token = kv_bytes_per_token(model, self.dtype)
         num_blocks = kv_cache_blocks(model, self.dtype, block_size, kv_cache_mb)
         self.context_length = min(model.config.context_length, num_blocks * block_size)

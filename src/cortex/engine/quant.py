@@ -42,6 +42,7 @@ __all__ = [
     "QuantizedWeight",
     "dequantize_int4",
     "dequantize_int8",
+    "describe_quant",
     "gather_quantized",
     "pack_int4",
     "parse_quant",
@@ -539,18 +540,27 @@ def quant_specs(
     entries: Iterable[tuple[str, torch.Tensor | QuantizedTensor]],
     mode: QuantMode | None,
     spec: QuantSpec | None,
+    *,
+    keep_group: bool = False,
 ) -> dict[str, QuantSpec]:
     """Which checkpoint tensors to hold quantized, and how, for a `quant` setting.
 
     None keeps the checkpoint as it is (its quantized tensors stay quantized, floats stay
     float); `none`/`bf16` hold everything in float; `int8`/`int4` quantize every matrix,
-    embedding and LM head included, and repack quantized tensors of another layout.
+    embedding and LM head included, and repack quantized tensors of another layout. With
+    `keep_group` (`int4` named without a group size), stored int4 tensors keep theirs: a
+    GGUF's Q4 blocks stay group 32 rather than being requantized.
     """
     if mode is None:
         return {n: t.spec for n, t in entries if isinstance(t, QuantizedTensor)}
     if spec is None:
         return {}
-    return {n: spec for n, t in entries if len(t.shape) == 2}
+    specs = {n: spec for n, t in entries if len(t.shape) == 2}
+    if keep_group:
+        for name, tensor in entries:
+            if isinstance(tensor, QuantizedTensor) and tensor.spec.bits == spec.bits:
+                specs[name] = tensor.spec
+    return specs
 
 
 def prepare_model(model: nn.Module) -> None:
@@ -558,3 +568,13 @@ def prepare_model(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, QuantizedWeight):
             module.prepare()
+
+
+def describe_quant(model: nn.Module) -> str:
+    """How a model holds its weights: `none`, `bf16`, or its matrices' layouts (`int4-g64`;
+    `int4-g32+int8` for a GGUF import whose embedding stayed int8)."""
+    layouts = sorted({str(m.spec) for m in model.modules() if isinstance(m, QuantizedWeight)})
+    if layouts:
+        return "+".join(layouts)
+    matrices = [p for p in model.parameters() if p.dim() == 2]
+    return "bf16" if matrices and matrices[0].dtype == torch.bfloat16 else "none"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -417,6 +417,8 @@ class EngineHarness(RegistryHarness):
         max_num_seqs: int = 64,
         max_waiting: int = 256,
         include_default: bool = True,
+        quant: str | None = None,
+        model_quant: Mapping[str, str | None] | None = None,
     ) -> None:
         from cortex.engine.device import measured_policy
         from cortex.engine.models.config import SUPPORTED_MODEL_TYPES
@@ -427,6 +429,9 @@ class EngineHarness(RegistryHarness):
         self.dtype = self.policy.dtype_name
         self.max_num_seqs = max_num_seqs
         self.max_waiting = max_waiting
+        # neuron.toml's `quant` and `[models.ID] quant` (cortex.engine.quant); None: as stored.
+        self.quant = quant
+        self.model_quant = {k: v for k, v in (model_quant or {}).items() if v is not None}
         self.catalog = ModelCatalog(
             models_dirs,
             dtype_bytes=2 if self.dtype == "bfloat16" else 4,
@@ -461,6 +466,8 @@ class EngineHarness(RegistryHarness):
             kv_cache_mb=config.kv_cache_mb,
             pinned=config.preload,
             drain_timeout_s=drain_timeout_s,
+            quant=config.quant,
+            model_quant={model: entry.quant for model, entry in config.models.items()},
         )
 
     async def _open(self, spec: ModelSpec, progress: ProgressCallback) -> EngineRunner:
@@ -483,25 +490,37 @@ class EngineHarness(RegistryHarness):
             max_num_seqs=self.max_num_seqs,
             max_waiting=self.max_waiting,
             model_id=spec.id,
+            quant=self.quant_of(spec.id),
         )
+
+    def quant_of(self, model_id: str) -> str | None:
+        """How `model_id`'s weights are held here: its `[models.ID] quant`, else the node's."""
+        return self.model_quant.get(model_id, self.quant)
 
     async def _import(self, spec: ModelSpec, progress: ProgressCallback) -> Path:
         """Import a GGUF into safetensors (cached), reporting progress from the bytes written."""
         from cortex.engine import gguf
 
         assert spec.path is not None
+        quant = self.quant_of(spec.id) or "none"
+        # int4/int8 keep the file's blocks quantized (Q4 as they are) instead of floats.
+        kept = "int4" if quant.startswith("int4") else ("int8" if quant == "int8" else "none")
         if spec.source == "default":
             out = gguf.cache_dir() / "models" / gguf.DEFAULT_MODEL_ID
             dtype = "float32"
+            if kept != "none":
+                out = out.with_name(f"{out.name}-{kept}")
         else:
             suffix = "-bf16" if self.dtype == "bfloat16" else ""
+            if kept != "none":
+                suffix = f"-{kept}"
             out = gguf.cache_dir() / "models" / (spec.path.stem.lower() + suffix)
             dtype = self.dtype
-        expected = spec.weights_mb * _MB * (1 if dtype == self.dtype else 2)
+        expected = spec.weights_mb * _MB * (1 if dtype == self.dtype or kept != "none" else 2)
         progress("importing", 0.0)
         task = asyncio.get_running_loop().run_in_executor(
             None,
-            lambda: gguf.import_gguf(spec.path, out, dtype=dtype, progress=False),  # type: ignore[arg-type]
+            lambda: gguf.import_gguf(spec.path, out, dtype=dtype, progress=False, quant=kept),  # type: ignore[arg-type]
         )
         while not task.done():
             progress("importing", _written_fraction(out, expected))
