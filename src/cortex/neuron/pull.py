@@ -50,6 +50,7 @@ from cortex.errors import (
 from cortex.neuron.types import ModelSpec, ProgressCallback
 
 __all__ = [
+    "SOURCE_PATTERN",
     "DiskFullError",
     "HubPuller",
     "HubRef",
@@ -81,6 +82,9 @@ _SKIP_SUFFIXES = (".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".ot", ".gg
 # Small files worth having beside the weights (tokenizer, templates, configs).
 _SMALL_SUFFIXES = (".json", ".jinja", ".model", ".txt", ".tiktoken")
 DEFAULT_QUANT = "Q4_K_M"
+_NAME = r"[A-Za-z0-9_]+(?:[-.][A-Za-z0-9_]+)*"  # the hub's rule: no "--", no ".."
+SOURCE_PATTERN = rf"^(?:hf:)?{_NAME}/{_NAME}(?::[A-Za-z0-9_-]+)?$"
+"""What a source may look like: `[hf:]ORG/NAME[:QUANT]` (at most 96 characters in all)."""
 
 
 class DiskFullError(CortexError):
@@ -108,12 +112,11 @@ class HubRef:
         Raises:
             InvalidRequestError: not of that shape.
         """
-        body = text.strip().removeprefix("hf:").removeprefix("hf.co/")
-        repo, _, quant = body.partition(":")
-        if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo) or ".." in repo:
+        if len(text) > 96 or not re.fullmatch(SOURCE_PATTERN, text.strip()):
             raise InvalidRequestError(
-                f"{text!r} is not a Hugging Face model: expected ORG/NAME or ORG/NAME:QUANT"
+                f"{text[:100]!r} is not a Hugging Face model: expected ORG/NAME or ORG/NAME:QUANT"
             )
+        repo, _, quant = text.strip().removeprefix("hf:").partition(":")
         return cls(repo, quant or None, revision)
 
     def __str__(self) -> str:

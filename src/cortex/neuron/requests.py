@@ -20,6 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from cortex.errors import InvalidRequestError
 from cortex.jsonbody import parse_json_object
 from cortex.neuron.model_ids import MODEL_ID_PATTERN, check_model_id
+from cortex.neuron.pull import SOURCE_PATTERN
 from cortex.neuron.types import GenerateRequest, SamplingOptions
 
 __all__ = [
@@ -185,14 +186,14 @@ class ModelRequest(_Body):
 
     model: ModelId
     drain_timeout_s: Annotated[float, Field(ge=0)] | None = None
-    source: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    source: Annotated[str, Field(max_length=96, pattern=SOURCE_PATTERN)] | None = None
 
 
 class PullRequest(_Body):
     """`POST /models/pull`: `{"source": "hf:ORG/NAME[:QUANT]"}`, optionally the `model` id to
     list it under (default: the hub's)."""
 
-    source: Annotated[str, Field(min_length=1, max_length=512)]
+    source: Annotated[str, Field(max_length=96, pattern=SOURCE_PATTERN)]
     model: ModelId | None = None
 
 
