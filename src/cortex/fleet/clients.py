@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 UNREACHABLE = "node_unreachable"
+_FULL_POLL_EVERY = 10  # polls: every tenth asks without If-None-Match
 _POOLS = 8
 
 
@@ -163,6 +164,9 @@ class HTTPNodeClient:
         self._http = self._pools[0]
         self._urls: dict[str, httpx.URL] = {}
         self._turn = itertools.cycle(self._pools)
+        self._etags: dict[str, tuple[str, Any]] = {}
+        self._polled: NodeSnapshot | None = None
+        self._fetches = 0
         self._lean = (
             http11.pool_for(
                 self.endpoint,
@@ -210,17 +214,57 @@ class HTTPNodeClient:
             raise UpstreamError(f"node {self.name!r} sent invalid JSON for {path}") from exc
 
     async def _lean_call(
-        self, method: str, path: str, body: Mapping[str, Any] | None, timeout_s: float | None
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        timeout_s: float | None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, bytes]:
+        status, content, _ = await self._lean_exchange(method, path, body, timeout_s, headers)
+        return status, content
+
+    async def _lean_exchange(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        timeout_s: float | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         assert self._lean is not None
-        response = await self._lean_send(method, path, body, timeout_s)
+        response = await self._lean_send(method, path, body, timeout_s, headers)
         try:
             content = await response.read()
         except http11.HTTPError as exc:
             raise self._broken(exc, path) from exc
         finally:
             response.close()
-        return response.status, content
+        return response.status, content, response.headers
+
+    async def _get_if_changed(self, path: str) -> tuple[Any, bool]:
+        """`GET path` with the ETag of its last answer: (the answer, whether it changed). A node
+        that answers 304 (`cortex.neuron.conditional`) sends no body and is not parsed again."""
+        cached = self._etags.get(path)
+        fresh = self._fetches % _FULL_POLL_EVERY == 0  # device figures stay this fresh
+        headers = {"if-none-match": cached[0]} if cached is not None and not fresh else {}
+        if self._lean is not None:
+            status, content, raw = await self._lean_exchange("GET", path, None, None, headers)
+            etag = next((v.decode("latin-1") for k, v in raw if k == b"etag"), None)
+        else:
+            response = await self._send(
+                self._http,
+                self._http.build_request("GET", self._url(path), headers=headers),
+                stream=False,
+            )
+            status, content = response.status_code, response.content
+            etag = response.headers.get("etag")
+        if status == 304 and cached is not None:
+            return cached[1], False
+        data = self._answer(status, content, path)
+        if etag is not None:
+            self._etags[path] = (etag, data)
+        return data, True
 
     async def _lean_send(
         self,
@@ -228,6 +272,7 @@ class HTTPNodeClient:
         path: str,
         body: Mapping[str, Any] | None,
         timeout_s: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> http11.Response:
         """Send through the lean client; its failures as cortex errors (as `_send` does)."""
         assert self._lean is not None
@@ -235,7 +280,12 @@ class HTTPNodeClient:
         connect_s = min(timeout_s, self.timeouts.connect_s) if timeout_s is not None else None
         try:
             return await self._lean.request(
-                method, path, data, read_timeout_s=timeout_s, connect_timeout_s=connect_s
+                method,
+                path,
+                data,
+                read_timeout_s=timeout_s,
+                connect_timeout_s=connect_s,
+                headers=headers,
             )
         except (http11.ReadTimeout, http11.ConnectTimeout) as exc:
             raise UpstreamTimeoutError(f"node {self.name!r} did not answer {path} in time") from exc
@@ -385,11 +435,15 @@ class NeuronClient(HTTPNodeClient):
     kind: NodeKind = "neuron"
 
     async def fetch(self) -> NodeSnapshot:
-        """`GET /status` and `GET /models`, as one node snapshot."""
-        status, listing = await asyncio.gather(
-            self._call("GET", "/status"), self._call("GET", "/models")
+        """`GET /status` and `GET /models`, as one node snapshot: the very same object as the
+        last one when the node answered both with 304 (nothing changed; see `Fleet`)."""
+        self._fetches += 1
+        (status, new_status), (listing, new_listing) = await asyncio.gather(
+            self._get_if_changed("/status"), self._get_if_changed("/models")
         )
-        return parse_neuron(self.name, self.endpoint, status, listing)
+        if new_status or new_listing or self._polled is None:
+            self._polled = parse_neuron(self.name, self.endpoint, status, listing)
+        return self._polled
 
     async def load(self, model: str, source: str | None = None) -> None:
         """`POST /models/load`: returns once loaded (404 unknown, 507 no memory, 409 unloading);

@@ -113,6 +113,7 @@ class Fleet:
         self._lifespans = list(lifespans)
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._last_polled: dict[str, NodeSnapshot] = {}
         self._started = False
 
     # -- construction and lifetime ------------------------------------------------------------
@@ -186,6 +187,8 @@ class Fleet:
 
     def _keep_pinned(self) -> None:
         """Load every pinned model that is loaded nowhere (at start, and when a node returns)."""
+        if not any(policy.pinned for policy in self._policies.values()):
+            return
         for model in self.lifecycle.unpinned(self.snapshot()):
             self._spawn(self.lifecycle.load_pinned(model, self.acquire))
 
@@ -283,9 +286,10 @@ class Fleet:
         while True:
             async with self._lock:
                 try:
-                    decision = placement.plan(
-                        self.snapshot(), model, self.strategy, exclude=excluded
-                    )
+                    # Only the nodes that hold or could hold the model: a request's cost does
+                    # not grow with the rest of the fleet.
+                    view = self.ledger.snapshot(model=self._polled().resolve(model) or model)
+                    decision = placement.plan(view, model, self.strategy, exclude=excluded)
                 except OverloadedError as exc:
                     if failures:
                         raise OverloadedError(
@@ -453,10 +457,15 @@ class Fleet:
             self.observer.on_node(name, False)
             return
         was_up = self.ledger.nodes[name].up
+        unchanged = was_up and snap is self._last_polled.get(name)
+        self._last_polled[name] = snap
         if not self.ledger.record(name, snap, started_at):
             return
         if not was_up:
             log.info("node %s is up", name)
         self.observer.on_node(name, True)
-        self.lifecycle.polled(snap, self.snapshot())
+        if unchanged:
+            return  # the node answered 304: nothing to re-plan, cost independent of its models
+        if self.defrag_after_cycles:
+            self.lifecycle.polled(snap, self.snapshot())
         self._keep_pinned()

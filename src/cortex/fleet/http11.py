@@ -271,6 +271,7 @@ class Pool:
         *,
         read_timeout_s: float | None = None,
         connect_timeout_s: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Response:
         """Send a request and return once the answer's head arrived (the body follows).
 
@@ -278,6 +279,8 @@ class Pool:
             HTTPError: see the module's docstring.
         """
         head = f"{method} {path} HTTP/1.1\r\n".encode("latin-1") + self._head_tail
+        if headers:
+            head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode("latin-1")
         if body is not None:
             head += b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body)
             data = head + body

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from cortex.fleet.clients import NodeClient
@@ -105,14 +105,22 @@ class Ledger:
 
     # -- the view ---------------------------------------------------------------------------------
 
-    def snapshot(self) -> FleetSnapshot:
+    def snapshot(self, *, model: str | None = None) -> FleetSnapshot:
         """The fleet now: polled state with the gateway's own knowledge laid over it.
 
         Loads under way show as `loading` (their memory reserved), evictions as `unloading`;
         in-flight counts are the larger of the node's and ours (the node's is ignored when it
         was polled before our last request there ended); last use is the later of both.
+
+        Args:
+            model: only the nodes that hold or could hold this model (every node when its
+                profile names a `source`, since any neuron may pull it): what placing one
+                request needs, at a cost that does not grow with the rest of the fleet.
         """
-        nodes = {name: self._node(name, node) for name, node in self.nodes.items()}
+        items: Iterable[tuple[str, NodeSnapshot]] = self.nodes.items()
+        if model is not None and self.policy(model).source is None:
+            items = [(name, node) for name, node in items if model in node.models]
+        nodes = {name: self._node(name, node) for name, node in items}
         return FleetSnapshot(
             nodes=nodes,
             policies=self.policies,
