@@ -34,6 +34,7 @@ from cortex.errors import (
 from cortex.jsonbody import BodyLimitMiddleware
 from cortex.neuron.auth import NodeTokenMiddleware
 from cortex.neuron.completions import CompletionBuilder, sse
+from cortex.neuron.conditional import conditional_json
 from cortex.neuron.harness import GenerationStream, Harness
 from cortex.neuron.metrics import NeuronMetrics
 from cortex.neuron.openapi import openapi_document
@@ -82,7 +83,8 @@ class _Neuron:
     async def status(self, request: Request) -> Response:
         stats = self.harness.stats()
         devices = await anyio.to_thread.run_sync(self.harness.devices)
-        return JSONResponse(
+        return conditional_json(
+            request,
             {
                 "name": self.name,
                 "version": __version__,
@@ -98,7 +100,8 @@ class _Neuron:
                 "requests": {"running": stats.running, "waiting": stats.waiting},
                 "load_cycles": stats.load_cycles,
                 "loads_started": stats.loads_started,
-            }
+            },
+            volatile=("uptime_s", "devices"),
         )
 
     def _uptime(self) -> float:
@@ -115,7 +118,7 @@ class _Neuron:
 
     async def models(self, request: Request) -> Response:
         entries = await anyio.to_thread.run_sync(self.harness.models)
-        return JSONResponse({"object": "list", "data": [e.to_json() for e in entries]})
+        return conditional_json(request, {"object": "list", "data": [e.to_json() for e in entries]})
 
     async def load(self, request: Request) -> Response:
         body = parse_body(await request.body(), ModelRequest)
