@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import tomllib
 from collections import Counter
 from collections.abc import Collection
@@ -17,21 +18,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cortex.config import ModelProfile
+from cortex.config import ModelProfile, ModelsConfig
 from cortex.errors import CortexError, OverloadedError
 from cortex.fleet import dispatch, in_process_client
-from cortex.fleet.clients import NodeClient
+from cortex.fleet.clients import NeuronClient, NodeClient, Timeouts
 from cortex.fleet.dispatch import Route as Route_
 from cortex.fleet.events import FleetObserver
+from cortex.fleet.fleet import Fleet
 from cortex.fleet.ledger import Lease, Ledger
 from cortex.fleet.lifecycle import Lifecycle
 from cortex.fleet.maintenance import Maintenance
 from cortex.fleet.pins import Pins
 from cortex.fleet.placement import plan
 from cortex.fleet.state import ModelPolicy, NodeSnapshot
-from cortex.testing import NeuronProcess
+from cortex.testing import NeuronProcess, free_port, start_neuron_process
 
-from .conftest import FleetFactory
+from .conftest import FleetFactory, neuron_config
 from .helpers import chat, loaded, until
 from .test_placement import fleet, m, node
 
@@ -239,3 +241,33 @@ class _OneNode:
 
     def touch(self, node: str) -> None:
         pass
+
+
+async def test_a_pinned_model_loads_when_its_node_comes_up_late(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """m1 is pinned to node a; b answers at start, a only later. m1 is loaded on a as soon as a
+    answers, without a failed attempt (which would back off ten poll intervals) before."""
+    caplog.set_level(logging.WARNING, logger="cortex.fleet")
+    port = free_port()
+    b = start_neuron_process(neuron_config("b"))
+    a: NeuronProcess | None = None
+    timeouts = Timeouts(connect_s=1.0, request_s=30.0, load_s=30.0)
+    clients = [
+        NeuronClient("a", f"http://127.0.0.1:{port}", timeouts=timeouts),
+        NeuronClient("b", b.url, timeouts=timeouts),
+    ]
+    profiles = [ModelProfile(id="m1", nodes=["a"], pinned=True)]
+    fleet_ = Fleet(clients, models=ModelsConfig(models=profiles), poll_interval_s=0.25)
+    try:
+        await fleet_.start()
+        await until(lambda: fleet_.poller.rounds >= 3)  # b up, a down, for a few polls
+        assert fleet_.snapshot().nodes["b"].up and not fleet_.snapshot().nodes["a"].up
+        a = await asyncio.to_thread(start_neuron_process, neuron_config("a"), port=port)
+        await until(lambda: "m1" in loaded(a))  # type: ignore[arg-type]
+    finally:
+        await fleet_.close()
+        for node in (a, b):
+            if node is not None:
+                node.stop()
+    assert not [r for r in caplog.records if "could not be loaded" in r.getMessage()]
