@@ -92,9 +92,8 @@ class Engine:
         self.model_id = model_id
         self.tokenizer = tokenizer
         self.device, self.dtype = model.device, model.dtype
-        self.quant = _quant_of(model)
         self.vocab_size = model.config.vocab_size
-        self.quant = describe_quant(model)  # `none`, `bf16`, `int8`, `int4-g64`...
+        self.quant = describe_quant(model)  # `none`, `int8`, `int4-g64`, `int4-g32+int8`...
         self.kv_bytes_per_token = kv_bytes_per_token(model, self.dtype)
         num_blocks = kv_cache_blocks(model, self.dtype, block_size, kv_cache_mb)
         self.context_length = min(model.config.context_length, num_blocks * block_size)
@@ -450,14 +449,6 @@ class Engine:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         release_host_memory()
-
-
-def _quant_of(model: Llama) -> str:
-    """How the model's weight matrices are held: `none`, or their layouts (`int4-g64`...)."""
-    from cortex.engine.quant import QuantizedWeight
-
-    layouts = {str(m.spec) for m in model.modules() if isinstance(m, QuantizedWeight)}
-    return ", ".join(sorted(layouts)) or "none"
 
 
 def _deliver(loop: asyncio.AbstractEventLoop, items: list[tuple[Any, Any]]) -> None:

@@ -571,10 +571,7 @@ def prepare_model(model: nn.Module) -> None:
 
 
 def describe_quant(model: nn.Module) -> str:
-    """How a model holds its weights: `none`, `bf16`, or its matrices' layouts (`int4-g64`;
-    `int4-g32+int8` for a GGUF import whose embedding stayed int8)."""
+    """How a model's matrices are held: `none` (float: its dtype says which), or their layouts
+    (`int8`, `int4-g64`; `int4-g32+int8` for a GGUF import whose embedding stayed int8)."""
     layouts = sorted({str(m.spec) for m in model.modules() if isinstance(m, QuantizedWeight)})
-    if layouts:
-        return "+".join(layouts)
-    matrices = [p for p in model.parameters() if p.dim() == 2]
-    return "bf16" if matrices and matrices[0].dtype == torch.bfloat16 else "none"
+    return "+".join(layouts) or "none"
