@@ -231,6 +231,7 @@ def test_quantized_experts_match_their_dequantized_weights(tmp_path: Path, quant
     gate_up = torch.stack([w.dequantize() for w in mlp.quantized_gate_up])
     down = torch.stack([w.dequantize() for w in mlp.quantized_down])
     assert all(isinstance(w, QuantizedWeight) for w in mlp.quantized_down)
+    assert isinstance(mlp.router_weight, torch.nn.Parameter)  # the router stays float
     # Each expert's rows landed in its own weights (gate, up and down in their places).
     exact = load_model(tmp_path).layers[0].mlp
     assert isinstance(exact, SparseMoE) and exact.gate_up_weight is not None

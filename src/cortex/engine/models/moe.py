@@ -151,23 +151,33 @@ def _weight(shape: tuple[int, ...], device: torch.device | str, dtype: torch.dty
     return nn.Parameter(torch.empty(shape, device=device, dtype=dtype), requires_grad=False)
 
 
-def quantize_experts(model: nn.Module, specs: Mapping[str, QuantSpec]) -> None:
+def quantize_experts(model: nn.Module, specs: Mapping[str, QuantSpec]) -> dict[str, QuantSpec]:
     """Quantize the experts of every `SparseMoE` in `model` whose checkpoint names `specs`
     gives a layout (int8 where its tensors ask for different ones); call before loading.
+
+    Routers stay in float (as vLLM keeps them): a rounded router logit can send a token to
+    other experts, a discontinuity that weight rounding elsewhere does not have.
 
     Args:
         model: a `Qwen3Moe` (other models have no experts: nothing happens).
         specs: checkpoint name -> layout, as `cortex.engine.quant.quant_specs` gives them.
+
+    Returns:
+        `specs` without the routers, for `cortex.engine.quant.swap_in_quantized`.
     """
+    kept = dict(specs)
     for i, block in enumerate(getattr(model, "layers", ())):
         mlp = getattr(block, "mlp", None)
         if not isinstance(mlp, SparseMoE):
             continue
-        names = [n for n in mlp.weight_slots(f"model.layers.{i}.mlp.") if ".experts." in n]
+        prefix = f"model.layers.{i}.mlp."
+        kept.pop(f"{prefix}gate.weight", None)
+        names = [n for n in mlp.weight_slots(prefix) if ".experts." in n]
         layouts = {specs[n] for n in names if n in specs}
         if layouts and len(layouts) == len({specs.get(n) for n in names}):
             mlp.quantize(layouts.pop() if len(layouts) == 1 else QuantSpec(8))
         # else: some of this layer's expert tensors stay float, so all of them do
+    return kept
 
 
 class Qwen3Moe(Qwen3):
