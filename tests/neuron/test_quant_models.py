@@ -67,3 +67,14 @@ async def test_a_gguf_with_int8_quant_is_imported_quantized_and_served(
         assert events[-1].finish_reason in ("stop", "length")
     finally:
         await asyncio.wait_for(harness.aclose(), 30)
+
+
+def test_serve_and_import_take_a_quant() -> None:
+    from cortex.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["serve", "--quant", "int4-g32"]).quant == "int4-g32"
+    assert parser.parse_args(["serve"]).quant is None  # as the checkpoints store them
+    assert parser.parse_args(["import", "x.gguf", "--quant", "int4"]).quant == "int4"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--quant", "int3"])
