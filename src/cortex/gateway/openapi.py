@@ -245,6 +245,28 @@ def openapi_document() -> dict[str, Any]:
             },
             "/admin/models/load": {"post": {"summary": "Load a model.", **admin_post}},
             "/admin/models/unload": {"post": {"summary": "Unload a model.", **admin_post}},
+            "/admin/models/pull": {
+                "post": {
+                    "summary": "Pull a model from the Hugging Face hub onto a node (no load).",
+                    "security": admin_security,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["source"],
+                                    "properties": {"source": _STRING, "node": _STRING},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json({"type": "object"}, "Pulled: the node's entry for it."),
+                        **_errors("OpenAIError", (400, 401, 404, 409, 502, 503)),
+                    },
+                }
+            },
             "/admin/placement": {
                 "get": {
                     "summary": "Where a model would go (dry run).",

@@ -306,7 +306,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         400: "Malformed JSON, a wrong type or value, or `context_length_exceeded`.",
         401: "Missing or wrong `Authorization: Bearer <token>` (when the node has a token).",
         404: "Unknown model, or not loaded (the error lists the loaded models).",
-        409: "The model is unloading.",
+        409: "The model is unloading, or a pull is asked of a node with HF_HUB_OFFLINE set.",
         500: "The load failed (the model is then `failed`; `disk_full` when a pull filled the "
         "disk) or an internal error.",
         502: "A pull the hub refused (`hub_gated`) or that could not reach it (`hub_unreachable`).",

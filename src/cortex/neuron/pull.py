@@ -12,6 +12,7 @@ What can go wrong, and what the caller sees (each a `CortexError` in the client'
 - the repo, revision or quant does not exist: 404 `model_not_found`, with what does exist;
 - a gated repo without a token that opens it (the hub's 401/403): 502 `hub_gated`, saying to set
   `HF_TOKEN`;
+- the node runs with `HF_HUB_OFFLINE` set: 409 `hub_offline`;
 - the hub cannot be reached, or drops the connection for good: 502 `hub_unreachable` (a
   dropped connection is resumed by `huggingface_hub` itself with a Range request, and a pull run
   again resumes from the `.incomplete` blobs it left);
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cortex.errors import (
+    ConflictError,
     CortexError,
     InvalidRequestError,
     ModelNotFoundError,
@@ -523,6 +525,11 @@ class _hub_errors:
 
         where = self.endpoint or constants.ENDPOINT
         ref = self.ref
+        if isinstance(exc, errors.OfflineModeIsEnabled):  # the node's setting, not a failure
+            return ConflictError(
+                f"cannot pull {ref}: this node runs with HF_HUB_OFFLINE set; unset it to pull",
+                code="hub_offline",
+            )
         if isinstance(exc, errors.GatedRepoError) or (
             isinstance(exc, errors.HfHubHTTPError)
             and exc.response is not None
