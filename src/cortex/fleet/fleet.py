@@ -20,6 +20,7 @@ from typing import Any
 
 from cortex.config import CortexConfig, ModelProfile, ModelsConfig
 from cortex.errors import (
+    CortexError,
     ModelNotFoundError,
     OverloadedError,
     UpstreamTimeoutError,
@@ -286,10 +287,7 @@ class Fleet:
         while True:
             async with self._lock:
                 try:
-                    # Only the nodes that hold or could hold the model: a request's cost does
-                    # not grow with the rest of the fleet.
-                    view = self.ledger.snapshot(model=self._polled().resolve(model) or model)
-                    decision = placement.plan(view, model, self.strategy, exclude=excluded)
+                    decision = self._place(model, excluded)
                 except OverloadedError as exc:
                     if failures:
                         raise OverloadedError(
@@ -314,6 +312,21 @@ class Fleet:
                 failures.append(f"{decision.node}: {describe_error(exc)}")
                 continue
             return lease
+
+    def _place(self, model: str, excluded: Collection[str]) -> Plan:
+        """Placement over the nodes that hold or could hold the model, and first over only its
+        own entries there: routing to a loaded copy (nearly every request) costs the same
+        whatever else the fleet holds; a load is planned over those nodes whole."""
+        model_id = self._polled().resolve(model) or model
+        narrow = self.ledger.snapshot(model=model_id, narrow=True)
+        try:
+            decision = placement.plan(narrow, model, self.strategy, exclude=excluded)
+            if decision.action in ("route", "wait"):
+                return decision
+        except CortexError:
+            pass  # decided on the whole view below, with its own errors
+        view = self.ledger.snapshot(model=model_id)
+        return placement.plan(view, model, self.strategy, exclude=excluded)
 
     # -- lifecycle by hand --------------------------------------------------------------------
 

@@ -105,7 +105,7 @@ class Ledger:
 
     # -- the view ---------------------------------------------------------------------------------
 
-    def snapshot(self, *, model: str | None = None) -> FleetSnapshot:
+    def snapshot(self, *, model: str | None = None, narrow: bool = False) -> FleetSnapshot:
         """The fleet now: polled state with the gateway's own knowledge laid over it.
 
         Loads under way show as `loading` (their memory reserved), evictions as `unloading`;
@@ -116,11 +116,15 @@ class Ledger:
             model: only the nodes that hold or could hold this model (every node when its
                 profile names a `source`, since any neuron may pull it): what placing one
                 request needs, at a cost that does not grow with the rest of the fleet.
+            narrow: and of each node's models only `model` (node-level figures stay whole
+                but free memory): enough to route to a loaded copy or join a load, not to
+                plan a load.
         """
         items: Iterable[tuple[str, NodeSnapshot]] = self.nodes.items()
         if model is not None and self.policy(model).source is None:
             items = [(name, node) for name, node in items if model in node.models]
-        nodes = {name: self._node(name, node) for name, node in items}
+        only = model if narrow else None
+        nodes = {name: self._node(name, node, only) for name, node in items}
         return FleetSnapshot(
             nodes=nodes,
             policies=self.policies,
@@ -128,11 +132,14 @@ class Ledger:
             now=time.time(),
         )
 
-    def _node(self, name: str, node: NodeSnapshot) -> NodeSnapshot:
+    def _node(self, name: str, node: NodeSnapshot, only: str | None = None) -> NodeSnapshot:
         models: dict[str, ModelOnNode] = {}
         reserved = 0.0
         polled = self.polled_at.get(name, 0.0)
-        for model_id, model in node.models.items():
+        entries = node.models.items()
+        if only is not None:
+            entries = {only: node.models[only]}.items() if only in node.models else {}.items()
+        for model_id, model in entries:
             key = (model_id, name)
             state = model.state
             if key in self.evicting:

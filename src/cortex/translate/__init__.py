@@ -22,9 +22,9 @@ from cortex.translate.errors import (
 )
 from cortex.translate.ids import IdFactory
 from cortex.translate.openai_stream import OpenAIStreamTranslator
+from cortex.translate.replies import anthropic_response_to_openai, openai_response_to_anthropic
 from cortex.translate.request_to_anthropic import DEFAULT_MAX_TOKENS, openai_request_to_anthropic
 from cortex.translate.request_to_openai import BILLING_HEADER_PREFIX, anthropic_request_to_openai
-from cortex.translate.responses import anthropic_response_to_openai, openai_response_to_anthropic
 from cortex.translate.responses_api import (
     openai_response_to_responses,
     parse_responses_request,

@@ -11,7 +11,7 @@ from cortex.protocol import anthropic as A
 from cortex.translate.errors import error_from_openai
 from cortex.translate.ids import IdFactory
 from cortex.translate.mapping import anthropic_usage, stop_reason_for
-from cortex.translate.responses import requested_model
+from cortex.translate.replies import requested_model
 from cortex.translate.stream_items import StreamEvent, StreamItem, item_payload
 from cortex.translate.tool_input import ToolInputStream
 

@@ -10,7 +10,7 @@ from cortex.protocol import openai as O
 from cortex.translate.errors import error_from_anthropic
 from cortex.translate.ids import IdFactory
 from cortex.translate.mapping import dump_tool_input, finish_reason_for, openai_usage
-from cortex.translate.responses import requested_model
+from cortex.translate.replies import requested_model
 from cortex.translate.sse import DONE
 from cortex.translate.stream_items import StreamEvent, StreamItem, item_payload
 

@@ -1,0 +1,147 @@
+"""What the gateway costs as the fleet grows: N fake neurons x M models each.
+
+For each size, N `cortex-neuron --harness fake` processes (M models each, one loaded) and a
+`cortex-gateway` over them (poll interval 1 s) are started; then the gateway's idle CPU (share of
+one core over `--idle-s` seconds, polling only), `GET /v1/models` latency and a warm chat's
+latency (a loaded model, not streamed) are measured, p50 over `--requests` each. With
+`--baseline-src DIR` (the `src/` of another checkout, e.g. from `git archive`) a second gateway
+of that code runs over the same neurons, alternating with this one, so both compare in one run.
+
+    python benchmarks/bench_fleet_scale.py [--sizes 2x10 2x200 6x200] [--baseline-src DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from cortex.testing import NeuronProcess, free_port, start_neuron_process, toml_dumps
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_neurons(nodes: int, models: int) -> list[NeuronProcess]:
+    def one(i: int) -> NeuronProcess:
+        fake = {
+            "tokens_per_s": 20000.0,
+            "models": [
+                {"id": f"m{j}", "memory_mb": 10.0, "context_length": 4096} for j in range(models)
+            ],
+        }
+        config = {"name": f"n{i}", "memory_mb": 1e6, "fake": fake, "preload": ["m0"]}
+        return start_neuron_process(config)
+
+    with ThreadPoolExecutor(nodes) as pool:
+        return list(pool.map(one, range(nodes)))
+
+
+def start_gateway(
+    neurons: list[NeuronProcess], src: str | None
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    config = {
+        "gateway": {
+            "listen": f"127.0.0.1:{port}",
+            "metrics_listen": f"127.0.0.1:{free_port()}",
+            "poll_interval_s": 1.0,
+        },
+        "neurons": [{"name": f"n{i}", "endpoint": n.url} for i, n in enumerate(neurons)],
+    }
+    path = Path(tempfile.mkdtemp(prefix="scale-")) / "cortex.toml"
+    path.write_text(toml_dumps(config))
+    env = {**os.environ, **({"PYTHONPATH": src} if src else {})}
+    command = [sys.executable, "-m", "cortex", "serve", "--config", str(path)]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            health = httpx.get(f"{url}/health").json()
+            if health["nodes_up"] == len(neurons):
+                return process, url
+        except (httpx.TransportError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("cortex-gateway did not start")
+
+
+def measure(
+    process: subprocess.Popen[bytes], url: str, idle_s: float, requests: int
+) -> list[float]:
+    """[idle % of a core, /v1/models p50 ms, warm chat p50 ms]."""
+    time.sleep(2.0)  # the first polls, the warm-up
+    before, started = cpu_s(process.pid), time.monotonic()
+    time.sleep(idle_s)
+    idle = 100.0 * (cpu_s(process.pid) - before) / (time.monotonic() - started)
+    chat = {"model": "m0", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+    listing, answer = [], []
+    with httpx.Client(timeout=60) as client:
+        for _ in range(requests):
+            t = time.perf_counter()
+            client.get(f"{url}/v1/models").raise_for_status()
+            listing.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            client.post(f"{url}/v1/chat/completions", json=chat).raise_for_status()
+            answer.append(time.perf_counter() - t)
+    return [idle, statistics.median(listing) * 1e3, statistics.median(answer) * 1e3]
+
+
+def main(args: argparse.Namespace) -> None:
+    print(
+        "| nodes x models | gateway | idle CPU % of a core | /v1/models p50 ms | warm chat p50 ms |"
+    )
+    print("|---|---|---|---|---|")
+    for size in args.sizes:
+        nodes, models = (int(x) for x in size.split("x"))
+        neurons = start_neurons(nodes, models)
+        try:
+            variants = [("this", None)] + (
+                [("baseline", args.baseline_src)] if args.baseline_src else []
+            )
+            rows: dict[str, list[list[float]]] = {name: [] for name, _ in variants}
+            for _ in range(args.rounds):
+                for name, src in variants:
+                    process, url = start_gateway(neurons, src)
+                    try:
+                        rows[name].append(measure(process, url, args.idle_s, args.requests))
+                    finally:
+                        process.terminate()
+                        process.wait(30)
+            for name, _ in variants:
+                cells = [statistics.median(column) for column in zip(*rows[name], strict=True)]
+                print(
+                    f"| {nodes} x {models} | {name} | {cells[0]:.1f} | {cells[1]:.2f} | "
+                    f"{cells[2]:.2f} |",
+                    flush=True,
+                )
+        finally:
+            for neuron in neurons:
+                neuron.stop()
+    print(f"\nload average {os.getloadavg()[0]:.1f}; poll interval 1 s; {args.rounds} round(s)")
+    print("command: python benchmarks/bench_fleet_scale.py " + " ".join(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", nargs="+", default=["2x10", "2x200", "6x200"])
+    parser.add_argument("--idle-s", type=float, default=10.0, help="idle window per gateway")
+    parser.add_argument("--requests", type=int, default=30, help="requests per kind and size")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds per size")
+    parser.add_argument("--baseline-src", help="src/ of another checkout, run alongside")
+    main(parser.parse_args())
