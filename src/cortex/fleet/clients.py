@@ -430,7 +430,7 @@ async def _raw(response: httpx.Response, name: str) -> AsyncIterator[bytes]:
 
 
 class NeuronClient(HTTPNodeClient):
-    """A cortex neuron: the wire API of DESIGN.md, lifecycle included."""
+    """A cortex neuron: the wire API of docs/neuron-api.md, lifecycle included."""
 
     kind: NodeKind = "neuron"
 

@@ -44,7 +44,7 @@ from cortex.fleet.state import (
     Strategy,
 )
 
-__all__ = ["CatalogueEntry", "Fleet", "Lease"]
+__all__ = ["Fleet"]
 
 log = logging.getLogger("cortex.fleet")
 

@@ -1,6 +1,6 @@
 """Placement: where a model should run and what must be evicted first, as a pure function.
 
-`plan(snapshot, model, strategy)` follows DESIGN.md "Placement and lifecycle":
+`plan(snapshot, model, strategy)` follows docs/gateway.md ("Placement"):
 
 1. loaded on a healthy node: the least busy such node;
 2. loading on one: join that load;

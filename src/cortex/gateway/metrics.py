@@ -1,6 +1,6 @@
 """The gateway's Prometheus metrics, in one `CollectorRegistry` per app (no globals).
 
-Names follow DESIGN.md: `cortex_requests_total{model,node,dialect,status}`,
+Names as docs/gateway.md ("Metrics") lists them: `cortex_requests_total{model,node,dialect,status}`,
 `cortex_tokens_total{model,node,kind}`, `cortex_time_to_first_token_seconds{model,node}`,
 `cortex_request_duration_seconds{model,node}`, `cortex_tokens_per_second{model,node}`,
 `cortex_inflight_requests{model,node}`, `cortex_model_loads_total{model,node,outcome}`,

@@ -1,6 +1,6 @@
 """Responses API <-> OpenAI Chat: the request, the whole response, and what both share.
 
-Served over a Chat backend (PROTOCOLS.md 5.6): `instructions` and `system`/`developer`
+Served over a Chat backend (docs/responses.md): `instructions` and `system`/`developer`
 messages become system messages, `function_call` items become assistant `tool_calls`,
 `function_call_output` items become `tool` messages, flat function tools become nested Chat
 tools, `text.format` becomes `response_format`, `max_output_tokens` becomes `max_tokens`.

@@ -2,7 +2,7 @@
 
 No `@triton.autotune`: it would benchmark configs in the interpreter (pointless and slow) and it
 re-tunes on new shapes during CUDA-graph capture. The GPU numbers are first guesses from the
-designs in ENGINE_NOTES.md section 1.8, to be tuned with `benchmarks/bench_kernels.py` on a real device.
+designs docs/kernels.md describes, to be tuned with `benchmarks/bench_kernels.py` on a real device.
 """
 
 from __future__ import annotations
