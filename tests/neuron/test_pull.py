@@ -13,7 +13,9 @@ import pytest
 
 from cortex.errors import CortexError, InvalidRequestError, ModelNotFoundError, UpstreamError
 from cortex.neuron.catalog import ModelCatalog
-from cortex.neuron.pull import DiskFullError, HubRef, PullProgress, gguf_quant, pull_model
+from cortex.neuron.pull import HubRef, PullProgress, pull_model
+from cortex.neuron.pull_errors import DiskFullError
+from cortex.neuron.quants import gguf_quant
 from cortex.testing.checkpoints import tiny_gguf_bytes, tiny_llama_files
 from cortex.testing.hub import StandInHub
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cortex.engine.gguf_header import read_gguf_header
-from cortex.neuron.pull import gguf_quant
+from cortex.neuron.quants import gguf_quant
 from cortex.neuron.types import ModelSpec
 
 __all__ = [

@@ -31,8 +31,6 @@ torch nor `huggingface_hub`.
 
 from __future__ import annotations
 
-import difflib
-import errno
 import json
 import re
 import shutil
@@ -42,23 +40,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from cortex.errors import (
-    ConflictError,
-    CortexError,
-    InvalidRequestError,
-    ModelNotFoundError,
-    UpstreamError,
-)
+from cortex.errors import InvalidRequestError, ModelNotFoundError
+from cortex.neuron.pull_errors import DiskFullError, hub_errors
+from cortex.neuron.quants import DEFAULT_QUANT, gguf_quant, nearest_quant, quant_bits, same_quant
 from cortex.neuron.types import ModelSpec, ProgressCallback
 
 __all__ = [
     "SOURCE_PATTERN",
-    "DiskFullError",
     "HubPuller",
     "HubRef",
     "PullPlan",
     "PullProgress",
-    "gguf_quant",
     "hub_cache_dir",
     "plan_pull",
     "pull",
@@ -66,34 +58,11 @@ __all__ = [
 ]
 
 _MB = 1024 * 1024
-# Quant labels of GGUF file names and their rough bits per weight: "nearest" is measured in bits.
-QUANT_BITS = {
-    "IQ1_S": 1.6, "IQ1_M": 1.8, "IQ2_XXS": 2.1, "IQ2_XS": 2.3, "IQ2_S": 2.5, "IQ2_M": 2.7,
-    "Q2_K_S": 2.9, "Q2_K": 3.0, "Q2_K_L": 3.2, "IQ3_XXS": 3.1, "IQ3_XS": 3.3, "IQ3_S": 3.4,
-    "IQ3_M": 3.7, "Q3_K_S": 3.5, "Q3_K_M": 3.9, "Q3_K_L": 4.3, "Q3_K_XL": 4.4, "IQ4_XS": 4.3,
-    "IQ4_NL": 4.5, "Q4_0": 4.5, "Q4_1": 5.0, "Q4_K_S": 4.6, "Q4_K_M": 4.9, "Q4_K_L": 5.1,
-    "Q5_0": 5.5, "Q5_1": 6.0, "Q5_K_S": 5.5, "Q5_K_M": 5.7, "Q5_K_L": 5.9, "Q6_K": 6.6,
-    "Q6_K_L": 6.8, "Q8_0": 8.5, "F16": 16.0, "BF16": 16.0, "F32": 32.0,
-}  # fmt: skip
-_QUANT_IN_NAME = re.compile(
-    r"(?:^|[-_.])((?:I?Q\d(?:_[A-Z0-9]+)*)|BF16|F16|F32|FP16|FP32)(?=$|[-_.])", re.IGNORECASE
-)
-_SPLIT = re.compile(r"-(\d{5})-of-(\d{5})$")
-# Files of a safetensors repo the engine does not need (other formats, extra folders).
-_SKIP_SUFFIXES = (".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".ot", ".gguf", ".ckpt")
 # Small files worth having beside the weights (tokenizer, templates, configs).
 _SMALL_SUFFIXES = (".json", ".jinja", ".model", ".txt", ".tiktoken")
-DEFAULT_QUANT = "Q4_K_M"
 _NAME = r"[A-Za-z0-9_]+(?:[-.][A-Za-z0-9_]+)*"  # the hub's rule: no "--", no ".."
 SOURCE_PATTERN = rf"^(?:hf:)?{_NAME}/{_NAME}(?::[A-Za-z0-9_-]+)?$"
 """What a source may look like: `[hf:]ORG/NAME[:QUANT]` (at most 96 characters in all)."""
-
-
-class DiskFullError(CortexError):
-    """The disk cannot hold the pull (500, code `disk_full`: the node's trouble, not memory)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, code="disk_full")
 
 
 @dataclass(frozen=True)
@@ -184,35 +153,6 @@ def hub_cache_dir() -> Path:
     return Path(constants.HF_HUB_CACHE).expanduser()
 
 
-def gguf_quant(file_name: str) -> str | None:
-    """The quant label of a GGUF file name (`Qwen3-0.6B-Q4_K_M.gguf` -> `Q4_K_M`), or None."""
-    stem = _SPLIT.sub("", Path(file_name).name.removesuffix(".gguf"))
-    found = _QUANT_IN_NAME.findall(stem)
-    return found[-1].upper() if found else None
-
-
-def _canonical(quant: str) -> str:
-    return re.sub(r"[^A-Z0-9]", "", quant.upper())
-
-
-def _bits(quant: str) -> float | None:
-    canonical = _canonical(quant)
-    for name, bits in QUANT_BITS.items():
-        if _canonical(name) == canonical:
-            return bits
-    return None
-
-
-def _nearest(wanted: str, available: Sequence[str]) -> str | None:
-    """The available quant closest in bits per weight (else in spelling) to `wanted`."""
-    target = _bits(wanted)
-    known = [(bits, q) for q in available if (bits := _bits(q)) is not None]
-    if target is not None and known:
-        return min(known, key=lambda item: (abs(item[0] - target), -item[0]))[1]
-    close = difflib.get_close_matches(wanted.upper(), list(available), n=1, cutoff=0.0)
-    return close[0] if close else None
-
-
 def plan_pull(
     ref: HubRef,
     *,
@@ -236,7 +176,7 @@ def plan_pull(
     from huggingface_hub import HfApi
 
     api = HfApi(endpoint=endpoint, token=token)
-    with _hub_errors(ref, token, endpoint):
+    with hub_errors(str(ref), ref.repo, ref.revision, token, endpoint):
         info = api.model_info(ref.repo, revision=ref.revision, files_metadata=True)
     commit = str(info.sha)
     siblings = {s.rfilename: int(s.size or 0) for s in info.siblings or []}
@@ -289,7 +229,7 @@ def _choose_gguf(ref: HubRef, ggufs: Sequence[str]) -> tuple[str | None, list[st
         if "mmproj" in name.lower():  # vision projectors are not language models
             continue
         by_quant.setdefault(gguf_quant(name) or Path(name).stem, []).append(name)
-    available = sorted(by_quant, key=lambda q: (_order(q), q))
+    available = sorted(by_quant, key=lambda q: (quant_bits(q) or 99.0, q))
     if not available:
         raise InvalidRequestError(f"{ref.repo} has no GGUF language model file")
     wanted = ref.quant
@@ -304,19 +244,14 @@ def _choose_gguf(ref: HubRef, ggufs: Sequence[str]) -> tuple[str | None, list[st
                 + ", ".join(f"{ref.repo}:{q}" for q in available)
             )
     for quant in available:
-        if _canonical(quant) == _canonical(wanted):
+        if same_quant(quant, wanted):
             return quant, sorted(by_quant[quant])
-    nearest = _nearest(wanted, available)
+    nearest = nearest_quant(wanted, available)
     raise ModelNotFoundError(
         f"{ref.repo} has no {wanted} GGUF; it has {', '.join(available)}"
         + (f"; the nearest is {nearest} ({ref.repo}:{nearest})" if nearest else ""),
         details={"quants": available, "nearest": nearest},
     )
-
-
-def _order(quant: str) -> float:
-    bits = _bits(quant)
-    return bits if bits is not None else 99.0
 
 
 def _check_architecture(
@@ -330,7 +265,7 @@ def _check_architecture(
 ) -> str | None:
     from huggingface_hub import hf_hub_download
 
-    with _hub_errors(ref, token, endpoint):
+    with hub_errors(str(ref), ref.repo, ref.revision, token, endpoint):
         path = hf_hub_download(
             ref.repo,
             "config.json",
@@ -376,7 +311,7 @@ def pull(
     paths: list[Path] = []
     for item in plan.files:
         meter.begin(item)
-        with _hub_errors(plan.ref, token, endpoint):
+        with hub_errors(str(plan.ref), plan.ref.repo, plan.ref.revision, token, endpoint):
             path = hf_hub_download(
                 plan.ref.repo,
                 item.name,
@@ -500,82 +435,6 @@ class _Meter:
                 pass
 
         return Bar
-
-
-class _hub_errors:
-    """Turns what `huggingface_hub` raises into the cortex errors of the module docstring."""
-
-    def __init__(self, ref: HubRef, token: str | bool | None, endpoint: str | None) -> None:
-        self.ref, self.token, self.endpoint = ref, token, endpoint
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
-    ) -> None:
-        if exc is None or isinstance(exc, CortexError):
-            return
-        error = self._translate(exc)
-        if error is not None:
-            raise error from exc
-
-    def _translate(self, exc: BaseException) -> CortexError | None:
-        from huggingface_hub import constants, errors
-
-        where = self.endpoint or constants.ENDPOINT
-        ref = self.ref
-        if isinstance(exc, errors.OfflineModeIsEnabled):  # the node's setting, not a failure
-            return ConflictError(
-                f"cannot pull {ref}: this node runs with HF_HUB_OFFLINE set; unset it to pull",
-                code="hub_offline",
-            )
-        if isinstance(exc, errors.GatedRepoError) or (
-            isinstance(exc, errors.HfHubHTTPError)
-            and exc.response is not None
-            and exc.response.status_code in (401, 403)
-        ):
-            has_token = isinstance(self.token, str) or (
-                self.token is None and _saved_token() is not None
-            )
-            advice = (
-                "the token given (HF_TOKEN or the saved login) has no access to it; accept "
-                "its terms on the hub with that account"
-                if has_token
-                else "set HF_TOKEN to a token of an account that accepted its terms"
-            )
-            return UpstreamError(f"{ref.repo} is gated on {where}: {advice}", code="hub_gated")
-        if isinstance(exc, errors.RepositoryNotFoundError):
-            return ModelNotFoundError(f"there is no model {ref.repo} on {where}")
-        if isinstance(exc, errors.RevisionNotFoundError):
-            return ModelNotFoundError(f"{ref.repo} has no revision {ref.revision!r} on {where}")
-        if isinstance(exc, errors.RemoteEntryNotFoundError):
-            return ModelNotFoundError(f"a file of {ref.repo} is missing on {where}: {exc}")
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            return DiskFullError(
-                f"the disk filled up while pulling {ref}: free some space and pull again "
-                "(the download resumes where it stopped)"
-            )
-        if isinstance(exc, errors.HfHubHTTPError | errors.LocalEntryNotFoundError | OSError):
-            return UpstreamError(
-                f"pulling {ref} from {where} failed: {type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''}",
-                code="hub_unreachable",
-            )
-        name = type(exc).__module__
-        if name.startswith(("httpx", "httpcore")):  # the client's transport errors
-            return UpstreamError(
-                f"cannot reach the hub at {where} to pull {ref}: {type(exc).__name__}: {exc}",
-                code="hub_unreachable",
-            )
-        return None
-
-
-def _saved_token() -> str | None:
-    from huggingface_hub import get_token
-
-    token: str | None = get_token()
-    return token
 
 
 class HubPuller:
