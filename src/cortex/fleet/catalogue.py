@@ -24,6 +24,7 @@ class CatalogueEntry:
         pinned: never evicted.
         priority: its priority under the `priority` strategy.
         loading: per node where it is loading, the node's progress (`phase`, `fraction`...).
+        kind: `chat`, or `embedding` for a model served on `/v1/embeddings`.
     """
 
     id: str
@@ -34,6 +35,7 @@ class CatalogueEntry:
     pinned: bool = False
     priority: int = 0
     loading: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    kind: str = "chat"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -47,6 +49,7 @@ class CatalogueEntry:
             "pinned": self.pinned,
             "priority": self.priority,
             "loading": {node: dict(progress) for node, progress in self.loading.items()},
+            "kind": self.kind,
         }
 
 
@@ -77,6 +80,7 @@ def build_catalogue(snapshot: FleetSnapshot) -> list[CatalogueEntry]:
                     for n in here
                     if n.models[model].state == "loading"
                 },
+                kind=next((n.models[model].kind for n in here), "chat"),
             )
         )
     return entries

@@ -147,7 +147,12 @@ def _checked_choice(chunk: Chunk) -> dict[str, Any] | None:
 
 
 def _check_reply(result: dict[str, Any], node: str) -> dict[str, Any]:
-    """A non-streamed reply, its shape checked (the gateway reads its choices)."""
+    """A non-streamed reply, its shape checked (the gateway reads its choices, or the vectors
+    of an embeddings list)."""
+    if result.get("object") == "list":
+        if not isinstance(result.get("data"), list):
+            raise _malformed(node, "reply", result)
+        return result
     choices = result.get("choices")
     if not isinstance(choices, list) or not choices:
         raise _malformed(node, "reply", result)

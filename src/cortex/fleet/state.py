@@ -66,6 +66,7 @@ class ModelOnNode:
         generation_config: the model's own sampling defaults (from its generation_config.json).
         progress: while loading, what the node says of it: `phase` (pulling, importing,
             loading, warming), `fraction` 0..1 or None, and `bytes`/`total_bytes` of a pull.
+        kind: `chat` or `embedding` (served on `/v1/embeddings`).
     """
 
     id: str
@@ -80,6 +81,7 @@ class ModelOnNode:
     error: str | None = None
     generation_config: Mapping[str, Any] = field(default_factory=dict)
     progress: Mapping[str, Any] | None = None
+    kind: str = "chat"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (for `/admin/status`)."""
@@ -95,6 +97,7 @@ class ModelOnNode:
             "last_used_at": self.last_used_at,
             "error": self.error,
             "progress": dict(self.progress) if self.progress is not None else None,
+            "kind": self.kind,
         }
 
 

@@ -86,6 +86,7 @@ def _parse_model(entry: dict[str, Any]) -> ModelOnNode:
         error=entry.get("error"),
         generation_config=dict(generation) if isinstance(generation, dict) else {},
         progress=_progress(entry.get("progress")),
+        kind="embedding" if entry.get("kind") == "embedding" else "chat",
     )
 
 

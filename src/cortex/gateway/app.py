@@ -28,6 +28,7 @@ from cortex.gateway.anthropic_routes import MESSAGES, count_tokens_endpoint
 from cortex.gateway.auth import KeyRing
 from cortex.gateway.catalogue import catalogue_routes
 from cortex.gateway.dashboard import Dashboard
+from cortex.gateway.embeddings_routes import EMBEDDINGS
 from cortex.gateway.error_handlers import exception_handlers
 from cortex.gateway.guard import gateway_middleware
 from cortex.gateway.metrics import GatewayMetrics
@@ -110,6 +111,7 @@ def create_gateway_app(
         *catalogue_routes(fleet),
         Route("/v1/chat/completions", endpoint(CHAT_COMPLETIONS), methods=["POST"]),
         Route("/v1/completions", endpoint(COMPLETIONS), methods=["POST"]),
+        Route("/v1/embeddings", endpoint(EMBEDDINGS), methods=["POST"]),
         Route("/v1/messages", endpoint(MESSAGES), methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens_endpoint(pipeline), methods=["POST"]),
         Route(

@@ -41,6 +41,7 @@ def openai_models(entries: Sequence[CatalogueEntry]) -> dict[str, Any]:
             "loaded_on": list(entry.loaded_on),
             "loadable_on": list(entry.loadable_on),
             "pinned": entry.pinned,
+            "kind": entry.kind,
         }
         if entry.loading:  # phase and fraction of each load in progress (a pull, an import...)
             item["loading"] = {node: dict(p) for node, p in entry.loading.items()}

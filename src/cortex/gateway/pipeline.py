@@ -61,6 +61,8 @@ class Exchange:
         path: the node's route (`/v1/chat/completions` or `/v1/completions`).
         exact_count: count the prompt's tokens even when it surely fits (Anthropic's
             `message_start` reports them).
+        fits: fill in sampling defaults and fit the request to the context window (a chat or
+            completion); False sends it as it is (embeddings).
     """
 
     def __init__(
@@ -70,11 +72,13 @@ class Exchange:
         stream: bool,
         path: str = "/v1/chat/completions",
         exact_count: bool = False,
+        fits: bool = True,
     ) -> None:
         self.chat = chat
         self.stream = stream
         self.path = path
         self.exact_count = exact_count
+        self.fits = fits
 
     def reply(self, result: dict[str, Any]) -> dict[str, Any]:
         """The node's whole OpenAI reply in the client's dialect."""
@@ -222,7 +226,9 @@ class Pipeline:
         self, record: RequestRecord, model: str, exchange: Exchange, envelope: Dialect
     ) -> dict[str, Any]:
         async with _Held(self.fleet, record, model, envelope) as held:
-            chat, _ = await self.fit(held.lease, exchange.chat, envelope)
+            chat = exchange.chat
+            if exchange.fits:
+                chat, _ = await self.fit(held.lease, chat, envelope)
             result = await self.fleet.complete(
                 chat, path=exchange.path, route=held.route, lease=held.lease
             )

@@ -35,8 +35,10 @@ from cortex.jsonbody import BodyLimitMiddleware
 from cortex.neuron.auth import NodeTokenMiddleware
 from cortex.neuron.completions import CompletionBuilder, sse
 from cortex.neuron.conditional import conditional_json
+from cortex.neuron.embeddings import EmbeddingRequest
 from cortex.neuron.harness import GenerationStream, Harness
 from cortex.neuron.metrics import NeuronMetrics
+from cortex.neuron.model_ids import check_model_id
 from cortex.neuron.openapi import openapi_document
 from cortex.neuron.requests import (
     ChatCompletionRequest,
@@ -162,6 +164,22 @@ class _Neuron:
 
     async def chat_completions(self, request: Request) -> Response:
         return await self._complete(request, "chat")
+
+    async def embeddings(self, request: Request) -> Response:
+        """OpenAI's `POST /v1/embeddings` on a loaded embedding model."""
+        endpoint = request.url.path
+        model = "unknown"
+        try:
+            body = parse_body(await request.body(), EmbeddingRequest)
+            model = body.model
+            check_model_id(model)
+            answer = await self.harness.embed(body)
+        except CortexError as exc:
+            self.metrics.requests.labels(model, endpoint, str(exc.status)).inc()
+            raise
+        self.metrics.requests.labels(model, endpoint, "200").inc()
+        self.metrics.tokens.labels(model, "prompt").inc(answer["usage"]["prompt_tokens"])
+        return JSONResponse(answer)
 
     async def completions(self, request: Request) -> Response:
         return await self._complete(request, "text")
@@ -310,6 +328,7 @@ def create_neuron_app(
         Route("/models/pull", neuron.pull, methods=["POST"]),
         Route("/v1/chat/completions", neuron.chat_completions, methods=["POST"]),
         Route("/v1/completions", neuron.completions, methods=["POST"]),
+        Route("/v1/embeddings", neuron.embeddings, methods=["POST"]),
         Route("/v1/models", neuron.openai_models, methods=["GET"]),
         Route("/tokenize", neuron.tokenize, methods=["POST"]),
         Route("/metrics", neuron.metrics_route, methods=["GET"]),

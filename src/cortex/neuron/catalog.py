@@ -100,6 +100,10 @@ def _hf_idle_expert_parameters(config: dict[str, Any]) -> int:
     )
 
 
+EMBEDDING_MODEL_TYPES = frozenset({"bert"})
+"""`config.json` `model_type`s served as embedding models (`cortex.engine.models.bert`)."""
+
+
 def kv_budget_mb(context_length: int, kv_bytes_per_token: int, kv_cache_mb: float | None) -> float:
     """The KV cache budget of a model: `kv_cache_mb` when set, else one full context window
     (so a request of the whole context always fits), at least 64 MB."""
@@ -162,6 +166,10 @@ def read_hf_spec(
     weights_mb = numel * dtype_bytes / _MB
     kv_mb = kv_budget_mb(context, 2 * layers * kv_heads * head_dim * dtype_bytes, kv_cache_mb)
     architectures = config.get("architectures") or [config.get("model_type")]
+    if config.get("model_type") in EMBEDDING_MODEL_TYPES:  # an encoder keeps no KV cache
+        kv_mb, kind = 0.0, "embedding"
+    else:
+        kind = "chat"
     return ModelSpec(
         id=model_id,
         memory_mb=weights_mb + kv_mb,
@@ -174,6 +182,7 @@ def read_hf_spec(
         weights_mb=weights_mb,
         kv_cache_mb=kv_mb,
         generation_config=read_generation_config(folder),
+        kind=kind,
     )
 
 

@@ -25,7 +25,8 @@ from cortex.engine.chat_layout import fold_layout
 from cortex.engine.reasoning import ThinkMarkers, find_think_markers
 from cortex.engine.tool_calls import ChatPrompt, ChatPrompter
 from cortex.errors import ContextLengthExceededError, CortexError, InvalidRequestError
-from cortex.neuron.catalog import ModelCatalog, read_generation_config
+from cortex.neuron.catalog import EMBEDDING_MODEL_TYPES, ModelCatalog, read_generation_config
+from cortex.neuron.embeddings import EmbeddingRunner
 from cortex.neuron.gpus import device_free_mb
 from cortex.neuron.harness import RegistryHarness
 from cortex.neuron.pull import HubPuller
@@ -46,6 +47,7 @@ from cortex.neuron.types import (
 
 if TYPE_CHECKING:
     from cortex.config import NeuronConfig
+    from cortex.engine.embedder import Embedder
     from cortex.engine.engine import Engine
     from cortex.engine.output import TokenEvent
     from cortex.engine.sampling import SamplingParams
@@ -437,7 +439,7 @@ class EngineHarness(RegistryHarness):
             dtype_bytes=2 if self.dtype == "bfloat16" else 4,
             kv_cache_mb=kv_cache_mb,
             include_default=include_default,
-            model_types=SUPPORTED_MODEL_TYPES,
+            model_types=(*SUPPORTED_MODEL_TYPES, *EMBEDDING_MODEL_TYPES),
         )
         super().__init__(
             ModelRegistry(
@@ -470,7 +472,14 @@ class EngineHarness(RegistryHarness):
             model_quant={model: entry.quant for model, entry in config.models.items()},
         )
 
-    async def _open(self, spec: ModelSpec, progress: ProgressCallback) -> EngineRunner:
+    async def _open(
+        self, spec: ModelSpec, progress: ProgressCallback
+    ) -> EngineRunner | EmbeddingRunner:
+        if spec.kind == "embedding":
+            assert spec.path is not None
+            progress("loading", None)
+            embedder = await anyio.to_thread.run_sync(self._embedder, spec.path)
+            return EmbeddingRunner(embedder)
         folder = spec.path
         if spec.source in ("gguf", "default"):
             folder = await self._import(spec, progress)
@@ -492,6 +501,16 @@ class EngineHarness(RegistryHarness):
             model_id=spec.id,
             quant=self.quant_of(spec.id),
         )
+
+    def _embedder(self, folder: Path) -> Embedder:
+        import torch
+
+        from cortex.engine.embedder import Embedder
+
+        # Encoders run in float32 on CPU (small; bf16 costs them accuracy), the policy's
+        # dtype on GPUs.
+        dtype = torch.float32 if self.device == "cpu" else getattr(torch, self.dtype)
+        return Embedder.from_pretrained(folder, device=self.device, dtype=dtype)
 
     def quant_of(self, model_id: str) -> str | None:
         """How `model_id`'s weights are held here: its `[models.ID] quant`, else the node's."""

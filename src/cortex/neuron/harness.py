@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import anyio
 
+from cortex.errors import InvalidRequestError
 from cortex.neuron.gpus import Device, discover_devices
 from cortex.neuron.registry import ModelLease, ModelRegistry
 from cortex.neuron.types import (
@@ -24,6 +25,9 @@ from cortex.neuron.types import (
     ModelEntry,
     RunnerLoad,
 )
+
+if TYPE_CHECKING:
+    from cortex.neuron.embeddings import EmbeddingRequest
 
 __all__ = ["GenerationStream", "Harness", "RegistryHarness"]
 
@@ -129,6 +133,10 @@ class Harness(Protocol):
         """Unload a model after draining its requests; see `ModelRegistry.unload`."""
         ...
 
+    async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
+        """`POST /v1/embeddings` on a loaded embedding model: the OpenAI answer."""
+        ...
+
     def generate(self, request: GenerateRequest) -> GenerationStream:
         """Start a generation on a loaded model.
 
@@ -191,6 +199,35 @@ class RegistryHarness:
     async def unload(self, model_id: str, *, drain_timeout_s: float | None = None) -> ModelEntry:
         """Unload a model; see `ModelRegistry.unload`."""
         return await self.registry.unload(model_id, drain_timeout_s=drain_timeout_s)
+
+    async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
+        """`POST /v1/embeddings` on a loaded embedding model (see `cortex.neuron.embeddings`).
+
+        Raises:
+            ModelNotFoundError: not loaded (404); InvalidRequestError: not an embedding model,
+                or a bad input (400).
+        """
+        from cortex.neuron.embeddings import EmbeddingRunner, embeddings_body
+
+        lease = self.registry.acquire(request.model)
+        try:
+            runner = lease.runner
+            if not isinstance(runner, EmbeddingRunner):
+                raise InvalidRequestError(
+                    f"model {request.model!r} is not an embedding model: use POST "
+                    "/v1/chat/completions or /v1/completions",
+                    param="model",
+                )
+            vectors, tokens = await runner.embed(request.inputs())
+            return embeddings_body(
+                request,
+                vectors,
+                tokens,
+                native_dimensions=runner.dimensions,
+                normalizes=runner.normalizes,
+            )
+        finally:
+            lease.release()
 
     def generate(self, request: GenerateRequest) -> GenerationStream:
         """Start a generation on a loaded model (see `Harness.generate`)."""

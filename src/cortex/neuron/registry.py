@@ -206,6 +206,7 @@ class ModelRegistry:
             error=record.error,
             progress=dict(record.progress) if record.progress else None,
             generation_config=spec.generation_config,
+            kind=spec.kind,
             dtype=precision.dtype if precision else None,
             quant=precision.quant if precision else None,
             resident_mb=record.runner.memory_mb if record.runner is not None else None,

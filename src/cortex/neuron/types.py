@@ -174,6 +174,7 @@ class ModelEntry:
         progress: while loading, `{"phase": ..., "fraction": 0..1}` (a pull, a GGUF import...),
             with `bytes` and `total_bytes` while pulling.
         generation_config: the model's own sampling defaults, when it ships them.
+        kind: `chat` (generates: chat and text completions) or `embedding` (`/v1/embeddings`).
         dtype: the weights' and activations' dtype it runs in (`bfloat16`, `float32`...).
         quant: how its weight matrices are held: `none`, or the layout (`int8`, `int4-g32`...).
         resident_mb: once loaded, the memory it holds (weights as stored plus the KV cache as
@@ -195,6 +196,7 @@ class ModelEntry:
     error: str | None = None
     progress: dict[str, Any] | None = None
     generation_config: dict[str, Any] | None = None
+    kind: str = "chat"
     parameters: int | None = None
     active_parameters: int | None = None
     dtype: str | None = None
@@ -211,6 +213,7 @@ class ModelEntry:
             "architecture": self.architecture,
             "parameters": self.parameters,
             "active_parameters": self.active_parameters,
+            "kind": self.kind,
             "device": self.device,
             "dtype": self.dtype,
             "quant": self.quant,
@@ -298,6 +301,7 @@ class ModelSpec:
     weights_mb: float = 0.0
     kv_cache_mb: float = 0.0
     generation_config: dict[str, Any] | None = None
+    kind: str = "chat"
 
 
 @dataclass(frozen=True)
