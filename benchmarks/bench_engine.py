@@ -6,6 +6,9 @@ machine is busy. Each run is one greedy `generate(prompt, 1 + N)` (end-of-turn i
 timestamps every token as it is chosen (our `on_token`, transformers' `streamer`): TTFT is the
 time to the first token (best run), decode speed comes from the median time between tokens
 over all runs, which a burst of load from elsewhere barely moves.
+Each cortex row also prints the kernel-only ceiling: one row through every matrix a decode
+step reads (`weight_pass_ms`, the same `linear` calls and device policy), as tok/s, and how
+close batch-1 decode comes to it (the aim: within 1.3x, i.e. a ratio of 0.77 or more).
 
     python benchmarks/bench_engine.py [--dtypes float32,bfloat16] [--new-tokens 32] [--repeats 2]
     python benchmarks/bench_engine.py --model DIR [--make-tiny qwen3|qwen3_moe]
@@ -36,8 +39,10 @@ from typing import Any
 
 import torch
 
+from cortex.engine.device import measured_policy
 from cortex.engine.gguf import default_model_dir
 from cortex.engine.models import Llama, LlamaConfig, load_model
+from cortex.engine.models.llama import MLP, Attention, linear
 from cortex.engine.tokenizer import Tokenizer
 
 PROMPT_LENGTHS = (128, 1024)
@@ -133,7 +138,35 @@ def cpu_model() -> str:
 def load_ours(model_dir: Path, dtype: torch.dtype) -> Llama:
     if has_tokenizer(model_dir):
         Tokenizer.from_dir(model_dir)  # part of getting ready to serve
-    return load_model(model_dir, dtype=dtype)
+    model = load_model(model_dir, dtype=dtype)
+    model.apply_policy(measured_policy("cpu", dtype))  # as the Engine runs it on this machine
+    return model
+
+
+def weight_pass_ms(model: Llama, repeats: int) -> float:
+    """The kernel-only ceiling of a decode step: one row through every matrix it reads (ms).
+
+    Each q/k/v, o, gate/up, down and the LM head, through `linear` with the model's policy, as a
+    batch-1 step runs them; best of `repeats` passes. Decode cannot beat `1000 / this` tok/s.
+    """
+    matrices: list[Any] = [model.lm_head]
+    for module in model.modules():
+        if isinstance(module, Attention):
+            matrices += [module.qkv_weight, module.o_weight]
+        elif isinstance(module, MLP):
+            matrices += [module.gate_up_weight, module.down_weight]
+    rows = [
+        torch.zeros(1, int(getattr(w, "in_features", 0) or w.shape[1]), dtype=model.dtype)
+        for w in matrices
+    ]
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(repeats + 1):  # the first pass warms up
+            start = time.perf_counter()
+            for weight, row in zip(matrices, rows, strict=True):
+                linear(row, weight, None, model.policy)
+            best = min(best, time.perf_counter() - start)
+    return best * 1e3
 
 
 def load_hf(model_dir: Path, dtype: torch.dtype) -> Any:
@@ -297,6 +330,11 @@ def main() -> None:
                 stats[f"decode_{length}_tok_s"] = 1 / gap
             rows[(engine, dtype_name)] = stats
         ours = load_ours(model_dir, dtype)
+        ceiling = 1e3 / weight_pass_ms(ours, max(3, args.repeats))
+        rows[("cortex", dtype_name)]["ceiling_tok_s"] = ceiling
+        rows[("cortex", dtype_name)]["of_ceiling"] = (
+            rows[("cortex", dtype_name)][f"decode_{PROMPT_LENGTHS[0]}_tok_s"] / ceiling
+        )
 
         # How far this dtype moves from our float32 on the 128-token prompt.
         logits = ours.forward(prompts[128])[-1]
@@ -328,6 +366,8 @@ def print_table(
         ("load_s", "load s", "{:.2f}", False),
         *[(f"ttft_{n}_ms", f"TTFT {n} ms", "{:.0f}", False) for n in PROMPT_LENGTHS],
         *[(f"decode_{n}_tok_s", f"decode@{n} tok/s", "{:.1f}", True) for n in PROMPT_LENGTHS],
+        ("ceiling_tok_s", "weights-only ceiling tok/s", "{:.1f}", True),
+        ("of_ceiling", f"decode@{PROMPT_LENGTHS[0]} / ceiling", "{:.2f}", True),
     ]
     model = LlamaConfig.from_dir(args.model) if args.model else None
     if model is not None:
