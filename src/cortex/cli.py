@@ -94,8 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli_models.add_serve_options(serve)
     cli_models.add_pull_command(sub, _Formatter)
-    cli_models.add_serve_options(serve)
-    cli_models.add_pull_command(sub, _Formatter)
 
     admin_cli.add_commands(sub)
 
@@ -180,7 +178,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             return target
         models_dirs, model = target
         neuron = None
-        if config is None and (models_dirs or args.device or args.memory_mb or args.quant):
+        flags = (args.device, args.memory_mb, args.kv_cache_mb, args.quant)
+        if config is None and (models_dirs or any(flags)):
             from cortex.config import NeuronConfig
 
             neuron = NeuronConfig(
@@ -188,6 +187,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 models_dirs=models_dirs,
                 device=args.device or "auto",
                 memory_mb=args.memory_mb,
+                kv_cache_mb=args.kv_cache_mb,
                 quant=args.quant,
             )
         return _call(

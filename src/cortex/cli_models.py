@@ -91,6 +91,12 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
         "--memory-mb", type=float, default=None, help="cap on the memory models may take"
     )
     serve.add_argument(
+        "--kv-cache-mb",
+        type=float,
+        default=None,
+        help="KV cache budget per loaded model (none: one full context window)",
+    )
+    serve.add_argument(
         "--quant",
         choices=["none", "bf16", "int8", "int4", "int4-g32", "int4-g64", "int4-g128"],
         default=None,
@@ -311,11 +317,11 @@ def pull_on_node(
 
 def main_serve_target(args: argparse.Namespace) -> tuple[list[Path], str | None] | int:
     """`cortex serve`'s single-machine flags resolved (pulling a hub id), or an exit code."""
-    one_machine = (args.model, args.models_dirs, args.device, args.memory_mb)
+    one_machine = (args.model, args.models_dirs, args.device, args.memory_mb, args.kv_cache_mb)
     if args.config is not None and any(v is not None for v in one_machine):
         print(
-            "cortex serve: MODEL, --models-dir, --device and --memory-mb are for the one-machine "
-            "mode; with --config, give them to each cortex-neuron",
+            "cortex serve: MODEL, --models-dir, --device, --memory-mb and --kv-cache-mb are for "
+            "the one-machine mode; with --config, give them to each cortex-neuron",
             file=sys.stderr,
         )
         return 2

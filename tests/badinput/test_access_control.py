@@ -54,6 +54,7 @@ ROUTES = [
     ("GET", "/admin/status"),
     ("POST", "/admin/models/load"),
     ("POST", "/admin/models/unload"),
+    ("POST", "/admin/models/pull"),
     ("GET", "/admin/placement"),
     ("GET", "/metrics"),
     ("GET", "/no/such/route"),
@@ -124,8 +125,9 @@ def test_cors_is_off_unless_configured(stack: Stack) -> None:
 def test_the_neuron_token_guards_every_route_but_health(stack: Stack) -> None:
     url = stack.neuron.url
     for headers in ({}, {"authorization": "Bearer nope"}, {"x-api-key": NODE_TOKEN}):
-        for path in ("/models/load", "/models/unload"):
-            refused = httpx.post(url + path, json={"model": "m1"}, headers=headers, timeout=10)
+        for path in ("/models/load", "/models/unload", "/models/pull"):
+            body = {"model": "m1", "source": "hf:org/m1"}
+            refused = httpx.post(url + path, json=body, headers=headers, timeout=10)
             assert refused.status_code == 401 and is_openai_error(refused.json())
         # inference too: anyone reaching the port would bypass the gateway's keys and limits
         refused = httpx.post(f"{url}/v1/chat/completions", json=chat("m1"), headers=headers)
