@@ -19,6 +19,7 @@ from cortex.config.loading import (
 )
 from cortex.config.schema import (
     AuthConfig,
+    BudgetConfig,
     ConfigKind,
     CortexConfig,
     EvictionConfig,
@@ -31,10 +32,12 @@ from cortex.config.schema import (
     ModelsConfig,
     NeuronConfig,
     NeuronEndpoint,
+    StateConfig,
 )
 
 __all__ = [
     "AuthConfig",
+    "BudgetConfig",
     "ConfigKind",
     "CortexConfig",
     "EvictionConfig",
@@ -47,6 +50,7 @@ __all__ = [
     "ModelsConfig",
     "NeuronConfig",
     "NeuronEndpoint",
+    "StateConfig",
     "detect_kind",
     "load_config",
     "load_cortex_config",

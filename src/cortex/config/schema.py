@@ -21,6 +21,7 @@ from pydantic import (
 __all__ = [
     "QUANTS",
     "AuthConfig",
+    "BudgetConfig",
     "ConfigKind",
     "CortexConfig",
     "EvictionConfig",
@@ -36,6 +37,7 @@ __all__ = [
     "NeuronEndpoint",
     "NeuronModel",
     "Quant",
+    "StateConfig",
 ]
 
 
@@ -225,6 +227,47 @@ class NeuronEndpoint(_Frozen):
         return _check_url(value)
 
 
+class BudgetConfig(_Frozen):
+    """`[[auth.budgets]]`: a cap on the tokens one key spends (prompt plus completion)."""
+
+    key: SecretStr | None = Field(
+        default=None, description="The key the budget applies to (or give `key_id`)."
+    )
+    key_id: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{12}$",
+        description="The key's id instead of the key: the first 12 hex digits of its SHA-256 "
+        "(`cortex keys usage` lists them).",
+    )
+    tokens: int = Field(ge=1, description="Most tokens the key may spend in the window.")
+    window: Literal["balance", "rolling"] = Field(
+        default="rolling",
+        description="`balance`: spent once, for good (429 insufficient_quota when used up); "
+        "`rolling`: over the last `seconds` (429 rate_limit_exceeded with Retry-After).",
+    )
+    seconds: float = Field(default=86400.0, gt=0, description="A rolling window's length.")
+
+    @model_validator(mode="after")
+    def _one_key(self) -> BudgetConfig:
+        if (self.key is None) == (self.key_id is None):
+            raise ValueError("give exactly one of `key` and `key_id`")
+        return self
+
+
+class StateConfig(_Frozen):
+    """`[state]`: where token budgets are kept (shared by every gateway of a deployment)."""
+
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="`redis://host:port/db`: budgets kept in Redis, shared by several gateways "
+        "behind a load balancer. Unset: an SQLite file on this host.",
+    )
+    sqlite_path: Path | None = Field(
+        default=None,
+        description="The SQLite file of budgets (default: `~/.cache/cortex/budgets.sqlite3`).",
+    )
+
+
 class AuthConfig(_Frozen):
     """`[auth]`: API keys. With no keys the API is open (bind to localhost then)."""
 
@@ -236,6 +279,9 @@ class AuthConfig(_Frozen):
     admin_keys: list[SecretStr] = Field(
         default_factory=list,
         description="Keys for `/admin/*`; when empty, admin routes take the API keys.",
+    )
+    budgets: list[BudgetConfig] = Field(
+        default_factory=list, description="`[[auth.budgets]]`: token caps per key."
     )
 
 
@@ -275,6 +321,7 @@ class CortexConfig(_Frozen):
     )
     auth: AuthConfig = Field(default_factory=AuthConfig, description="`[auth]`.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="`[limits]`.")
+    state: StateConfig = Field(default_factory=StateConfig, description="`[state]`.")
 
     @model_validator(mode="after")
     def _unique_names(self) -> CortexConfig:

@@ -26,6 +26,7 @@ from cortex.fleet import Fleet
 from cortex.gateway import admin
 from cortex.gateway.anthropic_routes import MESSAGES, count_tokens_endpoint
 from cortex.gateway.auth import KeyRing
+from cortex.gateway.budgets import Budgets, budgets_route
 from cortex.gateway.catalogue import catalogue_routes
 from cortex.gateway.dashboard import Dashboard
 from cortex.gateway.embeddings_routes import EMBEDDINGS
@@ -79,6 +80,7 @@ def create_gateway_app(
     cors_origins: Sequence[str] = (),
     drain: Drain | None = None,
     models_path: str | Path | None = None,
+    budgets: Budgets | None = None,
 ) -> Starlette:
     """Build the gateway's ASGI app over `fleet`.
 
@@ -95,6 +97,7 @@ def create_gateway_app(
         cors_origins: origins allowed by CORS (empty: CORS off).
         drain: the server's graceful drain at SIGTERM (`cortex.drain`; None: none).
         models_path: the models.toml `POST /admin/models/pin` with `save` writes to.
+        budgets: token budgets per key (`[[auth.budgets]]`; see `gateway/budgets.py`).
     """
     metrics = metrics or GatewayMetrics()
     pipeline = Pipeline(
@@ -103,6 +106,7 @@ def create_gateway_app(
         keepalive_s=keepalive_s,
         commit_after_s=commit_after_s,
         max_body_mb=max_body_mb,
+        budgets=budgets,
     )
     endpoint = pipeline.endpoint
     admin_api = admin.AdminAPI(fleet, models_path=models_path)
@@ -112,6 +116,7 @@ def create_gateway_app(
         Route("/v1/chat/completions", endpoint(CHAT_COMPLETIONS), methods=["POST"]),
         Route("/v1/completions", endpoint(COMPLETIONS), methods=["POST"]),
         Route("/v1/embeddings", endpoint(EMBEDDINGS), methods=["POST"]),
+        budgets_route(budgets),
         Route("/v1/messages", endpoint(MESSAGES), methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens_endpoint(pipeline), methods=["POST"]),
         Route(

@@ -40,9 +40,12 @@ from cortex.errors import (
     RequestTooLargeError,
 )
 from cortex.fleet import Chunk, Fleet, Lease, Route
+from cortex.gateway.auth import request_key
+from cortex.gateway.budgets import Budgets, Spend, estimate_tokens
 from cortex.gateway.context import fit_to_context
 from cortex.gateway.metrics import GatewayMetrics, RequestRecord
 from cortex.gateway.relay import SSEResponse, error_response, stream_response
+from cortex.gateway.state import NoState
 from cortex.jsonbody import parse_json_object
 
 __all__ = ["Adapter", "Answer", "Exchange", "Pipeline", "request_ids"]
@@ -126,6 +129,8 @@ class Pipeline:
             response starts with keep-alives; until then failures are plain HTTP errors
             (default: `keepalive_s`).
         max_body_mb: largest request body accepted (413 beyond).
+        budgets: token budgets per key (`gateway/budgets.py`): reserved before dispatch,
+            settled from the usage.
     """
 
     def __init__(
@@ -136,8 +141,10 @@ class Pipeline:
         keepalive_s: float = 10.0,
         commit_after_s: float | None = None,
         max_body_mb: float = 32.0,
+        budgets: Budgets | None = None,
     ) -> None:
         self.fleet = fleet
+        self.budgets = budgets
         self.metrics = metrics
         self.keepalive_s = keepalive_s
         self.commit_after_s = commit_after_s if commit_after_s is not None else keepalive_s
@@ -202,8 +209,9 @@ class Pipeline:
             body = await self.read_json(request)
             record.model = model = self.pick_model(body, envelope)
             exchange = adapter.parse(body)
+            spend = await self._reserve(request, exchange)
             if exchange.stream:
-                events = self._streamed(record, model, exchange, envelope)
+                events = self._streamed(record, model, exchange, envelope, spend)
                 return await stream_response(
                     exchange.frame(events),
                     envelope,
@@ -211,7 +219,12 @@ class Pipeline:
                     interval_s=self.keepalive_s,
                     headers=request_ids(rid),
                 )
-            result = await self._whole(record, model, exchange, envelope)
+            try:
+                result = await self._whole(record, model, exchange, envelope)
+            except CortexError:
+                await spend.settle(0)  # nothing was answered
+                raise
+            await spend.settle(_used(record))
             return JSONResponse(result, headers=request_ids(rid))
         except CortexError as exc:
             record.finish(exc.status_for(envelope))
@@ -237,18 +250,49 @@ class Pipeline:
             record.status = 200
             return answer
 
+    async def _reserve(self, request: Request, exchange: Exchange) -> Spend:
+        """Reserve the request's worst case from its key's budget (429 when it cannot)."""
+        budgets = self.budgets
+        if budgets is None or not budgets.active:
+            return Spend(_NO_BUDGETS, None)
+        tokens = estimate_tokens(exchange.chat)
+        return Spend(budgets, await budgets.reserve(request_key(request.headers), tokens))
+
     async def _streamed(
-        self, record: RequestRecord, model: str, exchange: Exchange, envelope: Dialect
+        self,
+        record: RequestRecord,
+        model: str,
+        exchange: Exchange,
+        envelope: Dialect,
+        spend: Spend,
     ) -> AsyncIterator[bytes]:
-        async with _Held(self.fleet, record, model, envelope) as held:
-            chat, count = await self.fit(
-                held.lease, exchange.chat, envelope, exact=exchange.exact_count
-            )
-            batches = self.fleet.stream_batches(
-                chat, path=exchange.path, route=held.route, lease=held.lease
-            )
-            async for data in exchange.relay(batches, record, count):
-                yield data
+        sent = False
+        try:
+            async with _Held(self.fleet, record, model, envelope) as held:
+                chat, count = await self.fit(
+                    held.lease, exchange.chat, envelope, exact=exchange.exact_count
+                )
+                batches = self.fleet.stream_batches(
+                    chat, path=exchange.path, route=held.route, lease=held.lease
+                )
+                async for data in exchange.relay(batches, record, count):
+                    sent = True
+                    yield data
+            await spend.settle(_used(record))
+        except CortexError:
+            await spend.settle(_used(record) if sent else 0)
+            raise
+        finally:  # a client gone mid-stream: no final usage, the reservation stands
+            await spend.settle(_used(record) if record.completion_tokens else None)
+
+
+def _used(record: RequestRecord) -> int | None:
+    """The tokens a request used, from its usage (None when no usage came)."""
+    used = record.prompt_tokens + record.completion_tokens
+    return used or None
+
+
+_NO_BUDGETS = Budgets([], NoState())
 
 
 class _Held:

@@ -25,6 +25,7 @@ from cortex.errors import ConfigError
 from cortex.fleet.fleet import Fleet
 from cortex.gateway.access_log import JSONFormatter
 from cortex.gateway.app import create_gateway_app
+from cortex.gateway.budgets import budgets_from_config
 from cortex.gateway.metrics import GatewayMetrics, create_metrics_app
 
 __all__ = ["EMBEDDED_LISTEN", "EMBEDDED_METRICS_LISTEN", "build_parser", "main", "run", "serve"]
@@ -148,6 +149,7 @@ def serve(
         cors_origins=settings.gateway.cors_origins,
         drain=drain,
         models_path=settings.models_config,
+        budgets=budgets_from_config(settings),
     )
     metrics_app = create_metrics_app(metrics)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
