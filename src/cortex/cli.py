@@ -11,7 +11,7 @@ from typing import Any
 
 from cortex import __version__, cli_models
 from cortex.errors import ConfigError
-from cortex.gateway import admin_cli
+from cortex.gateway import admin_cli, keys_cli
 
 __all__ = ["gateway_main", "main", "neuron_main"]
 
@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_models.add_pull_command(sub, _Formatter)
 
     admin_cli.add_commands(sub)
+    keys_cli.add_commands(sub)
 
     config = sub.add_parser(
         "config", help="work with configuration files", formatter_class=_Formatter
@@ -214,6 +215,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
     if command in admin_cli.COMMANDS:
         return admin_cli.run(args)
+    if command == "keys":
+        return keys_cli.run(args)
     raise AssertionError(f"unhandled command {command!r}")
 
 

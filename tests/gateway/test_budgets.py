@@ -5,6 +5,7 @@ Redis going away fails closed with 503, and its return recovers)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import time
@@ -17,6 +18,7 @@ import httpx
 import openai
 import pytest
 
+from cortex.cli import main
 from cortex.gateway.budgets import key_id
 from cortex.gateway.state import SqliteState
 from cortex.testing import NeuronProcess, free_port, start_neuron_process
@@ -91,7 +93,7 @@ def _oai(gateway: GatewayProcess, key: str = KEY) -> openai.OpenAI:
 
 
 def test_a_balance_is_spent_then_refused_in_each_dialect(
-    neuron: NeuronProcess, tmp_path: Path
+    neuron: NeuronProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     budget = {"key_id": key_id(KEY), "tokens": 120, "window": "balance"}
     gateway = start_gateway(_config(neuron, {"sqlite_path": str(tmp_path / "b.db")}, budget))
@@ -116,6 +118,11 @@ def test_a_balance_is_spent_then_refused_in_each_dialect(
         # The admin view (what `cortex keys usage` prints) shows what was settled.
         usage = httpx.get(f"{gateway.url}/admin/budgets", headers={"x-api-key": KEY}).json()
         assert usage["budgets"][0]["spent"] == spent
+        argv = ["keys", "usage", "--url", gateway.url, "--admin-key", KEY, "--json"]
+        assert main(argv) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert printed[0]["key_id"] == key_id(KEY)
+        assert (printed[0]["spent"], printed[0]["window"]) == (spent, "balance")
     finally:
         gateway.stop()
 
