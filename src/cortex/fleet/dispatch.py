@@ -349,13 +349,16 @@ async def _batches(
             if batch:
                 yield batch
             continue
-        for chunk in batch:
+        for i, chunk in enumerate(batch):
+            if started:
+                # The rest of the piece passes as it came, unparsed, like every later piece
+                # (it may end with `[DONE]`: a short reply read in one piece).
+                held.extend(batch[i:])
+                break
             if isinstance(chunk.payload, dict) and "error" in chunk.payload:
                 raise _stream_error(chunk.payload)
             held.append(chunk)
-            # Once started, the rest of the piece is not looked at: it may end with `[DONE]`
-            # (a short reply read in one piece), which has no choice to check.
-            started = started or chunk.done or _starts_reply(chunk)
+            started = chunk.done or _starts_reply(chunk)
         if started:
             yield held
     if not started:
