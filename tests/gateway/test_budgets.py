@@ -212,3 +212,32 @@ def test_two_gateways_share_one_cap_through_redis(neuron: NeuronProcess, redis: 
     finally:
         for gateway in gateways:
             gateway.stop()
+
+
+@pytest.mark.e2e
+def test_two_gateways_share_the_request_rate_limit_through_redis(
+    neuron: NeuronProcess, redis: Redis
+) -> None:
+    config = {
+        "gateway": {"poll_interval_s": 0.5},
+        "auth": {"keys": [KEY]},
+        "limits": {"requests_per_minute": 1, "burst": 3},
+        "state": {"redis_url": f"redis://127.0.0.1:{redis.port}/0"},
+        "neurons": [{"name": "a", "endpoint": neuron.url}],
+    }
+    gateways = [start_gateway(config) for _ in range(2)]
+    try:
+        clients = [_oai(g) for g in gateways]
+        for turn in range(3):  # the burst, taken on both gateways
+            clients[turn % 2].chat.completions.create(model="m1", messages=ASK, max_tokens=2)
+        for client in clients:  # each gateway alone would still allow 1 or 2 more
+            with pytest.raises(openai.RateLimitError) as caught:
+                client.chat.completions.create(model="m1", messages=ASK, max_tokens=2)
+            assert int(caught.value.response.headers["retry-after"]) >= 1
+        redis.stop()
+        with pytest.raises(openai.APIStatusError) as down:
+            clients[0].chat.completions.create(model="m1", messages=ASK, max_tokens=2)
+        assert down.value.status_code == 503
+    finally:
+        for gateway in gateways:
+            gateway.stop()

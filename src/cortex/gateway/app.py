@@ -32,6 +32,7 @@ from cortex.gateway.dashboard import Dashboard
 from cortex.gateway.embeddings_routes import EMBEDDINGS
 from cortex.gateway.error_handlers import exception_handlers
 from cortex.gateway.guard import gateway_middleware
+from cortex.gateway.limits import Limiter
 from cortex.gateway.metrics import GatewayMetrics
 from cortex.gateway.openai_routes import CHAT_COMPLETIONS, COMPLETIONS
 from cortex.gateway.openapi import openapi_document
@@ -81,6 +82,7 @@ def create_gateway_app(
     drain: Drain | None = None,
     models_path: str | Path | None = None,
     budgets: Budgets | None = None,
+    limiter: Limiter | None = None,
 ) -> Starlette:
     """Build the gateway's ASGI app over `fleet`.
 
@@ -98,6 +100,8 @@ def create_gateway_app(
         drain: the server's graceful drain at SIGTERM (`cortex.drain`; None: none).
         models_path: the models.toml `POST /admin/models/pin` with `save` writes to.
         budgets: token budgets per key (`[[auth.budgets]]`; see `gateway/budgets.py`).
+        limiter: `limits` kept elsewhere (Redis, `gateway/shared_limits.py`); None: in this
+            process.
     """
     metrics = metrics or GatewayMetrics()
     pipeline = Pipeline(
@@ -136,6 +140,7 @@ def create_gateway_app(
             cors_origins=cors_origins,
             max_body_bytes=int(max_body_mb * 1024 * 1024),
             drain=drain,
+            limiter=limiter,
         ),
         exception_handlers=exception_handlers(),
         lifespan=admin.fleet_lifespan(fleet) if manage_fleet else None,

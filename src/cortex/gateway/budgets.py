@@ -17,7 +17,6 @@ with a budget fail closed (503) rather than run unmetered.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import uuid
@@ -32,6 +31,7 @@ from starlette.routing import Route
 
 from cortex.config import BudgetConfig, CortexConfig
 from cortex.errors import CortexError, RateLimitError
+from cortex.gateway import access_log
 from cortex.gateway.state import BudgetState, RedisState, Refusal, SqliteState
 
 __all__ = [
@@ -50,8 +50,11 @@ DEFAULT_COMPLETION_RESERVE = 4096
 
 
 def key_id(key: str) -> str:
-    """A key's public id: the first 12 hex digits of its SHA-256 (never the key itself)."""
-    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    """A key's public id, as the access log shows it: 12 hex digits of its SHA-256."""
+    ident = access_log.key_id(key)
+    if ident is None:
+        raise ValueError("an empty key has no id")
+    return ident
 
 
 class QuotaExceededError(RateLimitError):

@@ -24,7 +24,7 @@ from cortex.drain import Drain, DrainMiddleware
 from cortex.errors import Dialect, OverloadedError
 from cortex.gateway.access_log import AccessLogMiddleware
 from cortex.gateway.auth import AuthMiddleware, KeyRing, dialect_of
-from cortex.gateway.limits import KeyLimiter, LimitsMiddleware
+from cortex.gateway.limits import KeyLimiter, Limiter, LimitsMiddleware
 from cortex.gateway.relay import error_event, error_response
 from cortex.jsonbody import BodyLimitMiddleware
 from cortex.translate.sse import encode_sse
@@ -68,6 +68,7 @@ def gateway_middleware(
     cors_origins: Sequence[str] = (),
     max_body_bytes: int = 32 * 1024 * 1024,
     drain: Drain | None = None,
+    limiter: Limiter | None = None,
 ) -> list[Middleware]:
     """The middleware stack of the gateway's API app (see the module docstring).
 
@@ -77,6 +78,8 @@ def gateway_middleware(
         cors_origins: origins allowed by CORS (empty: CORS off).
         max_body_bytes: the largest request body.
         drain: the server's drain (None: no graceful drain, e.g. in-process tests).
+        limiter: the limits, when kept elsewhere than in this process (Redis); None: a
+            `KeyLimiter` of `limits`.
     """
     stack: list[Middleware] = [Middleware(AccessLogMiddleware)]  # sees every answer, refusals too
     if drain is not None:
@@ -95,7 +98,8 @@ def gateway_middleware(
             )
         )
     stack.append(Middleware(AuthMiddleware, keyring=keyring))
-    limiter = KeyLimiter(limits or LimitsConfig())
+    if limiter is None:
+        limiter = KeyLimiter(limits or LimitsConfig())
     if limiter.active:
         stack.append(Middleware(LimitsMiddleware, limiter=limiter, keyed=bool(keyring.keys)))
     stack.append(Middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, dialect=_dialect))

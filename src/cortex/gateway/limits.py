@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -22,7 +23,7 @@ from cortex.config import LimitsConfig
 from cortex.errors import CortexError, RateLimitError
 from cortex.gateway.auth import dialect_of, request_key
 
-__all__ = ["KeyLimiter", "LimitsMiddleware"]
+__all__ = ["KeyLimiter", "Limiter", "LimitsMiddleware"]
 
 _MAX_KEYS = 10_000  # buckets kept before idle ones are forgotten
 
@@ -85,6 +86,14 @@ class KeyLimiter:
             bucket.tokens -= 1.0
         bucket.in_flight += 1
 
+    async def enter(self, who: str) -> None:
+        """`acquire`, as the middleware calls it (a shared limiter does I/O here)."""
+        self.acquire(who)
+
+    async def leave(self, who: str) -> None:
+        """`release`, as the middleware calls it."""
+        self.release(who)
+
     def release(self, who: str) -> None:
         """A request of `who` ended."""
         bucket = self._buckets.get(who)
@@ -127,8 +136,26 @@ async def _refuse(error: CortexError, scope: Scope, receive: Receive, send: Send
     await response(scope, receive, send)
 
 
+class Limiter(Protocol):
+    """Per-key limits as the middleware uses them: `KeyLimiter` (this process) or
+    `cortex.gateway.shared_limits.RedisLimiter` (shared by several gateways)."""
+
+    @property
+    def active(self) -> bool:
+        """Whether any limit is set."""
+        ...
+
+    async def enter(self, who: str) -> None:
+        """Count a request starting (raises `CortexError` to refuse it)."""
+        ...
+
+    async def leave(self, who: str) -> None:
+        """Count a request ending."""
+        ...
+
+
 class LimitsMiddleware:
-    """ASGI middleware applying a `KeyLimiter` to the API routes (`/v1/*`).
+    """ASGI middleware applying a `Limiter` to the API routes (`/v1/*`).
 
     Sits behind the auth middleware, so only accepted keys get a bucket.
 
@@ -138,7 +165,7 @@ class LimitsMiddleware:
         keyed: whether API keys are configured (else clients count by address).
     """
 
-    def __init__(self, app: ASGIApp, limiter: KeyLimiter, *, keyed: bool) -> None:
+    def __init__(self, app: ASGIApp, limiter: Limiter, *, keyed: bool) -> None:
         self.app = app
         self.limiter = limiter
         self.keyed = keyed
@@ -149,11 +176,11 @@ class LimitsMiddleware:
             return
         who = _identity(scope, _headers(scope), self.keyed)
         try:
-            self.limiter.acquire(who)
-        except RateLimitError as exc:
+            await self.limiter.enter(who)
+        except CortexError as exc:  # over a limit, or a shared state away (503)
             await _refuse(exc, scope, receive, send)
             return
         try:
             await self.app(scope, receive, send)
         finally:
-            self.limiter.release(who)
+            await self.limiter.leave(who)

@@ -27,6 +27,7 @@ from cortex.gateway.access_log import JSONFormatter
 from cortex.gateway.app import create_gateway_app
 from cortex.gateway.budgets import budgets_from_config
 from cortex.gateway.metrics import GatewayMetrics, create_metrics_app
+from cortex.gateway.shared_limits import shared_limiter
 
 __all__ = ["EMBEDDED_LISTEN", "EMBEDDED_METRICS_LISTEN", "build_parser", "main", "run", "serve"]
 
@@ -150,6 +151,7 @@ def serve(
         drain=drain,
         models_path=settings.models_config,
         budgets=budgets_from_config(settings),
+        limiter=shared_limiter(settings),
     )
     metrics_app = create_metrics_app(metrics)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
