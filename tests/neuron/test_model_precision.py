@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cortex.engine.device import measured_policy
-from cortex.neuron.engine_harness import EngineHarness
+from cortex.neuron.engine_harness import EngineHarness, quant_bytes_per_weight
 
 from .test_gguf_models import write_tiny_gguf
 
@@ -35,3 +35,32 @@ async def test_models_shows_dtype_quant_and_resident_mb_once_loaded(
         assert body["resident_mb"] > 8  # the 8 MB KV cache plus the weights
     finally:
         await asyncio.wait_for(harness.aclose(), 30)
+
+
+def test_placement_sizes_a_model_as_it_will_be_held(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    write_tiny_gguf(models / "Tiny-F32.gguf")
+    plain = EngineHarness([models], device="cpu", include_default=False, kv_cache_mb=8)
+    int4 = EngineHarness(
+        [models],
+        device="cpu",
+        include_default=False,
+        kv_cache_mb=8,
+        model_quant={"Tiny-F32": "int4-g32"},
+    )
+    as_stored = plain.registry.spec("Tiny-F32")
+    quantized = int4.registry.spec("Tiny-F32")
+    per_weight = quant_bytes_per_weight("int4-g32")
+    assert per_weight == 0.5 + 4 / 32
+    assert quantized.weights_mb == pytest.approx(
+        as_stored.weights_mb * per_weight / plain.catalog.dtype_bytes
+    )
+    # The KV budget is the same; only the weights shrink.
+    assert quantized.memory_mb - quantized.weights_mb == pytest.approx(
+        as_stored.memory_mb - as_stored.weights_mb
+    )
+    assert int4.memory_estimate_mb("Tiny-F32") == pytest.approx(quantized.memory_mb)
+    assert quant_bytes_per_weight("int8") == 1.0
+    assert quant_bytes_per_weight("bf16") == 2.0
+    assert quant_bytes_per_weight(None) is None and quant_bytes_per_weight("none") is None

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from cortex.engine.output import TokenEvent
     from cortex.engine.sampling import SamplingParams
 
-__all__ = ["EngineHarness", "EngineRunner", "resolve_device"]
+__all__ = ["EngineHarness", "EngineRunner", "quant_bytes_per_weight", "resolve_device"]
 
 logger = logging.getLogger(__name__)
 
@@ -443,7 +443,7 @@ class EngineHarness(RegistryHarness):
         )
         super().__init__(
             ModelRegistry(
-                scan=self.catalog.scan,
+                scan=self._scan,
                 opener=self._open,
                 device=self.device,
                 limit_mb=memory_mb,
@@ -516,6 +516,22 @@ class EngineHarness(RegistryHarness):
         """How `model_id`'s weights are held here: its `[models.ID] quant`, else the node's."""
         return self.model_quant.get(model_id, self.quant)
 
+    def _scan(self) -> list[ModelSpec]:
+        """The catalogue's models, each sized as it will be held here (quantized where asked).
+
+        Placement and the registry's memory check read `memory_mb`: a model loaded int4 takes
+        about a quarter of its bfloat16 weights, so it is sized that way before it is loaded.
+        """
+        return [self._sized(spec) for spec in self.catalog.scan()]
+
+    def _sized(self, spec: ModelSpec) -> ModelSpec:
+        per_weight = quant_bytes_per_weight(self.quant_of(spec.id))
+        if per_weight is None or spec.weights_mb <= 0:
+            return spec
+        weights_mb = spec.weights_mb * per_weight / self.catalog.dtype_bytes
+        memory_mb = spec.memory_mb - spec.weights_mb + weights_mb
+        return replace(spec, weights_mb=weights_mb, memory_mb=memory_mb)
+
     async def _import(self, spec: ModelSpec, progress: ProgressCallback) -> Path:
         """Import a GGUF into safetensors (cached), reporting progress from the bytes written."""
         from cortex.engine import gguf
@@ -545,6 +561,25 @@ class EngineHarness(RegistryHarness):
             progress("importing", _written_fraction(out, expected))
             await asyncio.wait([task], timeout=0.25)
         return Path(await task)
+
+
+def quant_bytes_per_weight(quant: str | None) -> float | None:
+    """Bytes one weight takes held as `quant` (`cortex.engine.quant`'s layouts); None: as loaded.
+
+    int8: one byte (plus a float32 scale per row, negligible); int4 with group size g: half a
+    byte plus a float16 scale and min per group; bf16: two bytes.
+    """
+    from cortex.engine.quant import parse_quant
+
+    mode, spec = parse_quant(quant)
+    if mode == "bf16":
+        return 2.0
+    if spec is None:
+        return None
+    if spec.bits == 8:
+        return 1.0
+    assert spec.group_size is not None
+    return 0.5 + 4 / spec.group_size
 
 
 def _written_fraction(out: Path, expected_bytes: float) -> float | None:
