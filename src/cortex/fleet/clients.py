@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -39,6 +40,8 @@ __all__ = [
     "Timeouts",
     "in_process_client",
 ]
+
+log = logging.getLogger("cortex.fleet")
 
 UNREACHABLE = "node_unreachable"
 _FULL_POLL_EVERY = 10  # polls: every tenth asks without If-None-Match
@@ -279,7 +282,7 @@ class HTTPNodeClient:
         data = _encode(body) if body is not None else None
         connect_s = min(timeout_s, self.timeouts.connect_s) if timeout_s is not None else None
         try:
-            return await self._lean.request(
+            response = await self._lean.request(
                 method,
                 path,
                 data,
@@ -291,6 +294,9 @@ class HTTPNodeClient:
             raise UpstreamTimeoutError(f"node {self.name!r} did not answer {path} in time") from exc
         except http11.HTTPError as exc:
             raise self._unreachable(exc) from exc
+        if log.isEnabledFor(logging.DEBUG):  # what httpx's debug log said (never a header)
+            log.debug("node %s: %s %s -> HTTP %d", self.name, method, path, response.status)
+        return response
 
     def _broken(self, exc: http11.HTTPError, path: str) -> CortexError:
         """A failure while reading an answer's body."""
