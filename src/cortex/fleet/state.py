@@ -67,6 +67,8 @@ class ModelOnNode:
         progress: while loading, what the node says of it: `phase` (pulling, importing,
             loading, warming), `fraction` 0..1 or None, and `bytes`/`total_bytes` of a pull.
         kind: `chat` or `embedding` (served on `/v1/embeddings`).
+        dtype: the dtype it runs in on that node, once loaded (e.g. `bfloat16`).
+        quant: how its weights are held there, once loaded (`none`, `int8`, `int4-g64`...).
     """
 
     id: str
@@ -82,6 +84,8 @@ class ModelOnNode:
     generation_config: Mapping[str, Any] = field(default_factory=dict)
     progress: Mapping[str, Any] | None = None
     kind: str = "chat"
+    dtype: str | None = None
+    quant: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (for `/admin/status`)."""
@@ -98,6 +102,8 @@ class ModelOnNode:
             "error": self.error,
             "progress": dict(self.progress) if self.progress is not None else None,
             "kind": self.kind,
+            "dtype": self.dtype,
+            "quant": self.quant,
         }
 
 

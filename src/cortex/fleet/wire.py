@@ -87,7 +87,13 @@ def _parse_model(entry: dict[str, Any]) -> ModelOnNode:
         generation_config=dict(generation) if isinstance(generation, dict) else {},
         progress=_progress(entry.get("progress")),
         kind="embedding" if entry.get("kind") == "embedding" else "chat",
+        dtype=_text(entry.get("dtype")),
+        quant=_text(entry.get("quant")),
     )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _progress(value: Any) -> dict[str, Any] | None:

@@ -161,7 +161,7 @@ def _status_once(conn: Connection, console: Console, as_json: bool, *, clear: bo
         )
     console.print(nodes)
     models = Table(title="Models")
-    for column in ("model", "state", "node", "in flight", "last used", "pinned", "MB"):
+    for column in ("model", "state", "node", "in flight", "last used", "pinned", "MB", "runs as"):
         models.add_column(column, overflow="fold")
     for model in data["models"]:
         placements = model["nodes"] or [{}]
@@ -174,6 +174,7 @@ def _status_once(conn: Connection, console: Console, as_json: bool, *, clear: bo
                 _ago(where.get("last_used_at")),
                 "yes" if model["pinned"] or where.get("pinned") else "",
                 _mb(where.get("memory_mb")),
+                " ".join(filter(None, (where.get("dtype"), where.get("quant")))) or "-",
             )
     console.print(models)
     return code
