@@ -127,6 +127,36 @@ def test_a_balance_is_spent_then_refused_in_each_dialect(
         gateway.stop()
 
 
+def test_a_client_gone_mid_stream_is_charged_for_what_was_streamed(
+    neuron: NeuronProcess, tmp_path: Path
+) -> None:
+    budget = {"key": KEY, "tokens": 100_000, "window": "rolling", "seconds": 3600}
+    gateway = start_gateway(_config(neuron, {"sqlite_path": str(tmp_path / "d.db")}, budget))
+    try:
+        body = {"model": "m1", "messages": ASK, "max_tokens": 4000, "stream": True}
+        body["ignore_eos"] = True  # the fake keeps talking to max_tokens
+        headers = {"authorization": f"Bearer {KEY}"}
+        with httpx.stream(
+            "POST", f"{gateway.url}/v1/chat/completions", json=body, headers=headers
+        ) as response:
+            chunks = 0
+            for line in response.iter_lines():
+                chunks += line.startswith("data: ")
+                if chunks == 5:
+                    break  # the client leaves
+        deadline = time.monotonic() + 10
+        spent = 0
+        while time.monotonic() < deadline:
+            rows = httpx.get(f"{gateway.url}/admin/budgets", headers=headers).json()["budgets"]
+            spent = rows[0]["spent"]
+            if spent < 4000:  # settled: no longer the whole reservation
+                break
+            time.sleep(0.1)
+        assert 0 < spent < 4000
+    finally:
+        gateway.stop()
+
+
 class Redis:
     """A `redis-server` on a free loopback port, started and stopped by PID."""
 

@@ -6,8 +6,8 @@ Before a request is sent to a node, its worst case (a prompt estimate plus its `
 is reserved; a reservation that would pass the cap is a 429: `insufficient_quota` for a spent
 balance, `rate_limit_exceeded` with `Retry-After` (seconds until enough of the window has
 passed) for a rolling window. When the request ends, the reservation is settled to the tokens
-the usage reports; a request whose usage never came (the client left mid-stream) keeps its
-whole reservation, so a disconnect never spends less than it used.
+the usage reports; a request whose usage never came (the client left mid-stream) is settled
+to its prompt estimate plus the tokens streamed before it left.
 
 The spend lives in a `BudgetState` (`cortex.gateway.state`): an SQLite file by default, Redis
 when several gateways share one deployment. When the state cannot be reached, requests of keys
@@ -41,6 +41,7 @@ __all__ = [
     "Spend",
     "budgets_from_config",
     "budgets_route",
+    "estimate_prompt_tokens",
     "estimate_tokens",
     "key_id",
 ]
@@ -73,11 +74,15 @@ class Reservation:
     window_s: float | None = None
 
 
-def estimate_tokens(body: Mapping[str, Any]) -> int:
-    """A generous estimate of a request's tokens: its prompt's characters / 3, plus the reply's
-    `max_tokens` (or `DEFAULT_COMPLETION_RESERVE`)."""
+def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
+    """A generous estimate of a request's prompt tokens: its characters / 3."""
     prompt = {k: v for k, v in body.items() if k in ("messages", "prompt", "input", "system")}
-    chars = len(json.dumps(prompt, ensure_ascii=False))
+    return math.ceil(len(json.dumps(prompt, ensure_ascii=False)) / 3)
+
+
+def estimate_tokens(body: Mapping[str, Any]) -> int:
+    """A generous estimate of a request's tokens: `estimate_prompt_tokens` plus the reply's
+    `max_tokens` (or `DEFAULT_COMPLETION_RESERVE`)."""
     reply = next(
         (
             int(body[k])
@@ -86,7 +91,7 @@ def estimate_tokens(body: Mapping[str, Any]) -> int:
         ),
         DEFAULT_COMPLETION_RESERVE,
     )
-    return math.ceil(chars / 3) + max(0, reply)
+    return estimate_prompt_tokens(body) + max(0, reply)
 
 
 class Budgets:
@@ -191,16 +196,21 @@ def _refused(budget: BudgetConfig, refusal: Refusal, tokens: int) -> CortexError
 
 class Spend:
     """One request's reservation, settled once: from its usage, to nothing when it failed
-    before any output, or kept whole when its end is unknown (a client gone mid-stream).
+    before any output, or (a client gone mid-stream, so no usage) to the prompt's estimate plus
+    the tokens streamed before it left.
 
     Args:
         budgets: the budgets it was reserved from.
         reservation: what was reserved (None: the key has no budget; settling does nothing).
+        prompt_estimate: the prompt's share of the reservation.
     """
 
-    def __init__(self, budgets: Budgets, reservation: Reservation | None) -> None:
+    def __init__(
+        self, budgets: Budgets, reservation: Reservation | None, prompt_estimate: int = 0
+    ) -> None:
         self.budgets = budgets
         self.reservation = reservation
+        self.prompt_estimate = prompt_estimate
         self._settled = False
 
     async def settle(self, used: int | None) -> None:

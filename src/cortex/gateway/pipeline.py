@@ -41,7 +41,7 @@ from cortex.errors import (
 )
 from cortex.fleet import Chunk, Fleet, Lease, Route
 from cortex.gateway.auth import request_key
-from cortex.gateway.budgets import Budgets, Spend, estimate_tokens
+from cortex.gateway.budgets import Budgets, Spend, estimate_prompt_tokens, estimate_tokens
 from cortex.gateway.context import fit_to_context
 from cortex.gateway.metrics import GatewayMetrics, RequestRecord
 from cortex.gateway.relay import SSEResponse, error_response, stream_response
@@ -256,7 +256,8 @@ class Pipeline:
         if budgets is None or not budgets.active:
             return Spend(_NO_BUDGETS, None)
         tokens = estimate_tokens(exchange.chat)
-        return Spend(budgets, await budgets.reserve(request_key(request.headers), tokens))
+        reservation = await budgets.reserve(request_key(request.headers), tokens)
+        return Spend(budgets, reservation, estimate_prompt_tokens(exchange.chat))
 
     async def _streamed(
         self,
@@ -282,8 +283,9 @@ class Pipeline:
         except CortexError:
             await spend.settle(_used(record) if sent else 0)
             raise
-        finally:  # a client gone mid-stream: no final usage, the reservation stands
-            await spend.settle(_used(record) if record.completion_tokens else None)
+        finally:  # a client gone mid-stream: no final usage; the prompt and what was streamed
+            used = _used(record) if record.completion_tokens else None
+            await spend.settle(used or spend.prompt_estimate + record.streamed_tokens)
 
 
 def _used(record: RequestRecord) -> int | None:
