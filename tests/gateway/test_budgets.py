@@ -127,11 +127,19 @@ def test_a_balance_is_spent_then_refused_in_each_dialect(
         gateway.stop()
 
 
-def test_a_client_gone_mid_stream_is_charged_for_what_was_streamed(
-    neuron: NeuronProcess, tmp_path: Path
-) -> None:
+def test_a_client_gone_mid_stream_is_charged_for_what_was_streamed(tmp_path: Path) -> None:
+    slow = {  # 4000 tokens at 20 tok/s: the client surely leaves long before the end
+        "name": "a",
+        "memory_mb": 2000.0,
+        "fake": {"tokens_per_s": 20.0, "models": [{"id": "m1", "memory_mb": 400.0}]},
+    }
+    neuron = start_neuron_process(slow)
     budget = {"key": KEY, "tokens": 100_000, "window": "rolling", "seconds": 3600}
-    gateway = start_gateway(_config(neuron, {"sqlite_path": str(tmp_path / "d.db")}, budget))
+    try:
+        gateway = start_gateway(_config(neuron, {"sqlite_path": str(tmp_path / "d.db")}, budget))
+    except BaseException:
+        neuron.stop()
+        raise
     try:
         body = {"model": "m1", "messages": ASK, "max_tokens": 4000, "stream": True}
         body["ignore_eos"] = True  # the fake keeps talking to max_tokens
@@ -155,6 +163,7 @@ def test_a_client_gone_mid_stream_is_charged_for_what_was_streamed(
         assert 0 < spent < 4000
     finally:
         gateway.stop()
+        neuron.stop()
 
 
 class Redis:

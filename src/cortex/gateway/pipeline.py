@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -285,7 +286,8 @@ class Pipeline:
             raise
         finally:  # a client gone mid-stream: no final usage; the prompt and what was streamed
             used = _used(record) if record.completion_tokens else None
-            await spend.settle(used or spend.prompt_estimate + record.streamed_tokens)
+            with anyio.CancelScope(shield=True):  # the stream's scope is cancelled by now
+                await spend.settle(used or spend.prompt_estimate + record.streamed_tokens)
 
 
 def _used(record: RequestRecord) -> int | None:
