@@ -242,3 +242,24 @@ def test_responses_text_format(oai: openai.OpenAI, stream: bool) -> None:
             )
         assert response.status == "completed"
         _valid(response.output_text, schema)
+
+
+def test_openai_strict_function_tool_arguments(oai: openai.OpenAI) -> None:
+    for name, (ask, schema) in SCHEMAS.items():
+        tool: Any = {
+            "type": "function",
+            "function": {"name": f"save_{name}", "parameters": schema, "strict": True},
+        }
+        reply = oai.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": ask}],
+            tools=[tool],
+            tool_choice="required",
+            max_tokens=120,
+            temperature=0.0,
+        )
+        assert reply.choices[0].finish_reason == "tool_calls"
+        calls = reply.choices[0].message.tool_calls or []
+        assert calls and all(call.function.name == f"save_{name}" for call in calls)
+        for call in calls:
+            jsonschema_rs.validate(schema, json.loads(call.function.arguments))
