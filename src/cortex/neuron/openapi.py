@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from cortex import __version__
+from cortex.neuron.embeddings import EmbeddingRequest
 from cortex.neuron.requests import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -105,6 +106,37 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
                 "properties": {"phase": _STRING, "fraction": _nullable(_NUMBER)},
             },
             "generation_config": {"type": "object", "description": "The model's defaults."},
+            "kind": {
+                "enum": ["chat", "embedding"],
+                "description": "`embedding` models answer `/v1/embeddings` only.",
+            },
+        },
+    },
+    "EmbeddingList": {
+        "type": "object",
+        "required": ["object", "data", "model", "usage"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["object", "index", "embedding"],
+                    "properties": {
+                        "object": {"const": "embedding"},
+                        "index": _INTEGER,
+                        "embedding": {
+                            "description": "Floats, or base64 of little-endian float32.",
+                            "anyOf": [{"type": "array", "items": _NUMBER}, _STRING],
+                        },
+                    },
+                },
+            },
+            "model": _STRING,
+            "usage": {
+                "type": "object",
+                "properties": {"prompt_tokens": _INTEGER, "total_tokens": _INTEGER},
+            },
         },
     },
     "ModelList": {
@@ -345,7 +377,8 @@ def _generation(summary: str, model: type[BaseModel], result: str) -> dict[str, 
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route of the neuron."""
     schemas = dict(_SCHEMAS)
-    for model in (ChatCompletionRequest, CompletionRequest, ModelRequest, PullRequest):
+    models = (ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelRequest, PullRequest)
+    for model in models:
         schema = model.model_json_schema(ref_template=_REF)
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -423,6 +456,16 @@ def openapi_document() -> dict[str, Any]:
             "/v1/completions": _generation(
                 "OpenAI text completion.", CompletionRequest, "Completion"
             ),
+            "/v1/embeddings": {
+                "post": {
+                    "summary": "OpenAI embeddings from a loaded embedding model.",
+                    "requestBody": _body(EmbeddingRequest),
+                    "responses": {
+                        "200": _json(_ref("EmbeddingList"), "One vector per input, in order."),
+                        **_errors(400, 404, 409),
+                    },
+                }
+            },
             "/v1/models": {
                 "get": {
                     "summary": "OpenAI list of the loaded models.",
