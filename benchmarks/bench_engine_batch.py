@@ -9,7 +9,7 @@ busy machine; batch-1 decode is the median time between tokens over all rounds. 
 runs the same dtype (and float32 for its default batch-1 decode);
 its "concurrent" rows are one static batch of that many prompts.
 
-    .venv/bin/python benchmarks/bench_engine_batch.py --dtype bfloat16 --plot docs/img/engine_batch.svg
+    python benchmarks/bench_engine_batch.py --dtype bfloat16 --plot docs/img/engine_batch.svg
 """
 
 from __future__ import annotations

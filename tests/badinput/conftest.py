@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from tests.faults.servers import GatewayProcess, gateway_config, start_gateway
 
 from cortex.testing import NeuronProcess, start_neuron_process
+from tests.faults.servers import GatewayProcess, gateway_config, start_gateway
 
 NODE_TOKEN = "node-secret"
 MODELS = [

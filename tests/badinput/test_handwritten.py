@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+
 from tests.faults.servers import (
     ANTHROPIC,
     API,

@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from tests.faults.servers import ADMIN, ADMIN_KEY, KEY, is_anthropic_error, is_openai_error
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import (
@@ -25,6 +24,7 @@ from schemathesis.config import SchemathesisConfig
 
 from cortex.gateway.openapi import openapi_document as gateway_openapi
 from cortex.neuron.openapi import openapi_document as neuron_openapi
+from tests.faults.servers import ADMIN, ADMIN_KEY, KEY, is_anthropic_error, is_openai_error
 
 from .conftest import NODE_TOKEN, Stack
 
