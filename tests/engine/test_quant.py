@@ -109,7 +109,7 @@ def test_quant_values_are_parsed_and_bad_ones_name_the_key() -> None:
     assert parse_quant(None) == ("none", None)
     assert parse_quant("bf16") == ("bf16", None)
     assert parse_quant("int8") == ("int8", QuantSpec(8))
-    assert parse_quant("int4") == ("int4", QuantSpec(4, 64))
+    assert parse_quant("int4") == ("int4", QuantSpec(4, 32))
     assert parse_quant("int4-g128") == ("int4", QuantSpec(4, 128))
     for bad in ("int3", "int4-g48", "fp8"):
         with pytest.raises(QuantError, match=r"^quant: .* is not one of none, bf16, int8, int4"):

@@ -57,8 +57,11 @@ __all__ = [
 QuantMode = Literal["none", "bf16", "int8", "int4"]
 QUANT_MODES: Final = ("none", "bf16", "int8", "int4")
 GROUP_SIZES: Final = (32, 64, 128)
-DEFAULT_GROUP_SIZE: Final = 64
-"""int4's group size when none is named (`"int4"`); `"int4-g32"` and `"int4-g128"` pick others."""
+DEFAULT_GROUP_SIZE: Final = 32
+"""int4's group size when none is named (`"int4"`); `"int4-g64"` and `"int4-g128"` pick others.
+
+Measured on SmolLM2-135M (`benchmarks/bench_quant.py`): perplexity +5.5% at group 32, +53% at
+64 (its embedding, which is also the LM head, suffers most), so 32 is the default."""
 
 _INT4_SPELLING = re.compile(r"int4(?:-g(\d+))?")
 # bfloat16 activations are what torch's packed CPU kernels are fast with (3-9x float32's speed).
@@ -100,7 +103,7 @@ class QuantSpec:
 def parse_quant(value: str | None) -> tuple[QuantMode, QuantSpec | None]:
     """The mode and the integer layout (None for none/bf16) a `quant` setting names.
 
-    Accepts `none`, `bf16`, `int8`, `int4` (group size 64), `int4-g32`, `int4-g64`, `int4-g128`;
+    Accepts `none`, `bf16`, `int8`, `int4` (group size 32), `int4-g32`, `int4-g64`, `int4-g128`;
     None means `none`.
 
     Raises:
