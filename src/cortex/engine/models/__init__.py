@@ -92,7 +92,7 @@ def load_model(
     model = model_class(config, device=device, dtype=resolve_dtype(dtype))
     entries = list(gather_quantized(load_checkpoint(model_dir)))
     # MoE experts take their own quantized layout (and routers stay float) before the rest.
-    specs = quantize_experts(model, quant_specs(entries, mode, spec))
+    specs = quantize_experts(model, quant_specs(entries, mode, spec, keep_group=quant == "int4"))
     swap_in_quantized(model, model._weight_slots(), specs)
     model.load_weights(entries)
     prepare_model(model)
