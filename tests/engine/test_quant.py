@@ -21,6 +21,7 @@ from cortex.engine.quant import (
     gather_quantized,
     pack_int4,
     parse_quant,
+    quant_specs,
     quantize_int4,
     quantize_int8,
     unpack_int4,
@@ -216,3 +217,13 @@ async def test_quantized_engine_greedy_text_is_the_same_batched_and_alone(
         engine.close()
     assert list(together) == alone
     assert all(len(tokens) == 12 for tokens in alone)
+
+
+def test_int4_without_a_group_keeps_a_stored_int4_layout() -> None:
+    stored = QuantizedTensor.quantize(_weight(32, 128), QuantSpec(4, 64))
+    entries: list[tuple[str, Any]] = [("a.weight", stored), ("b.weight", _weight(32, 128))]
+    mode, spec = parse_quant("int4")
+    kept = quant_specs(entries, mode, spec, keep_group=True)
+    assert kept == {"a.weight": QuantSpec(4, 64), "b.weight": QuantSpec(4, 32)}
+    assert quant_specs(entries, mode, spec)["a.weight"] == QuantSpec(4, 32)  # requantized
+    assert quant_specs(entries, None, None) == {"a.weight": QuantSpec(4, 64)}  # as stored
