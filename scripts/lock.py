@@ -9,6 +9,7 @@ pyproject.toml admits, plus the pins below); the `run` and `base` sets are then 
 that result, so the three files never disagree on a version:
 
     locks/base.txt   a gateway host: `pip install -c locks/base.txt .`            (no torch)
+    locks/redis.txt  gateways sharing state in Redis: `pip install -c locks/redis.txt '.[redis]'`
     locks/run.txt    a neuron:       `pip install -c locks/run.txt '.[engine]'`
     locks/dev.txt    development:    `pip install -c locks/dev.txt -e '.[dev]'`   (scripts/setup.sh)
 
@@ -31,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCKS = ROOT / "locks"
-SETS = {"base": ".", "run": ".[engine]", "dev": ".[dev]"}
+SETS = {"base": ".", "redis": ".[redis]", "run": ".[engine]", "dev": ".[dev]"}
 
 # Pins that the resolver cannot find out for itself.
 PINNED = [

@@ -20,7 +20,8 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 OWN = canonicalize_name(PROJECT["name"])
-SETS = ("base", "run", "dev")
+SETS = ("base", "redis", "run", "dev")
+RUNTIME = [g for g in ("base", *PROJECT["optional-dependencies"]) if g != "dev"]
 
 # Declared but never imported, each for a reason.
 NOT_IMPORTED = {
@@ -31,7 +32,10 @@ NOT_IMPORTED = {
     "mkdocs-material": "the docs site's theme, run by make docs",
 }
 # Imported but not declared, each for a reason: optional peers that benchmarks skip when absent.
-UNDECLARED = {"llama_cpp": "llama-cpp-python, the CPU peer of benchmarks (compiles for minutes)"}
+UNDECLARED = {
+    "llama_cpp": "llama-cpp-python, the CPU peer of benchmarks (compiles for minutes)",
+    "kernels": "a transformers dependency that tests/kernels once hid (imported to prove it isn't)",
+}
 TORCH_FREE = ("cortex", "cortex.gateway", "cortex.fleet", "cortex.translate", "cortex.protocol",
               "cortex.config", "cortex.cli", "cortex.errors")  # fmt: skip
 ENGINE_ONLY = ("torch", "numpy", "gguf", "triton", "tokenizers", "jinja2", "safetensors")
@@ -97,7 +101,12 @@ def test_locks_match_pyproject() -> None:
 
 
 def test_each_lock_pins_its_sets_requirements_within_their_ranges() -> None:
-    sets = {"base": ["base"], "run": ["base", "engine"], "dev": ["base", "engine", "dev"]}
+    sets = {
+        "base": ["base"],
+        "redis": ["base", "redis"],
+        "run": ["base", "engine"],
+        "dev": ["base", "engine", "redis", "dev"],
+    }
     for name, groups in sets.items():
         pins = lock(name)
         assert OWN not in pins
@@ -108,6 +117,7 @@ def test_each_lock_pins_its_sets_requirements_within_their_ranges() -> None:
                 assert req.specifier.contains(pinned, prereleases=True), (name, str(req), pinned)
     assert "torch" not in lock("base"), "a gateway host installs without torch"
     assert set(lock("base")) <= set(lock("run")) <= set(lock("dev"))
+    assert set(lock("base")) <= set(lock("redis")) <= set(lock("dev"))
 
 
 def test_this_environment_is_what_the_dev_lock_pins() -> None:
@@ -149,8 +159,8 @@ def _declared(*groups: str) -> dict[str, set[str]]:
 
 
 def test_every_import_is_declared_and_every_declaration_imported() -> None:
-    runtime = _declared("base", "engine")
-    everything = _declared("base", "engine", "dev")
+    runtime = _declared(*RUNTIME)
+    everything = _declared(*RUNTIME, "dev")
     src = _imports(ROOT / "src")
     rest = set().union(
         *(_imports(ROOT / d) for d in ("tests", "benchmarks", "examples", "scripts"))
@@ -272,7 +282,7 @@ def test_a_stale_lock_fails_with_the_command_that_refreshes_it(tmp_path: Path) -
         [sys.executable, "scripts/lock.py", "--check"], cwd=tmp_path, capture_output=True, text=True
     )
     assert done.returncode == 1
-    assert "locks/base.txt, locks/run.txt, locks/dev.txt" in done.stderr
+    assert ", ".join(f"locks/{name}.txt" for name in SETS) in done.stderr
     assert "Run `python3 scripts/lock.py`" in done.stderr
 
 

@@ -62,7 +62,6 @@ def tiny_llama_files(
         context_length: `max_position_embeddings`.
     """
     import numpy as np
-    from safetensors.numpy import save
 
     vocab = len(_vocab())
     hidden, ffn = _SHAPE["hidden_size"], _SHAPE["intermediate_size"]
@@ -116,13 +115,13 @@ def tiny_llama_files(
     }
     names = sorted(weights)
     if shards <= 1:
-        files["model.safetensors"] = save(weights)
+        files["model.safetensors"] = _safetensors(weights)
         return files
     weight_map: dict[str, str] = {}
     for k in range(shards):
         file_name = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
         part = {name: weights[name] for name in names[k::shards]}
-        files[file_name] = save(part)
+        files[file_name] = _safetensors(part)
         weight_map |= dict.fromkeys(part, file_name)
     total = sum(w.nbytes for w in weights.values())
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
@@ -154,4 +153,16 @@ def tiny_gguf_bytes(*, seed: int = 0, architecture: str = "llama") -> bytes:
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
+        return path.read_bytes()
+
+
+def _safetensors(weights: dict[str, Any]) -> bytes:
+    """The bytes of a safetensors file holding `weights` (name -> numpy array), by our writer."""
+    import torch
+
+    from cortex.engine.safetensors import save_file
+
+    with tempfile.TemporaryDirectory(prefix="cortex-tiny-") as folder:
+        path = Path(folder) / "weights.safetensors"
+        save_file({name: torch.from_numpy(array) for name, array in weights.items()}, path)
         return path.read_bytes()
