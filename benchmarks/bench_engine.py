@@ -20,8 +20,8 @@ gap is the cost of routing tokens to experts).
 
 `--grammar` measures structured output's mask cost per token at batch 1 and 16
 (`benchmarks/bench_grammar.py`).
-`--batched` runs the batched `Engine` benchmark instead (`benchmarks/bench_engine_batch.py`: concurrent
-requests, TTFT through the scheduler, aggregate tok/s at 1-64 requests).
+`--batched` runs the batched `Engine` benchmark instead (`benchmarks/bench_engine_batch.py`:
+concurrent requests, TTFT through the scheduler, aggregate tok/s at 1-64 requests).
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ def main() -> None:
     parser.add_argument(
         "--batched",
         action="store_true",
-        help="measure the batched Engine instead (benchmarks/bench_engine_batch.py; pass its options)",
+        help="measure the batched Engine instead (bench_engine_batch.py; pass its options)",
     )
     parser.add_argument(
         "--grammar",
