@@ -8,12 +8,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
+import openai
 import pytest
 from starlette.applications import Starlette
 
@@ -141,6 +144,41 @@ def start_gateway(config: dict[str, Any] | None, *, timeout_s: float = 240.0) ->
             time.sleep(0.1)
     gateway.stop()
     raise RuntimeError(f"cortex-gateway did not start:\n{log.read_text()[-4000:]}")
+
+
+@contextmanager
+def gateway_over(
+    name: str, node: NeuronProcess, models: Iterable[str] = (), *, timeout_s: float = 180.0
+) -> Iterator[GatewayProcess]:
+    """A real gateway in front of the real neuron `name`, once it lists every one of `models`
+    (the neuron preloads them); stopped on exit."""
+    gateway = start_gateway(
+        {"gateway": {"poll_interval_s": 0.5}, "neurons": [{"name": name, "endpoint": node.url}]}
+    )
+    try:
+        wanted, deadline = set(models), time.monotonic() + timeout_s
+        while not wanted <= {
+            m["id"] for m in httpx.get(f"{gateway.url}/v1/models", timeout=5).json()["data"]
+        }:
+            assert time.monotonic() < deadline, gateway.log.read_text()[-4000:]
+            time.sleep(0.2)
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+def openai_client(gateway: GatewayProcess, timeout_s: float = 300.0) -> openai.OpenAI:
+    """The official OpenAI SDK pointed at `gateway` (no retries: a failure shows as it is)."""
+    return openai.OpenAI(
+        base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=timeout_s
+    )
+
+
+def anthropic_client(gateway: GatewayProcess, timeout_s: float = 300.0) -> anthropic.Anthropic:
+    """The official Anthropic SDK pointed at `gateway` (no retries)."""
+    return anthropic.Anthropic(
+        base_url=gateway.url, api_key="unused", max_retries=0, timeout=timeout_s
+    )
 
 
 @dataclass

@@ -18,7 +18,7 @@ from cortex.neuron.catalog import DEFAULT_MODEL_ID, default_gguf_path
 from cortex.testing import NeuronProcess, start_neuron_process
 
 from ..engine.test_bert import SENTENCES, minilm_dir, reference
-from .conftest import GatewayProcess, start_gateway
+from .conftest import GatewayProcess, gateway_over, openai_client
 
 pytestmark = [
     pytest.mark.e2e,
@@ -41,22 +41,13 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NeuronProcess]:
 
 @pytest.fixture(scope="module")
 def gateway(node: NeuronProcess) -> Iterator[GatewayProcess]:
-    config = {
-        "gateway": {"poll_interval_s": 0.5},
-        "neurons": [{"name": "embed-node", "endpoint": node.url}],
-    }
-    process = start_gateway(config)
-    try:
-        yield process
-    finally:
-        process.stop()
+    with gateway_over("embed-node", node) as gateway:
+        yield gateway
 
 
 @pytest.fixture(scope="module")
 def oai(gateway: GatewayProcess) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(
-        base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=300
-    ) as client:
+    with openai_client(gateway) as client:
         yield client
 
 

@@ -11,7 +11,6 @@ Claude Code sends one in every request: its captured request must still get a cl
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,7 +23,7 @@ from cortex.testing import NeuronProcess, start_neuron_process
 
 from ..captured import CLAUDE_CODE_BODY
 from ..neuron.reasoning_model import CODER_TEMPLATE, write_reasoning_model
-from .conftest import GatewayProcess, start_gateway
+from .conftest import GatewayProcess, anthropic_client, gateway_over, openai_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -53,36 +52,19 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NeuronProcess]:
 
 @pytest.fixture(scope="module")
 def gateway(node: NeuronProcess) -> Iterator[GatewayProcess]:
-    config = {
-        "gateway": {"poll_interval_s": 0.5},
-        "neurons": [{"name": "thinking-node", "endpoint": node.url}],
-    }
-    process = start_gateway(config)
-    try:
-        deadline = time.monotonic() + 120
-        while not {MODEL, "coder"} <= {
-            m["id"] for m in httpx.get(f"{process.url}/v1/models", timeout=5).json()["data"]
-        }:
-            assert time.monotonic() < deadline, process.log.read_text()[-4000:]
-            time.sleep(0.2)
-        yield process
-    finally:
-        process.stop()
+    with gateway_over("thinking-node", node, [MODEL, "coder"]) as gateway:
+        yield gateway
 
 
 @pytest.fixture(scope="module")
 def oai(gateway: GatewayProcess) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(
-        base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=120
-    ) as client:
+    with openai_client(gateway, 120) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
 def claude(gateway: GatewayProcess) -> Iterator[anthropic.Anthropic]:
-    with anthropic.Anthropic(
-        base_url=gateway.url, api_key="unused", max_retries=0, timeout=120
-    ) as client:
+    with anthropic_client(gateway, 120) as client:
         yield client
 
 

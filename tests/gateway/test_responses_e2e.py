@@ -4,7 +4,6 @@ process running the real default model (SmolLM2-135M-Instruct, greedy) through t
 # ruff: noqa: E501  (input items read best one a line)
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 from cortex.neuron.catalog import DEFAULT_MODEL_ID, default_gguf_path
 from cortex.testing import NeuronProcess, start_neuron_process
 
-from .conftest import GatewayProcess, start_gateway
+from .conftest import GatewayProcess, gateway_over, openai_client
 
 pytestmark = [
     pytest.mark.e2e,
@@ -47,34 +46,13 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NeuronProcess]:
 
 @pytest.fixture(scope="module")
 def gateway(node: NeuronProcess) -> Iterator[GatewayProcess]:
-    config = {
-        "gateway": {"poll_interval_s": 0.5},
-        "neurons": [{"name": "engine-node", "endpoint": node.url}],
-    }
-    process = start_gateway(config)
-    try:
-        _wait_for_model(process)
-        yield process
-    finally:
-        process.stop()
-
-
-def _wait_for_model(gateway: GatewayProcess) -> None:
-    """Until the gateway lists the model (the neuron preloads it; deadline: 180 s)."""
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        models = httpx.get(f"{gateway.url}/v1/models", timeout=5).json()["data"]
-        if any(m["id"] == MODEL for m in models):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"the gateway never listed {MODEL}:\n{gateway.log.read_text()[-4000:]}")
+    with gateway_over("engine-node", node, [MODEL]) as gateway:
+        yield gateway
 
 
 @pytest.fixture
 def client(gateway: GatewayProcess) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(
-        base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=300
-    ) as client:
+    with openai_client(gateway) as client:
         yield client
 
 

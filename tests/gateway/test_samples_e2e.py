@@ -8,7 +8,6 @@ prompt once. The Anthropic and Responses dialects have no `n`: a clear 400.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +19,7 @@ import pytest
 from cortex.neuron.catalog import DEFAULT_MODEL_ID, default_gguf_path
 from cortex.testing import NeuronProcess, start_neuron_process
 
-from .conftest import GatewayProcess, start_gateway
+from .conftest import GatewayProcess, gateway_over, openai_client
 
 pytestmark = [
     pytest.mark.e2e,
@@ -50,29 +49,13 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NeuronProcess]:
 
 @pytest.fixture(scope="module")
 def gateway(node: NeuronProcess) -> Iterator[GatewayProcess]:
-    config = {
-        "gateway": {"poll_interval_s": 0.5},
-        "neurons": [{"name": "n-node", "endpoint": node.url}],
-    }
-    process = start_gateway(config)
-    try:
-        deadline = time.monotonic() + 180
-        while not any(
-            m["id"] == MODEL
-            for m in httpx.get(f"{process.url}/v1/models", timeout=5).json()["data"]
-        ):
-            assert time.monotonic() < deadline, process.log.read_text()[-4000:]
-            time.sleep(0.2)
-        yield process
-    finally:
-        process.stop()
+    with gateway_over("n-node", node, [MODEL]) as gateway:
+        yield gateway
 
 
 @pytest.fixture(scope="module")
 def oai(gateway: GatewayProcess) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(
-        base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=300
-    ) as client:
+    with openai_client(gateway) as client:
         yield client
 
 

@@ -9,18 +9,16 @@ only completes the arguments, as Claude Code's prefills do.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import anthropic
-import httpx
 import pytest
 
 from cortex.neuron.catalog import DEFAULT_MODEL_ID, default_gguf_path
 from cortex.testing import NeuronProcess, start_neuron_process
 
-from .conftest import GatewayProcess, start_gateway
+from .conftest import GatewayProcess, anthropic_client, gateway_over
 
 pytestmark = [
     pytest.mark.e2e,
@@ -55,29 +53,13 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NeuronProcess]:
 
 @pytest.fixture(scope="module")
 def gateway(node: NeuronProcess) -> Iterator[GatewayProcess]:
-    config = {
-        "gateway": {"poll_interval_s": 0.5},
-        "neurons": [{"name": "tools-node", "endpoint": node.url}],
-    }
-    process = start_gateway(config)
-    try:
-        deadline = time.monotonic() + 180
-        while not any(
-            m["id"] == MODEL
-            for m in httpx.get(f"{process.url}/v1/models", timeout=5).json()["data"]
-        ):
-            assert time.monotonic() < deadline, process.log.read_text()[-4000:]
-            time.sleep(0.2)
-        yield process
-    finally:
-        process.stop()
+    with gateway_over("tools-node", node, [MODEL]) as gateway:
+        yield gateway
 
 
 @pytest.fixture
 def client(gateway: GatewayProcess) -> Iterator[anthropic.Anthropic]:
-    with anthropic.Anthropic(
-        base_url=gateway.url, api_key="unused", max_retries=0, timeout=300
-    ) as client:
+    with anthropic_client(gateway) as client:
         yield client
 
 

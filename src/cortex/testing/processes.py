@@ -6,9 +6,7 @@ once `/health` answers; `.stop()` sends SIGTERM, `.kill()` SIGKILL.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -20,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from cortex.config.writing import toml_dumps
 
 __all__ = ["NeuronProcess", "free_port", "start_neuron_process", "toml_dumps"]
 
@@ -140,46 +140,3 @@ def _wait_healthy(handle: NeuronProcess, timeout_s: float) -> bool:
                 pass
             time.sleep(0.05)
     return False
-
-
-def toml_dumps(data: Mapping[str, Any]) -> str:
-    """Write a config dict as TOML: scalars, lists of scalars, tables and arrays of tables."""
-    lines: list[str] = []
-    _toml_table(data, [], lines)
-    return "\n".join(lines) + "\n"
-
-
-def _toml_table(data: Mapping[str, Any], path: list[str], lines: list[str]) -> None:
-    tables: list[tuple[str, Any]] = []
-    for key, value in data.items():
-        if isinstance(value, Mapping) or (
-            isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value)
-        ):
-            tables.append((key, value))
-        elif value is not None:
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    for key, value in tables:
-        name = ".".join(_toml_key(part) for part in [*path, key])
-        if isinstance(value, Mapping):
-            lines.append(f"\n[{name}]")
-            _toml_table(value, [*path, key], lines)
-        else:
-            for item in value:
-                lines.append(f"\n[[{name}]]")
-                _toml_table(item, [*path, key], lines)
-
-
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str | Path):
-        return json.dumps(str(value))
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")
