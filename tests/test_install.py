@@ -223,7 +223,8 @@ def test_setup_takes_the_torch_build_this_host_runs(
 @pytest.mark.slow
 def test_a_gateway_host_installs_and_serves_without_torch(tmp_path: Path) -> None:
     """The base install, from locks/base.txt, in a fresh venv: the CLIs answer, the neuron and the
-    embedded serve name the engine extra, and the gateway serves a chat from a fake neuron."""
+    embedded serve name the engine extra, the gateway serves a chat from a fake neuron, and the
+    gateway's fake-neuron test modules pass in that venv."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python, bindir = str(venv / "bin" / "python"), venv / "bin"
@@ -270,6 +271,19 @@ def test_a_gateway_host_installs_and_serves_without_torch(tmp_path: Path) -> Non
     finally:
         for neuron in neurons.values():
             neuron.stop()
+
+    # The gateway's own fake-neuron tests, run by this venv: only the test tools are added.
+    tools = ["pytest", "pytest-asyncio", "pytest-timeout", "openai", "anthropic"]
+    subprocess.run([*pip, "-c", str(ROOT / "locks" / "dev.txt"), *tools], check=True)
+    suite = ["tests/gateway/test_app.py", "tests/gateway/test_sdk.py"]
+    done = subprocess.run(
+        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *suite],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout
 
 
 def test_a_stale_lock_fails_with_the_command_that_refreshes_it(tmp_path: Path) -> None:
