@@ -63,16 +63,16 @@ async def fit_to_context(
     """
     out = dict(body)
     messages = out.get("messages")
-    if messages is None:
+    if not isinstance(messages, list):  # none, or malformed: the node refuses it in its dialect
         return out, None
+    tools = out.get("tools") if isinstance(out.get("tools"), list) else None
     max_tokens = out.get("max_tokens")
     wanted = max_tokens if isinstance(max_tokens, int) else 1
     if not exact and (
-        context_length is None
-        or prompt_tokens_bound(messages, out.get("tools")) + wanted <= context_length
+        context_length is None or prompt_tokens_bound(messages, tools) + wanted <= context_length
     ):
         return out, None
-    count = await lease.client.count_tokens(lease.model, messages, out.get("tools"))
+    count = await lease.client.count_tokens(lease.model, messages, tools)
     if context_length is None:
         return out, count
     if dialect == "anthropic":

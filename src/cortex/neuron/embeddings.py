@@ -23,6 +23,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from cortex.errors import InvalidRequestError
+from cortex.neuron.requests import Integral, ModelId, TokenId
 from cortex.neuron.types import GenerateRequest, GenerationEvent, RunnerLoad
 
 if TYPE_CHECKING:
@@ -39,18 +40,18 @@ class EmbeddingRequest(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="allow")
 
-    model: Annotated[str, Field(min_length=1, max_length=256)]
+    model: ModelId
     input: (
         str
         | Annotated[list[str], Field(min_length=1, max_length=MAX_INPUTS)]
-        | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+        | Annotated[list[TokenId], Field(min_length=1)]
         | Annotated[
-            list[Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]],
+            list[Annotated[list[TokenId], Field(min_length=1)]],
             Field(min_length=1, max_length=MAX_INPUTS),
         ]
     )
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: Annotated[int, Field(ge=1)] | None = None
+    dimensions: Annotated[int, Field(ge=1), Integral] | None = None
     user: str | None = None
 
     def inputs(self) -> list[str] | list[list[int]]:

@@ -26,7 +26,9 @@ from cortex.neuron.types import GenerateRequest, SamplingOptions
 __all__ = [
     "ChatCompletionRequest",
     "CompletionRequest",
+    "Integral",
     "ModelRequest",
+    "TokenId",
     "parse_body",
     "to_generate_request",
 ]
@@ -46,9 +48,9 @@ def _integral(value: Any) -> Any:
     return value
 
 
-_Integral = BeforeValidator(_integral)
+Integral = BeforeValidator(_integral)
 """Makes a strict `int` also take integral floats (`3.0`), as JSON Schema's `integer` does."""
-TokenId = Annotated[int, Field(ge=0), _Integral]
+TokenId = Annotated[int, Field(ge=0), Integral]
 
 
 MAX_SAMPLES = 64
@@ -121,29 +123,38 @@ class JsonSchemaFormat(_Body):
     strict: bool | None = None
 
 
-class ResponseFormat(_Body):
-    """`response_format`: `text`, `json_object` or `json_schema` (structured output)."""
+class PlainFormat(_Body):
+    """`response_format` of `text` or `json_object`."""
 
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: JsonSchemaFormat | None = None
+    type: Literal["text", "json_object"]
+
+
+class SchemaFormat(_Body):
+    """`response_format` of `json_schema`: structured output, the schema required."""
+
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaFormat
+
+
+ResponseFormat = Annotated[PlainFormat | SchemaFormat, Field(discriminator="type")]
 
 
 class _Sampling(_Body):
     model: ModelId
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: Annotated[int, Field(ge=1), _Integral] | None = None
+    max_tokens: Annotated[int, Field(ge=1), Integral] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    top_k: Annotated[int, Field(ge=-1), _Integral] | None = None
+    top_k: Annotated[int, Field(ge=-1), Integral] | None = None
     min_p: Annotated[float, Field(ge=0, le=1)] | None = None
     repetition_penalty: Annotated[float, Field(gt=0, le=10)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] = 0.0
-    seed: Annotated[int, Field(ge=-(2**63), lt=2**63), _Integral] | None = None
+    seed: Annotated[int, Field(ge=-(2**63), lt=2**63), Integral] | None = None
     stop: str | list[str] | None = None
     stop_token_ids: list[TokenId] | None = None
-    n: Annotated[int, Field(ge=1, le=MAX_SAMPLES), _Integral] = 1
+    n: Annotated[int, Field(ge=1, le=MAX_SAMPLES), Integral] = 1
     ignore_eos: bool = False
     response_format: ResponseFormat | None = None
 
@@ -152,16 +163,16 @@ class ChatCompletionRequest(_Sampling):
     """`POST /v1/chat/completions`."""
 
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    max_completion_tokens: Annotated[int, Field(ge=1), _Integral] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1), Integral] | None = None
     logprobs: bool = False
-    top_logprobs: Annotated[int, Field(ge=0, le=20), _Integral] | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20), Integral] | None = None
     tools: list[Tool] | None = None
     tool_choice: str | dict[str, Any] | None = None
     add_generation_prompt: bool = True
     continue_final_message: bool = False
     chat_template_kwargs: dict[str, Any] | None = None
     reasoning_effort: str | None = None
-    thinking_token_budget: Annotated[int, Field(ge=0), _Integral] | None = None
+    thinking_token_budget: Annotated[int, Field(ge=0), Integral] | None = None
 
 
 class CompletionRequest(_Sampling):
@@ -175,7 +186,7 @@ class CompletionRequest(_Sampling):
             list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1, max_length=1)
         ]
     )
-    logprobs: Annotated[int, Field(ge=0, le=20), _Integral] | None = None
+    logprobs: Annotated[int, Field(ge=0, le=20), Integral] | None = None
     echo: Literal[False] = False
     suffix: None = None
 
@@ -289,13 +300,8 @@ def _response_format(body: _Sampling) -> dict[str, Any] | None:
     fmt = body.response_format
     if fmt is None or fmt.type == "text":
         return None
-    if fmt.type == "json_object":
+    if isinstance(fmt, PlainFormat):
         return {"type": "json_object"}
-    if fmt.json_schema is None:
-        raise InvalidRequestError(
-            "response_format.json_schema: required when type is json_schema",
-            param="response_format.json_schema",
-        )
     return {
         "type": "json_schema",
         "schema": fmt.json_schema.schema_,
