@@ -26,6 +26,7 @@ RUNTIME = [g for g in ("base", *PROJECT["optional-dependencies"]) if g != "dev"]
 # Declared but never imported, each for a reason.
 NOT_IMPORTED = {
     "httptools": "uvicorn's C HTTP parser, chosen by uvicorn itself",
+    "accelerate": "transformers refuses to load a GGUF (our parity references) without it",
     "pytest-timeout": "a pytest plugin (the `timeout` ini option)",
     "ruff": "the linter and formatter, run by make",
     "mypy": "the type checker, run by make",
