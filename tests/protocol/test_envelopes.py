@@ -10,75 +10,7 @@ from pydantic import TypeAdapter
 from cortex.protocol import anthropic as A
 from cortex.protocol import openai as O
 
-CLAUDE_CODE_BODY: dict[str, Any] = {
-    "model": "claude-sonnet-4-5-20250929",
-    "max_tokens": 32000,
-    "system": [
-        {
-            "type": "text",
-            "text": "x-anthropic-billing-header: cc_version=2.1.181; cc_entrypoint=cli; cch=1;",
-        },
-        {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}},
-        {"type": "text", "text": "Env: linux", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
-    ],
-    "messages": [
-        {
-            "role": "user",
-            "content": [{"type": "text", "text": "say hi", "cache_control": {"type": "ephemeral"}}],
-        },
-        {"role": "system", "content": "Mid-conversation reminder."},
-        {
-            "role": "assistant",
-            "content": [
-                {"type": "thinking", "thinking": "hm", "signature": "sig"},
-                {"type": "redacted_thinking", "data": "abc"},
-                {
-                    "type": "tool_use",
-                    "id": "toolu_1",
-                    "name": "Bash",
-                    "input": {"command": "ls"},
-                    "caller": {"type": "direct"},
-                },
-            ],
-        },
-        {
-            "role": "user",
-            "content": [
-                {
-                    "type": "tool_result",
-                    "tool_use_id": "toolu_1",
-                    "content": "a\nb",
-                    "is_error": False,
-                    "cache_control": {"type": "ephemeral"},
-                },
-                {"type": "tool_reference", "tool_name": "Bash"},
-            ],
-        },
-    ],
-    "tools": [
-        {
-            "name": "Bash",
-            "description": "Run a command",
-            "input_schema": {
-                "$schema": "https://json-schema.org/draft/2020-12/schema",
-                "type": "object",
-                "properties": {"command": {"type": "string"}},
-                "required": ["command"],
-                "additionalProperties": False,
-            },
-            "strict": True,
-            "defer_loading": False,
-            "eager_input_streaming": True,
-            "input_examples": [{"command": "ls"}],
-        },
-        {"type": "web_search_20250305", "name": "web_search", "max_uses": 3},
-    ],
-    "metadata": {"user_id": '{"device_id":"d","account_uuid":"","session_id":"s"}'},
-    "thinking": {"type": "adaptive"},
-    "output_config": {"effort": "high"},
-    "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
-    "stream": True,
-}
+from ..captured import CLAUDE_CODE_BODY
 
 
 def test_claude_code_body_parses_and_keeps_every_field() -> None:
