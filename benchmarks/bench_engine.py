@@ -11,7 +11,18 @@ step reads (`weight_pass_ms`, the same `linear` calls and device policy), as tok
 close batch-1 decode comes to it (the aim: within 1.3x, i.e. a ratio of 0.77 or more).
 
     python benchmarks/bench_engine.py [--dtypes float32,bfloat16] [--new-tokens 32] [--repeats 2]
+    python benchmarks/bench_engine.py --dtypes bfloat16 --quants none,int8,int4 --engine \
+        --peer-python /path/to/venv-with-llama-cpp-python/bin/python
     python benchmarks/bench_engine.py --model DIR [--make-tiny qwen3|qwen3_moe]
+
+`--quants` adds a cortex row per weight-only quantization (`cortex.engine.quant`) of each dtype,
+each with its own kernel-only ceiling; transformers runs the float weights only. `--engine`
+adds, beside each cortex row, the batched `Engine` at batch 1 (one request through the
+scheduler, the paged KV cache and the engine's worker thread, as the neuron serves it), so the
+engine's overhead over the plain `Llama.generate` loop shows. `--peer-python` runs
+llama-cpp-python's library (`Llama.generate`, its own threads set to torch's) on the model's
+GGUF in that interpreter, in the same rounds; without it, or when it cannot import
+`llama_cpp`, the peer is skipped with one line.
 
 `--model DIR` runs any model folder instead of the default (random prompt ids when it has no
 tokenizer); `--make-tiny` first writes a small random Qwen3 or Qwen3-MoE checkpoint there with
@@ -28,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import statistics
 import subprocess
@@ -135,10 +147,10 @@ def cpu_model() -> str:
     return "unknown CPU"
 
 
-def load_ours(model_dir: Path, dtype: torch.dtype) -> Llama:
+def load_ours(model_dir: Path, dtype: torch.dtype, quant: str | None = None) -> Llama:
     if has_tokenizer(model_dir):
         Tokenizer.from_dir(model_dir)  # part of getting ready to serve
-    model = load_model(model_dir, dtype=dtype)
+    model = load_model(model_dir, dtype=dtype, quant=quant)
     model.apply_policy(measured_policy("cpu", dtype))  # as the Engine runs it on this machine
     return model
 
@@ -227,6 +239,107 @@ def run_hf(model: Any) -> Run:
     return run
 
 
+def serve_engine(model_dir: Path, dtype_name: str, quant: str | None) -> None:
+    """`--serve-engine`: answer `{"ids", "n"}` lines on stdin with token times from `Engine`.
+
+    Its own process, so that its worker thread is the only one running torch there, as in a
+    neuron (see `cortex.engine.device.in_own_thread`): the benchmark's main thread runs the
+    other engines, and a second thread computing in one process slows both.
+    """
+    import asyncio
+
+    from cortex.engine.engine import Engine
+    from cortex.engine.sampling import SamplingParams
+
+    engine = Engine.from_pretrained(
+        model_dir,
+        dtype=getattr(torch, dtype_name),
+        quant=quant,
+        max_num_seqs=4,
+        model_id="bench",
+        enable_prefix_caching=False,  # every TTFT is a full prefill, as for the others
+    )
+
+    async def stamps(ids: list[int], n: int) -> list[float]:
+        params = SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True)
+        return [time.perf_counter() async for _ in engine.generate(ids, params)]
+
+    async def serve() -> None:
+        print(json.dumps({"ready": True}), flush=True)
+        for line in sys.stdin:
+            job = json.loads(line)
+            print(json.dumps({"times": await stamps(job["ids"], job["n"])}), flush=True)
+
+    asyncio.run(serve())
+    engine.close()
+
+
+# Runs in the peer's interpreter: llama-cpp-python's library on a GGUF, timestamps per token.
+_LLAMA_CPP_SCRIPT = """
+import json, sys, time
+from llama_cpp import Llama
+path, threads = sys.argv[1], int(sys.argv[2])
+llm = Llama(model_path=path, n_ctx=2048, n_threads=threads, n_threads_batch=threads,
+            n_batch=512, verbose=False)
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    job = json.loads(line)
+    llm.reset()  # no reuse of the previous prompt's KV: every TTFT is a full prefill
+    times = []
+    for _ in llm.generate(job["ids"], top_k=1, top_p=1.0, temp=0.0, reset=True):
+        times.append(time.perf_counter())
+        if len(times) == job["n"]:
+            break
+    print(json.dumps({"times": times}), flush=True)
+"""
+
+
+class Peer:
+    """A generator in another process, driven one generation at a time over JSON lines.
+
+    Token times come from that process's `time.perf_counter` (one monotonic clock for every
+    process on Linux), so TTFT counts from this process's start time like the other rows.
+    """
+
+    def __init__(self, command: list[str]) -> None:
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout is not None
+        json.loads(self.process.stdout.readline())  # loaded and ready
+
+    def run(self, ids: list[int], n: int) -> list[float]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps({"ids": ids, "n": n}) + "\n")
+        self.process.stdin.flush()
+        return list(json.loads(self.process.stdout.readline())["times"])
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.terminate()
+        self.process.wait()
+
+
+def engine_peer(model_dir: Path, dtype_name: str, quant: str | None, threads: int) -> Peer:
+    """`Engine` at batch 1 in its own process (`serve_engine`)."""
+    command = [sys.executable, __file__, "--serve-engine", "--model", str(model_dir)]
+    command += ["--dtypes", dtype_name, "--quants", quant or "none", "--threads", str(threads)]
+    return Peer(command)
+
+
+def llama_cpp_peer(python: str | None, gguf: Path, threads: int) -> Peer | None:
+    """llama-cpp-python's library on `gguf`, or None (one line says why) when it cannot run."""
+    if python is None:
+        print("# llama.cpp peer skipped: no --peer-python")
+        return None
+    check = subprocess.run([python, "-c", "import llama_cpp"], capture_output=True, check=False)
+    if check.returncode != 0:
+        print(f"# llama.cpp peer skipped: {python} cannot import llama_cpp")
+        return None
+    return Peer([python, "-c", _LLAMA_CPP_SCRIPT, str(gguf), str(threads)])
+
+
 def prompt_ids(tokenizer: Tokenizer | None, length: int, vocab_size: int) -> list[int]:
     if tokenizer is None:  # a random checkpoint: random ids do as well as text
         generator = torch.Generator().manual_seed(length)
@@ -242,6 +355,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--model", type=Path, help="a model folder (default: SmolLM2-135M)")
+    parser.add_argument("--quants", default="none", help="cortex rows: none,int8,int4...")
+    parser.add_argument(
+        "--engine", action="store_true", help="also time `Engine` at batch 1 (own process)"
+    )
+    parser.add_argument("--peer-python", help="an interpreter with llama-cpp-python")
+    parser.add_argument("--gguf", type=Path, help="the peer's GGUF (default: the default model's)")
+    parser.add_argument("--serve-engine", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--make-tiny",
         choices=sorted(TINY_CONFIGS),
@@ -270,6 +390,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.serve_engine:
+        quant = None if args.quants == "none" else args.quants
+        serve_engine(args.model, args.dtypes, quant)
+        return
     import transformers
 
     transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
@@ -299,57 +423,87 @@ def main() -> None:
     }
     exactness: dict[str, str] = {}
     reference: tuple[torch.Tensor, list[int]] | None = None
+    threads = torch.get_num_threads()
+    peer = None
+    if args.model is None or args.gguf is not None:
+        from cortex.engine.gguf import default_gguf_path
+
+        gguf = args.gguf or default_gguf_path()
+        peer = llama_cpp_peer(args.peer_python, gguf, threads)
+        peer_label = gguf.name
     for dtype_name in args.dtypes.split(","):
         dtype = getattr(torch, dtype_name)
-        loaders = {"cortex": load_ours, "transformers": load_hf}
-        timings: dict[tuple[str, str], list[float]] = {}
-        # Rounds alternate between the engines, and each keeps its best, so a busy moment on a
-        # shared machine hits both alike.
-        for _ in range(args.repeats):
-            for engine, loader in loaders.items():
-                timings.setdefault((engine, "load"), []).append(timed(loader, model_dir, dtype))
-        runners = {
-            "cortex": run_ours(load_ours(model_dir, dtype)),
-            "transformers": run_hf(load_hf(model_dir, dtype)),
-        }
-        for length, ids in prompts.items():
-            for run in runners.values():
-                run(ids, 2)  # warm-up
+        for quant in args.quants.split(","):
+            label = dtype_name if quant == "none" else f"{dtype_name} {quant}"
+            held = None if quant == "none" else quant
+            loaders: dict[str, Callable[[Path, torch.dtype], Any]] = {
+                "cortex": lambda d, t, q=held: load_ours(d, t, q)
+            }
+            if quant == "none":
+                loaders["transformers"] = load_hf
+            timings: dict[tuple[str, str], list[float]] = {}
+            # Rounds alternate between the engines, and each keeps its best, so a busy moment
+            # on a shared machine hits all of them alike.
             for _ in range(args.repeats):
-                for engine, run in runners.items():
-                    start = time.perf_counter()
-                    times = run(ids, 1 + new_tokens)
-                    timings.setdefault((engine, f"ttft_{length}"), []).append(times[0] - start)
-                    gaps = [b - a for a, b in itertools.pairwise(times)]
-                    timings.setdefault((engine, f"gaps_{length}"), []).extend(gaps)
-        for engine in loaders:
-            stats = {"load_s": min(timings[(engine, "load")])}
-            for length in prompts:
-                stats[f"ttft_{length}_ms"] = min(timings[(engine, f"ttft_{length}")]) * 1e3
-                gap = statistics.median(timings[(engine, f"gaps_{length}")])
-                stats[f"decode_{length}_tok_s"] = 1 / gap
-            rows[(engine, dtype_name)] = stats
-        ours = load_ours(model_dir, dtype)
-        ceiling = 1e3 / weight_pass_ms(ours, max(3, args.repeats))
-        rows[("cortex", dtype_name)]["ceiling_tok_s"] = ceiling
-        rows[("cortex", dtype_name)]["of_ceiling"] = (
-            rows[("cortex", dtype_name)][f"decode_{PROMPT_LENGTHS[0]}_tok_s"] / ceiling
-        )
+                for engine, loader in loaders.items():
+                    seconds = timed(loader, model_dir, dtype)
+                    timings.setdefault((engine, "load"), []).append(seconds)
+            ours = load_ours(model_dir, dtype, held)
+            runners: dict[str, Run] = {"cortex": run_ours(ours)}
+            if quant == "none":
+                runners["transformers"] = run_hf(load_hf(model_dir, dtype))
+            closers = []
+            if args.engine:
+                served = engine_peer(model_dir, dtype_name, held, threads)
+                runners["cortex Engine"] = served.run
+                closers.append(served.close)
+            if peer is not None and not any(engine == "llama.cpp" for engine, _ in rows):
+                runners["llama.cpp"] = peer.run  # in the first dtype's rounds
+            for length, ids in prompts.items():
+                for run in runners.values():
+                    run(ids, 2)  # warm-up
+                for _ in range(args.repeats):
+                    for engine, run in runners.items():
+                        start = time.perf_counter()
+                        times = run(ids, 1 + new_tokens)
+                        timings.setdefault((engine, f"ttft_{length}"), []).append(times[0] - start)
+                        gaps = [b - a for a, b in itertools.pairwise(times)]
+                        timings.setdefault((engine, f"gaps_{length}"), []).extend(gaps)
+            for close in closers:
+                close()
+            for engine in runners:
+                stats = {}
+                if (engine, "load") in timings:
+                    stats["load_s"] = min(timings[(engine, "load")])
+                for length in prompts:
+                    stats[f"ttft_{length}_ms"] = min(timings[(engine, f"ttft_{length}")]) * 1e3
+                    gap = statistics.median(timings[(engine, f"gaps_{length}")])
+                    stats[f"decode_{length}_tok_s"] = 1 / gap
+                rows[(engine, peer_label if engine == "llama.cpp" else label)] = stats
+            ceiling = 1e3 / weight_pass_ms(ours, max(3, args.repeats))
+            for engine in ("cortex", "cortex Engine"):
+                if (engine, label) in rows:
+                    decode = rows[(engine, label)][f"decode_{PROMPT_LENGTHS[0]}_tok_s"]
+                    rows[(engine, label)]["ceiling_tok_s"] = ceiling
+                    rows[(engine, label)]["of_ceiling"] = decode / ceiling
 
-        # How far this dtype moves from our float32 on the 128-token prompt.
-        logits = ours.forward(prompts[128])[-1]
-        tokens = ours.generate(prompts[128], 32, stop_token_ids=())
-        if reference is None:
-            reference = (logits, tokens)
-        same = next(
-            (i for i, (a, b) in enumerate(zip(tokens, reference[1], strict=True)) if a != b),
-            len(tokens),
-        )
-        exactness[dtype_name] = (
-            f"max |logit - float32| {(logits - reference[0]).abs().max().item():.3f}, "
-            f"greedy equal to float32 for {same}/32 tokens"
-        )
-        del ours, runners
+            # How far this dtype and quant move from our first row on the 128-token prompt.
+            logits = ours.forward(prompts[128])[-1]
+            tokens = ours.generate(prompts[128], 32, stop_token_ids=())
+            if reference is None:
+                reference = (logits, tokens)
+            same = next(
+                (i for i, (a, b) in enumerate(zip(tokens, reference[1], strict=True)) if a != b),
+                len(tokens),
+            )
+            first = args.dtypes.split(",")[0]
+            exactness[label] = (
+                f"max |logit - {first}| {(logits - reference[0]).abs().max().item():.3f}, "
+                f"greedy equal to {first} for {same}/32 tokens"
+            )
+            del ours, runners
+    if peer is not None:
+        peer.close()
 
     print_table(rows, args, load_before, new_tokens, exactness)
 
@@ -386,18 +540,27 @@ def print_table(
     for (engine, dtype), stats in rows.items():
         cells = [c[2].format(stats[c[0]]) if c[0] in stats else "" for c in columns]
         print(f"| {engine} | {dtype} | " + " | ".join(cells) + " |")
-    for dtype in dict.fromkeys(d for _, d in rows):
-        ours, theirs = rows.get(("cortex", dtype)), rows.get(("transformers", dtype))
-        if ours is None or theirs is None:
-            continue
+
+    def ratios(title: str, ours: dict[str, float], theirs: dict[str, float], label: str) -> None:
         cells = []
         for key, _, _, higher_is_better in columns:
-            if key in ours and key in theirs:
+            if key in ours and key in theirs and key not in ("import_s", "load_s"):
                 ratio = ours[key] / theirs[key] if higher_is_better else theirs[key] / ours[key]
                 cells.append(f"{ratio:.2f}x")
             else:
                 cells.append("")
-        print(f"| **cortex speed-up** | {dtype} | " + " | ".join(cells) + " |")
+        print(f"| **{title}** | {label} | " + " | ".join(cells) + " |")
+
+    peer = next((stats for (engine, _), stats in rows.items() if engine == "llama.cpp"), None)
+    for (engine, label), stats in rows.items():
+        if label == "-":  # the import-time rows
+            continue
+        if engine == "cortex" and ("transformers", label) in rows:
+            ratios("cortex / transformers", stats, rows[("transformers", label)], label)
+        if engine == "cortex Engine" and ("cortex", label) in rows:
+            ratios("Engine / Llama.generate", stats, rows[("cortex", label)], label)
+        if engine.startswith("cortex") and peer is not None:
+            ratios(f"{engine} / llama.cpp", stats, peer, label)
     print()
     for dtype, text in exactness.items():
         print(f"- cortex {dtype}: {text}")

@@ -10,6 +10,7 @@ from cortex.engine.device import (
     SpeedProbe,
     choose_policy,
     default_dtype,
+    in_own_thread,
     probe_cpu_speed,
     read_cpu_features,
     release_host_memory,
@@ -125,3 +126,25 @@ def test_the_probe_measures_every_case() -> None:
 
 def test_release_host_memory_runs() -> None:
     release_host_memory()  # glibc's malloc_trim, or nothing elsewhere
+
+
+def test_in_own_thread_runs_on_a_thread_that_ends_and_hands_back_the_result() -> None:
+    import threading
+
+    seen: list[threading.Thread] = []
+
+    def work(a: int, *, b: int) -> int:
+        seen.append(threading.current_thread())
+        return a + b
+
+    assert in_own_thread(work, 2, b=3) == 5
+    assert seen[0] is not threading.current_thread()
+    assert not seen[0].is_alive()  # ended with the work: its OpenMP pool went with it
+
+
+def test_in_own_thread_raises_the_works_exception_in_the_caller() -> None:
+    def work() -> None:
+        raise ValueError("bad shape")
+
+    with pytest.raises(ValueError, match="bad shape"):
+        in_own_thread(work)

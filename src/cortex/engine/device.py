@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +41,7 @@ __all__ = [
     "choose_policy",
     "cpu_speed",
     "default_dtype",
+    "in_own_thread",
     "measured_policy",
     "probe_cpu_speed",
     "read_cpu_features",
@@ -288,7 +290,40 @@ def default_dtype(device: torch.device, features: CpuFeatures | None = None) -> 
 @functools.cache
 def cpu_speed() -> SpeedProbe:
     """This machine's `probe_cpu_speed()`, measured once per process (the CPU does not change)."""
-    return probe_cpu_speed()
+    return in_own_thread(probe_cpu_speed)
+
+
+_T = TypeVar("_T")
+
+
+def in_own_thread(work: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """Run `work(*args, **kwargs)` on a new thread that ends with it; its result or exception.
+
+    For one-off CPU torch work (a load, a probe, an embedding batch) off the engine's worker
+    thread. torch's CPU kernels run their parallel regions on OpenMP, and GNU OpenMP keeps a
+    pool of worker threads for every thread that ever opened a region, until that thread ends.
+    Once the pools together hold more threads than there are CPUs, its idle workers stop
+    spinning between regions and sleep instead, and every small kernel of a decode step then
+    waits for a wake-up: measured on a 2-core machine, an int4 SmolLM2 step run on a worker
+    thread fell from 60-68 to 31-38 tok/s once the main thread had run one matmul
+    (`benchmarks/bench_engine.py --quants int4 --engine`). A thread that ends takes its pool
+    with it, so loads and probes leave the decoding thread's pool the only one.
+    """
+    result: list[_T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(work(*args, **kwargs))
+        except BaseException as exc:  # handed to the caller below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name=f"cortex-{getattr(work, '__name__', 'work')}")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]
 
 
 def measured_policy(

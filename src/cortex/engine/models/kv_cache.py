@@ -249,14 +249,20 @@ class _DecodePlan:
             shape = (self.num_seqs, self.keys, *k_cache.shape[2:])
             keys = k_rows.index_select(0, self.rows).view(shape).transpose(1, 2)
             values = v_rows.index_select(0, self.rows).view(shape).transpose(1, 2)
+        query = q.unsqueeze(2)  # (seqs, heads, 1, head_dim)
+        if q.dtype != torch.float32:
+            # torch's fused CPU attention is 1.6x (160 keys) to 3x (1,024 keys) faster in
+            # float32 than in bfloat16 for one query row, widening included
+            # (`benchmarks/bench_decode_paths.py`).
+            query, keys, values = query.float(), keys.float(), values.float()
         out = F.scaled_dot_product_attention(
-            q.unsqueeze(2),  # (seqs, heads, 1, head_dim)
+            query,
             keys,
             values,
             attn_mask=self.mask,
             enable_gqa=q.shape[1] != k_cache.shape[2],
         )
-        return out.squeeze(2)
+        return out.squeeze(2).to(q.dtype)
 
 
 class PagedKVCache:
