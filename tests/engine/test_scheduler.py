@@ -172,6 +172,10 @@ def test_preemption_takes_the_newest_and_requeues_it_first() -> None:
     run_to_completion(scheduler, runner)
     for seq in (old, new, later):
         assert seq.output_token_ids == reference(seq.prompt_token_ids, seq.params.max_tokens)
+    # Each admission is reported once: `new` twice, the second time after its preemption (the
+    # engine's queue time counts only the first).
+    assert [seq for step in runner.steps for seq in step.admitted] == [old, new, new, later]
+    assert (old.num_preemptions, new.num_preemptions, later.num_preemptions) == (0, 1, 0)
 
 
 def test_fifo_head_is_never_overtaken() -> None:

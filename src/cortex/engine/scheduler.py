@@ -45,10 +45,13 @@ class SchedulerOutput:
     Attributes:
         chunks: the scheduled sequences in batch order (oldest first).
         preempted: sequences that lost their blocks this step and went back to waiting.
+        admitted: sequences that joined the running batch this step, from the waiting queue
+            (new ones, and preempted ones coming back: `num_preemptions` tells them apart).
     """
 
     chunks: list[ScheduledChunk] = field(default_factory=list)
     preempted: list[Sequence] = field(default_factory=list)
+    admitted: list[Sequence] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:
@@ -177,6 +180,7 @@ class Scheduler:
             self.waiting.popleft()
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
+            out.admitted.append(seq)
             out.chunks.append(ScheduledChunk(seq, seq.num_computed_tokens, num_tokens))
             budget -= num_tokens
         return out
