@@ -1,5 +1,6 @@
 """Pull on load: a profile's `source` makes a node that lacks the model pull it from the hub
-(the stand-in of `cortex.testing.hub`, through the real `huggingface_hub`), then load it."""
+(the stand-in of `cortex.testing.hub`, through the real `huggingface_hub`), then load it; and
+a load's phases, as the gateway shows them while it runs."""
 
 from __future__ import annotations
 
@@ -131,3 +132,26 @@ async def test_admin_pull_onto_a_node_without_loading(hub: StandInHub, tmp_path:
     assert reply.status_code == 200  # then loaded on its first request
     assert nowhere.status_code == 404 and "no node named 'b'" in nowhere.text
     assert missing.status_code == 404 and "no model org/none" in missing.text  # the one neuron
+
+
+async def test_a_load_shows_its_phases_in_models_and_status() -> None:
+    # The fake reports `loading` for four fifths of load_s, then `warming`, as the engine does.
+    gateway, close = await local_gateway([FakeModel(id="m1", memory_mb=400.0)], load_s=2.0)
+    try:
+        load = asyncio.ensure_future(
+            gateway.client.post("/admin/models/load", json={"model": "m1"})
+        )
+        listed: list[str] = []
+        status: list[str] = []
+        while not load.done():
+            models = (await gateway.client.get("/v1/models")).json()["data"]
+            for where in (models[0].get("loading") or {}).values():
+                listed.append(where["phase"])
+            nodes = (await gateway.client.get("/admin/status")).json()["models"][0]["nodes"]
+            status += [n["progress"]["phase"] for n in nodes if n["progress"]]
+            await asyncio.sleep(0.02)
+        assert (await load).status_code == 200
+    finally:
+        await close()
+    assert list(dict.fromkeys(listed)) == ["loading", "warming"]
+    assert list(dict.fromkeys(status)) == ["loading", "warming"]

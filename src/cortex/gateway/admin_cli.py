@@ -568,7 +568,7 @@ def _state(state: str, progress: Any = None) -> str:
         )
     elif state == "loading" and isinstance(progress, int | float):
         state = f"loading {progress:.0%}"
-    key = state.split()[0]
+    key = state.split()[0].rstrip(":")  # "loading: warming 40%" is colored as loading
     return f"[{color[key]}]{state}[/{color[key]}]" if key in color else state
 
 

@@ -251,7 +251,8 @@ class FakeHarness(RegistryHarness):
 
     Args:
         models: the fake models (`FakeModel(id, memory_mb, context_length)`).
-        load_s: seconds each load takes.
+        load_s: seconds each load takes (its first four fifths in phase `loading`, the rest
+            in `warming`, as the engine's loads report them).
         tokens_per_s: the reply's token rate.
         fail_load: ids whose load fails (after `load_s`) with an injected error.
         memory_mb: the memory cap; default: the host's available RAM at start.
@@ -327,10 +328,12 @@ class FakeHarness(RegistryHarness):
         ]
 
     async def _open(self, spec: ModelSpec, progress: ProgressCallback) -> FakeRunner:
-        deadline = time.monotonic() + self.load_s
-        while (left := deadline - time.monotonic()) > 0:
-            progress("loading", 1 - left / self.load_s)
-            await asyncio.sleep(min(left, 0.05))
+        # Like the engine: weights first (four fifths of `load_s`), then a warm-up.
+        for phase, seconds in (("loading", self.load_s * 0.8), ("warming", self.load_s * 0.2)):
+            deadline = time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0:
+                progress(phase, round(1 - left / seconds, 3))
+                await asyncio.sleep(min(left, 0.05))
         self.opened.append(spec.id)
         if spec.id in self.fail_load:
             raise CortexError(f"injected load failure of {spec.id!r} (fake fail_load)")
