@@ -346,12 +346,23 @@ class Fleet:
 
     async def pull(self, source: str, node: str) -> dict[str, Any]:
         """Pull a model onto `node` from `source` (`hf:ORG/NAME[:QUANT]`) without loading it;
-        the node's entry for it."""
+        the node's entry for it.
+
+        While it runs, the node is polled every second (or every poll interval, if shorter)
+        so its pull's bytes reach `/admin/status` (`cortex pull --node` draws them).
+        """
         if node not in self.clients:
             raise ModelNotFoundError(f"no node named {node!r}", param="node")
+        watch = asyncio.create_task(self._poll_every(node, min(1.0, self.poller.interval_s)))
         try:
             return await self.clients[node].pull(source)
         finally:
+            watch.cancel()
+            await self.refresh(node)
+
+    async def _poll_every(self, node: str, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
             await self.refresh(node)
 
     async def unload(self, model: str, node: str | None = None) -> list[str]:

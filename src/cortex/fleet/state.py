@@ -122,6 +122,8 @@ class NodeSnapshot:
         load_cycles: load/unload cycles since the node started (for defragmentation).
         cordoned: no new load is placed there (what is loaded keeps serving).
         draining: being emptied (`Fleet.drain`): requests go to another copy when there is one.
+        pulls: the pulls it runs on their own (`Fleet.pull`), each `{source, phase, fraction,
+            bytes, total_bytes, file}` (a pull on load shows as the model's `progress`).
     """
 
     name: str
@@ -140,6 +142,7 @@ class NodeSnapshot:
     version: str | None = None
     cordoned: bool = False
     draining: bool = False
+    pulls: tuple[Mapping[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (for `/admin/status`)."""
@@ -159,6 +162,7 @@ class NodeSnapshot:
             "version": self.version,
             "cordoned": self.cordoned,
             "draining": self.draining,
+            "pulls": [dict(pull) for pull in self.pulls],
             "models": [m.to_dict() for m in self.models.values()],
         }
 

@@ -56,6 +56,7 @@ def parse_neuron(name: str, endpoint: str, status: Any, listing: Any) -> NodeSna
         waiting=int(_number(requests, "waiting") or 0),
         load_cycles=int(_number(status, "load_cycles", "cycles") or 0),
         version=status.get("version") if isinstance(status.get("version"), str) else None,
+        pulls=_pulls(status.get("pulls")),
     )
 
 
@@ -113,6 +114,25 @@ def _progress(value: Any) -> dict[str, Any] | None:
         if number is not None:
             out[key] = int(number)
     return out
+
+
+def _pulls(value: Any) -> tuple[dict[str, Any], ...]:
+    """The pulls a neuron runs on their own: each its `source` and its progress."""
+    pulls = []
+    for entry in value if isinstance(value, list) else ():
+        if not isinstance(entry, dict) or not isinstance(entry.get("source"), str):
+            continue
+        progress = _progress(entry)
+        assert progress is not None  # a dict always reads as a progress
+        file = entry.get("file")
+        pulls.append(
+            {
+                "source": entry["source"],
+                **progress,
+                **({"file": file} if isinstance(file, str) else {}),
+            }
+        )
+    return tuple(pulls)
 
 
 def _parse_device(index: int, entry: dict[str, Any]) -> DeviceInfo:
