@@ -1,5 +1,6 @@
 """Tool-call parsers: each format whole and split at every position, markers across deltas,
-text around calls, several calls, broken JSON as text, prefills, and properties."""
+text around calls, several calls, broken JSON as text, prefills, and properties (how calls
+stream piece by piece: `test_tool_call_streaming.py`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -20,7 +22,9 @@ from cortex.engine.tool_calls import (
     MISTRAL,
     Item,
     ToolCall,
+    ToolCallArguments,
     ToolCallFormat,
+    ToolCallStart,
     detect_format,
     new_call_id,
 )
@@ -35,14 +39,26 @@ def ids() -> Callable[[], str]:
 
 
 def merged(items: Sequence[Item]) -> list[Item]:
-    """Adjacent text items joined (how a client sees the deltas)."""
+    """How a client sees the deltas: adjacent text joined, and each streamed call (a start and
+    its argument pieces) one `ToolCall`; every call's arguments parsed and re-serialised."""
     out: list[Item] = []
     for item in items:
         if isinstance(item, str) and out and isinstance(out[-1], str):
             out[-1] += item
+        elif isinstance(item, ToolCallStart):
+            out.append(ToolCall(item.name, "", item.id))
+        elif isinstance(item, ToolCallArguments):
+            last = out[-1]
+            assert isinstance(last, ToolCall)
+            out[-1] = replace(last, arguments=last.arguments + item.text)
         else:
             out.append(item)
-    return out
+    return [
+        replace(i, arguments=json.dumps(json.loads(i.arguments), ensure_ascii=False))
+        if isinstance(i, ToolCall)
+        else i
+        for i in out
+    ]
 
 
 def parse(
@@ -137,8 +153,11 @@ def test_hermes_a_broken_call_does_not_stop_the_next_one() -> None:
 def test_hermes_an_unclosed_call_counts_if_its_json_is_complete_else_is_text() -> None:
     complete = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n'
     assert assert_every_split_agrees(HERMES, complete) == [call("get_weather", WEATHER)]
-    cut = 'Sure <tool_call>\n{"name": "get_weather", "arguments": {"ci'
-    assert assert_every_split_agrees(HERMES, cut) == [cut]
+    unstarted = 'Sure <tool_call>\n{"name": "get_weather", "argu'
+    assert assert_every_split_agrees(HERMES, unstarted) == [unstarted]
+    # Once its arguments opened the call streamed: it is closed where the reply stopped.
+    cut = 'Sure <tool_call>\n{"name": "get_weather", "arguments": {"city": "Pa'
+    assert assert_every_split_agrees(HERMES, cut) == ["Sure", call("get_weather", {"city": "Pa"})]
 
 
 def test_hermes_holds_back_only_what_could_start_a_marker() -> None:
@@ -147,9 +166,13 @@ def test_hermes_holds_back_only_what_could_start_a_marker() -> None:
     assert parser.feed(" world <tool") == [" world"]  # `<tool` might open a call
     assert parser.feed("s are fun") == [" <tools are fun"]
     assert parser.feed(" <tool_call>") == []
-    assert parser.feed('{"name": "get_time", "arguments": {}}') == []  # waits for the close
+    assert parser.feed('{"name": "get_time", "argu') == []  # the call's head is not whole
+    assert parser.feed('ments": {}}') == [
+        ToolCallStart("get_time", "call_0"),
+        ToolCallArguments("{}"),
+    ]
     assert parser.feed("</tool_") == []
-    assert parser.feed("call>") == [ToolCall("get_time", "{}", "call_0")]
+    assert parser.feed("call>") == []
     assert parser.feed("\n\n") == []  # whitespace after a call is dropped
     assert parser.feed("Done.") == ["Done."]
     assert parser.finish() == []
@@ -161,8 +184,11 @@ def test_hermes_prefill_opens_a_call_that_the_reply_completes() -> None:
     for cut in range(len(reply) + 1):
         items = parse(HERMES, [reply[:cut], reply[cut:]], prefill=prefill)
         assert items == [call("get_weather", WEATHER), "The weather"]
-    # Cut short, the reply comes back as the text the model wrote: never the prefill again.
-    assert parse(HERMES, ['Paris", "da'], prefill=prefill) == ['Paris", "da']
+    # Cut short, the call the prefill started is closed where the reply stopped.
+    assert parse(HERMES, ['Paris", "da'], prefill=prefill) == [call("get_weather", WEATHER)]
+    # A prefill whose call has not started comes back as the text the model wrote: never the
+    # prefill again.
+    assert parse(HERMES, ['wea", "x'], prefill='<tool_call>\n{"name": "get_') == ['wea", "x']
     assert parse(HERMES, ["more text"], prefill="Some prefill \n<tool") == ["more text"]
     assert parse(HERMES, ["_call>{}"], prefill="x <tool") == ["_call>{}"]
 
@@ -195,10 +221,8 @@ def test_hermes_prefill_opens_a_call_that_the_reply_completes() -> None:
         ('{"name": "get_weather"} is a call?', ['{"name": "get_weather"} is a call?']),
         ('{"answer": 42}', ['{"answer": 42}']),
         ("The JSON {x} mid-text is text.", ["The JSON {x} mid-text is text."]),
-        (
-            '{"name": "get_weather", "parameters": {"ci',
-            ['{"name": "get_weather", "parameters": {"ci'],
-        ),
+        ('{"name": "get_weather", "param', ['{"name": "get_weather", "param']),
+        ('{"name": "get_weather", "parameters": {"ci', [call("get_weather", {})]),  # cut
         ("<|python_tag|>not json", ["<|python_tag|>not json"]),
         ("<|python", ["<|python"]),
     ],
@@ -287,7 +311,7 @@ def test_call_ids_are_fresh() -> None:
     assert first != second and first.startswith("call_") and len(first) == 29
     parser = HERMES.parser()
     calls = parser.feed(HERMES_CALL + HERMES_CALL) + parser.finish()
-    assert len({c.id for c in calls if isinstance(c, ToolCall)}) == 2
+    assert len({c.id for c in calls if isinstance(c, ToolCall | ToolCallStart)}) == 2
 
 
 # -- properties -----------------------------------------------------------------------------

@@ -13,9 +13,11 @@ __all__ = ["ThoughtReader"]
 class ThoughtReader:
     """Moves the thought of each generation event from `text` to `reasoning`.
 
-    Tokens count as reasoning from the one that opens the thought (or the first, when the
-    prompt opened it) to the one that closes it, both included; the final event's usage says
-    how many (`reasoning_tokens`).
+    The tokens of the thought count as reasoning, its markers not: as OpenAI and vLLM count
+    the hidden thought, so a thought of N tokens is N `reasoning_tokens` (on the final event's
+    usage) whether the model opened it or the prompt did, and whether the model or the engine
+    (at a budget) closed it. A marker that is one token, as in every model with `<think>`, is
+    left out exactly; of a marker written in several tokens, all but the last count.
 
     Args:
         markers: the model's thought markers.
@@ -39,7 +41,7 @@ class ThoughtReader:
         if event.finish_reason is not None:
             more_reasoning, more_text = self.splitter.finish()
             reasoning, text = reasoning + more_reasoning, text + more_text
-        if was_thinking or self.splitter.inside:
+        if was_thinking and self.splitter.inside:  # not the tokens that open or close it
             self.reasoning_tokens += event.token_count
         usage = event.usage
         if usage is not None:

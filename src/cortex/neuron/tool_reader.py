@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 from cortex.engine.tool_calls import ToolCall as ParsedCall
@@ -10,6 +11,8 @@ from cortex.neuron.types import FinishReason, GenerationEvent, ToolCall, ToolCal
 
 __all__ = ["ToolCallReader"]
 
+logger = logging.getLogger(__name__)
+
 
 class ToolCallReader:
     """Turns the generation events of one reply into events with `tool_calls`.
@@ -17,8 +20,11 @@ class ToolCallReader:
     Text goes through the format's parser (see `cortex.engine.tool_calls`): what may become a
     call is held back, complete calls come out as `ToolCall`s, calls a format streams as
     `ToolCallDelta`s, in the order written (an event whose text follows a call is split in
-    two). A reply that called a tool and ended by a stop
-    token or `max_tokens` ends with `finish_reason` `tool_calls`.
+    two). A reply that called a tool and ended by a stop token or `max_tokens` ends with
+    `finish_reason` `tool_calls`, unless `max_tokens` cut a call short while its arguments
+    streamed: that reply keeps `length`, so a client can tell the call is incomplete (its
+    arguments are closed where they broke off; see `ToolCallParser.cut_calls`). Every call
+    cut short is logged.
 
     Args:
         parser: a fresh parser for the reply (primed with any prefill).
@@ -30,9 +36,20 @@ class ToolCallReader:
 
     def read(self, event: GenerationEvent) -> list[GenerationEvent]:
         """The events that stand for `event` (one, unless text follows a call in it)."""
-        items = self.parser.feed(event.text)
+        parser = self.parser
+        cut_before = parser.cut_calls
+        items = parser.feed(event.text)
+        ended_in_call = False
         if event.finish_reason is not None:
-            items += self.parser.finish()
+            cut_fed = parser.cut_calls
+            items += parser.finish()
+            ended_in_call = parser.cut_calls > cut_fed
+        if parser.cut_calls > cut_before:
+            logger.warning(
+                "a tool call's arguments broke off after they began to stream; "
+                "closed where they stood (reply ended: %s)",
+                ended_in_call,
+            )
         groups: list[tuple[str, list[ToolCall | ToolCallDelta]]] = [("", [])]
         for item in items:
             if isinstance(item, str):
@@ -44,6 +61,9 @@ class ToolCallReader:
             self.called = True
             calls = groups[-1][1]
             if isinstance(item, ParsedCall):
+                if any(isinstance(call, ToolCallDelta) for call in calls):
+                    groups.append(("", []))  # whole calls go first in an event: a new one
+                    calls = groups[-1][1]
                 calls.append(ToolCall(item.id, item.name, item.arguments))
             elif isinstance(item, ToolCallStart):
                 calls.append(ToolCallDelta("", item.id, item.name))
@@ -54,7 +74,11 @@ class ToolCallReader:
                 else:
                     calls.append(ToolCallDelta(item.text))
         finish: FinishReason | None = event.finish_reason
-        if self.called and finish in ("stop", "length"):
+        if (
+            self.called
+            and finish in ("stop", "length")
+            and not (finish == "length" and ended_in_call)
+        ):
             finish = "tool_calls"
         last = len(groups) - 1
         return [

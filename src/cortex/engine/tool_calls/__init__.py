@@ -1,11 +1,15 @@
 r"""Tool calls in a model's text: the formats models write them in, and a streaming parser each.
 
-A parser is fed the reply's text deltas and returns text deltas and complete `ToolCall`s, in
-order. It holds back only what could still become a call: the part of a marker seen so far
-(`<tool_c`), a call whose closing marker has not come, and whitespace that may separate text
-from a call (dropped when a call follows, so `"Sure.\n<tool_call>..."` gives the text
-`"Sure."`). What turns out not to be a valid call (broken JSON, a marker in prose, a reply cut
-by `max_tokens`) comes back as the text it was.
+A parser is fed the reply's text deltas and returns text deltas and calls, in order: a call
+starts (`ToolCallStart`) once its name is known and its arguments follow as the model writes
+them (`ToolCallArguments` pieces; `CallStream` and `JsonPrefix` for the JSON formats), or, for
+a layout that cannot stream, comes whole (`ToolCall`). It holds back only what could still
+become a call: the part of a marker seen so far (`<tool_c`), a call whose head is not whole, a
+JSON prefix that could not be closed yet, and whitespace that may separate text from a call
+(dropped when a call follows, so `"Sure.\n<tool_call>..."` gives the text `"Sure."`). What turns
+out not to be a valid call before any of it went out (broken JSON, a marker in prose) comes
+back as the text it was; a call that breaks after it started is closed where it broke
+(`ToolCallParser.cut_calls`).
 
 Formats (see docs/tools.md):
 

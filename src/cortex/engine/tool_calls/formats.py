@@ -57,7 +57,7 @@ QWEN3_XML = ToolCallFormat("qwen3_xml", Qwen3XmlParser)
 LLAMA3_JSON = ToolCallFormat("llama3_json", Llama3JsonParser)
 MISTRAL = ToolCallFormat("mistral", MistralParser)
 FORMATS: tuple[ToolCallFormat, ...] = (HERMES, LLAMA3_JSON, MISTRAL)
-"""The formats whose calls come out whole; `QWEN3_XML` streams its calls piece by piece."""
+"""The formats that write calls as JSON (`QWEN3_XML` writes XML, typed by the tool's schema)."""
 
 # Strings that mark each format in a chat template's source, checked in this order.
 _TEMPLATE_MARKERS: tuple[tuple[tuple[str, ...], ToolCallFormat], ...] = (

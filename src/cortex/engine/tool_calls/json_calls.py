@@ -6,45 +6,33 @@ import json
 from abc import abstractmethod
 from typing import Any, Literal
 
+from cortex.engine.tool_calls.call_stream import CallStream
+from cortex.engine.tool_calls.json_stream import JsonEnd
 from cortex.engine.tool_calls.parser import Item, ToolCall, ToolCallParser, held_suffix
 
 __all__ = ["Llama3JsonParser", "MistralParser"]
 
 
-class _JsonEnd:
-    """Finds where the JSON object or array that opens a text ends, fed the text in pieces."""
-
-    def __init__(self) -> None:
-        self.depth = 0
-        self.in_string = False
-        self.escaped = False
-
-    def feed(self, text: str) -> int | None:
-        """The offset in `text` just past the closing bracket, or None while still open."""
-        for i, char in enumerate(text):
-            if self.in_string:
-                if self.escaped:
-                    self.escaped = False
-                elif char == "\\":
-                    self.escaped = True
-                elif char == '"':
-                    self.in_string = False
-            elif char == '"':
-                self.in_string = True
-            elif char in "{[":
-                self.depth += 1
-            elif char in "}]":
-                self.depth -= 1
-                if self.depth <= 0:
-                    return i + 1
-        return None
-
-
-_Mode = Literal["start", "text", "marker", "named", "json", "between"]
+_Mode = Literal[
+    "start",
+    "text",
+    "marker",
+    "named",
+    "opening",
+    "call",
+    "json",
+    "element",
+    "after_element",
+    "between",
+]
 
 
 class _JsonCallsParser(ToolCallParser):
-    """Text, then JSON call values after a marker (or opening the reply): Llama and Mistral."""
+    """Text, then JSON call values after a marker (or opening the reply): Llama and Mistral.
+
+    A call object (`{"name": ..., "arguments": {...}}`), alone or in a marked array, streams
+    (`CallStream`); any other value (a bare array, another layout) is read whole once it ends.
+    """
 
     MARKER = ""
 
@@ -54,8 +42,11 @@ class _JsonCallsParser(ToolCallParser):
         self._raw = ""  # held text before the JSON (whitespace, marker, name), text if no call
         self._marked = False
         self._name: str | None = None  # Mistral v11: the name comes before the arguments
-        self._end_of_json = _JsonEnd()
+        self._end_of_json = JsonEnd()
         self._scanned = 0
+        self._stream: CallStream | None = None
+        self._in_array = False  # the open call is an element of a marked array
+        self._array_open = ""  # held: `[` before the first element, until it streams
         super().__init__(**options)
 
     def _parse(self, text: str) -> list[Item]:
@@ -67,15 +58,24 @@ class _JsonCallsParser(ToolCallParser):
 
     def _step(self, out: list[Item]) -> bool:
         """One move of the state machine; False when it needs more text."""
-        if self._mode == "start":
+        mode = self._mode
+        if mode == "start":
             return self._start()
-        if self._mode == "text":
+        if mode == "text":
             return self._text(out)
-        if self._mode == "marker":
+        if mode == "marker":
             return self._after_marker(out)
-        if self._mode == "named":
+        if mode == "named":
             return self._after_name(out)
-        if self._mode == "between":
+        if mode == "opening":
+            return self._opening()
+        if mode == "call":
+            return self._streaming(out)
+        if mode == "element":
+            return self._element(out)
+        if mode == "after_element":
+            return self._after_element(out)
+        if mode == "between":
             return self._between()
         return self._json(out)
 
@@ -135,10 +135,90 @@ class _JsonCallsParser(ToolCallParser):
         return True
 
     def _open_json(self, *, marked: bool) -> None:
-        self._mode = "json"
+        self._mode = "opening"
         self._marked = marked
-        self._end_of_json = _JsonEnd()
+
+    def _opening(self) -> bool:
+        """A JSON value opens: a call object streams, a marked array's calls too."""
+        buffer = self._buffer
+        if buffer[0] == "[" and self._marked and self._name is None:
+            rest = buffer[1:].lstrip()
+            if not rest:
+                return False
+            if rest[0] == "{":
+                self._array_open = buffer[: len(buffer) - len(rest)]
+                self._buffer, self._in_array = rest, True
+                self._stream_call()
+                return True
+        if buffer[0] == "{":
+            self._stream_call()
+        else:
+            self._read_whole()
+        return True
+
+    def _stream_call(self) -> None:
+        marked, names = self._marked, self._tool_names
+        self._stream = CallStream(
+            new_id=self._new_id,
+            accept=lambda name: marked or names is None or name in names,
+            name=self._name,
+        )
+        self._mode = "call"
+
+    def _read_whole(self) -> None:
+        self._mode = "json"
+        self._end_of_json = JsonEnd()
         self._scanned = 0
+
+    def _streaming(self, out: list[Item]) -> bool:
+        """A call read as it streams; it may turn out to be one to read whole."""
+        call = self._stream
+        assert call is not None
+        out += call.feed(self._buffer)
+        self._buffer = ""
+        if call.state == "head":
+            return False
+        if call.state == "whole":  # read whole: the call, or the array it was to open
+            if self._array_open:
+                self._in_array = False
+            self._buffer, self._array_open, self._stream = self._array_open + call.raw, "", None
+            self._read_whole()
+            return True
+        if call.state in ("arguments", "tail"):
+            return False
+        self._made_call, self._stream, self._raw, self._name = True, None, "", None
+        self._buffer, self._array_open = call.rest, ""
+        if call.state == "cut":
+            self.cut_calls += 1
+            self._in_array, self._mode = False, "text"
+        else:
+            self._mode = "after_element" if self._in_array else "between"
+        return True
+
+    def _element(self, out: list[Item]) -> bool:
+        """In a marked array, after `,`: the next call object."""
+        stripped = self._buffer.lstrip()
+        if not stripped:
+            return False
+        self._buffer = stripped
+        if stripped[0] == "{":
+            self._stream_call()
+        else:
+            self._in_array, self._mode = False, "text"
+        return True
+
+    def _after_element(self, out: list[Item]) -> bool:
+        """In a marked array, after a call: `,` and the next, or `]`."""
+        stripped = self._buffer.lstrip()
+        if not stripped:
+            return False
+        if stripped[0] == ",":
+            self._buffer, self._mode = stripped[1:], "element"
+        elif stripped[0] == "]":
+            self._buffer, self._mode, self._in_array = stripped[1:], "between", False
+        else:
+            self._buffer, self._mode, self._in_array = stripped, "text", False
+        return True
 
     def _json(self, out: list[Item]) -> bool:
         end = self._end_of_json.feed(self._buffer[self._scanned :])
@@ -150,10 +230,11 @@ class _JsonCallsParser(ToolCallParser):
         calls = self._json_calls(value)
         if calls is None:
             out.append(self._raw + value)
-            self._raw, self._mode, self._name = "", "text", None
+            self._raw, self._mode, self._name, self._in_array = "", "text", None, False
             return True
         out.extend(calls)
-        self._raw, self._mode, self._name = "", "between", None
+        self._raw, self._name = "", None
+        self._mode = "after_element" if self._in_array else "between"
         return True
 
     def _json_calls(self, value: str) -> list[ToolCall] | None:
@@ -182,13 +263,27 @@ class _JsonCallsParser(ToolCallParser):
         self._raw, self._mode, self._name = "", "text", None
 
     def _end(self) -> list[Item]:
+        call = self._stream
+        if call is not None and call.state != "head":  # streaming: close what streamed
+            self.cut_calls += int(call.state == "arguments")
+            self._raw = self._buffer = ""
+            self._stream = None
+            return call.close()
         # An unfinished JSON value cannot be a call: everything held is text.
-        held = self._raw + self._buffer
-        self._raw, self._buffer = "", ""
+        held = self._held_text()
+        self._raw = self._buffer = self._array_open = ""
+        self._stream = None
         return self._end_text(held)
 
+    def _held_text(self) -> str:
+        """What is held back that is text unless a call takes it."""
+        head = self._stream.raw if self._stream is not None and self._stream.state == "head" else ""
+        return self._raw + self._array_open + head + self._buffer
+
     def _held_length(self) -> int:
-        return len(self._raw) + len(self._buffer)
+        if self._stream is not None and self._stream.state != "head":
+            return 0
+        return len(self._held_text())
 
 
 class Llama3JsonParser(_JsonCallsParser):

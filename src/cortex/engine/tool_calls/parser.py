@@ -92,6 +92,11 @@ class ToolCallParser(ABC):
         new_id: makes each call's id.
         tool_schemas: the JSON Schema of each offered function's parameters, by name (formats
             that write arguments untyped, like Qwen3-Coder's XML, type them by it).
+
+    Attributes:
+        cut_calls: calls ended by the parser rather than the model: their arguments broke off
+            (bad JSON, a closing marker or the end of the reply before they closed) after
+            their first piece was out, so they were closed where they stood.
     """
 
     def __init__(
@@ -106,9 +111,13 @@ class ToolCallParser(ABC):
         self._tool_schemas = dict(tool_schemas or {})
         self._new_id = new_id
         self._made_call = False
+        self.cut_calls = 0
         self._skip = 0
+        self._pending: list[Item] = []  # a call the prefill started, for the first release
         if prefill:
-            self._parse(prefill)  # the client has it already: only the state matters
+            # The client has the prefill's text already; a call it started is still to come.
+            started = self._parse(prefill)
+            self._pending = [item for item in started if not isinstance(item, str)]
             self._skip = self._held_length()
 
     def feed(self, text: str) -> list[Item]:
@@ -116,12 +125,15 @@ class ToolCallParser(ABC):
         return self._output(self._parse(text)) if text else []
 
     def finish(self) -> list[Item]:
-        """The reply ended: release what was held (an unclosed call as text, unless complete)."""
+        """The reply ended: release what was held (an unclosed call as text, unless complete
+        or already streaming, which is closed: see `cut_calls`)."""
         return self._output(self._end())
 
     def _output(self, items: list[Item]) -> list[Item]:
         """Merge adjacent text, drop empty text and the prefill's held text when released."""
         out: list[Item] = []
+        if self._pending:
+            items, self._pending = self._pending + items, []
         for item in items:
             if not isinstance(item, str):
                 if not isinstance(item, ToolCallArguments):

@@ -15,7 +15,8 @@ value is the text, any other's is its JSON (the text when it is not JSON; an unk
 parameter is read the same way). The arguments stream as they are written: `{"city": ` when a
 parameter opens, a string value in pieces as the model writes it (other types once their
 value is whole), `}` when the function closes; the pieces concatenate to one JSON object.
-A `<tool_call>` whose body is JSON is read as Hermes writes it (Qwen3 does), whole.
+A `<tool_call>` whose body is JSON is read as Hermes writes it (Qwen3 does), streamed the same
+way (`CallStream`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from cortex.engine.tool_calls.call_stream import CallStream
 from cortex.engine.tool_calls.parser import (
     Item,
     ToolCallArguments,
@@ -34,7 +36,7 @@ from cortex.engine.tool_calls.parser import (
 
 __all__ = ["Qwen3XmlParser"]
 
-_Mode = Literal["text", "call", "json", "name", "body", "value", "after"]
+_Mode = Literal["text", "call", "json", "name", "body", "value", "after", "skip"]
 _OPEN, _CLOSE = "<tool_call>", "</tool_call>"
 _FUNCTION, _FUNCTION_END = "<function=", "</function>"
 _PARAMETER, _PARAMETER_END = "<parameter=", "</parameter>"
@@ -73,21 +75,15 @@ class Qwen3XmlParser(ToolCallParser):
         self._value = ""  # the open value, when it does not stream
         self._value_start = True  # no character of the open value seen yet
         self._after_call = False
-        self._pending: list[Item] = []  # what a prefill started (the client never saw it)
-        self._priming = True
+        self._stream: CallStream | None = None  # a Hermes JSON body, streamed
         super().__init__(**options)
-        self._priming = False
 
     def _parse(self, text: str) -> list[Item]:
         self._buffer += text
         out: list[Item] = []
         while self._step(out):
             pass
-        if self._priming:
-            self._pending += [item for item in out if not isinstance(item, str)]
-            return [item for item in out if isinstance(item, str)]
-        pending, self._pending = self._pending, []
-        return pending + out
+        return out
 
     def _step(self, out: list[Item]) -> bool:
         """One move of the state machine; False when it needs more text."""
@@ -104,6 +100,8 @@ class Qwen3XmlParser(ToolCallParser):
             return self._body(out)
         if mode == "value":
             return self._value_text(out)
+        if mode == "skip":
+            return self._skip_block()
         return self._after(out)
 
     # -- outside calls ----------------------------------------------------------------------
@@ -144,10 +142,26 @@ class Qwen3XmlParser(ToolCallParser):
         if _FUNCTION.startswith(stripped):
             return False
         self._mode = "json"
+        self._stream = CallStream(new_id=self._new_id, stop=_CLOSE)
         return True
 
     def _json(self, out: list[Item]) -> bool:
-        """A Hermes call: JSON up to `</tool_call>`, read whole."""
+        """A Hermes call: JSON up to `</tool_call>`, streamed as `HermesParser` does, or read
+        whole when it is not laid out to stream."""
+        stream = self._stream
+        if stream is not None:
+            out += stream.feed(self._buffer)
+            self._buffer = ""
+            if stream.state in ("head", "arguments", "tail"):
+                return False
+            self._stream = None
+            if stream.state != "whole":
+                self._made_call = True
+                self.cut_calls += int(stream.state == "cut")
+                self._buffer, self._raw = stream.rest, ""
+                self._mode = "after" if stream.state == "done" else "skip"
+                return True
+            self._buffer = stream.raw
         end = self._buffer.find(_CLOSE)
         if end < 0:
             return False
@@ -264,6 +278,16 @@ class Qwen3XmlParser(ToolCallParser):
             out.append(ToolCallArguments(json.dumps(typed, ensure_ascii=False)))
         self._mode = "body"
 
+    def _skip_block(self) -> bool:
+        """After a JSON call cut where it broke: the rest of its block is dropped."""
+        end = self._buffer.find(_CLOSE)
+        if end < 0:
+            self._buffer = self._buffer[len(self._buffer) - held_suffix(self._buffer, _CLOSE) :]
+            return False
+        self._buffer = self._buffer[end + len(_CLOSE) :]
+        self._mode, self._after_call = "text", True
+        return True
+
     def _after(self, out: list[Item]) -> bool:
         """After `</function>`: the `</tool_call>` that may close it."""
         stripped = self._buffer.lstrip()
@@ -282,6 +306,12 @@ class Qwen3XmlParser(ToolCallParser):
         out: list[Item] = []
         held, self._buffer = self._buffer, ""
         mode, self._mode = self._mode, "text"
+        stream, self._stream = self._stream, None
+        if mode == "json" and stream is not None:
+            if stream.state != "head":  # streaming: close what streamed
+                self.cut_calls += int(stream.state == "arguments")
+                return stream.close()
+            held = stream.raw
         if mode in ("call", "json", "name"):
             if mode == "json":
                 calls = self._calls(held, marked=True)
@@ -293,13 +323,17 @@ class Qwen3XmlParser(ToolCallParser):
             self._close_value(out)
             mode = "body"
         if mode == "body":
+            self.cut_calls += 1
             out.append(ToolCallArguments("{}" if self._params == 0 else "}"))
             return out
-        if mode == "after":
+        if mode in ("after", "skip"):
             return out
         return self._end_text(held)
 
     def _held_length(self) -> int:
+        if self._mode == "json" and self._stream is not None:
+            streaming = self._stream.state != "head"
+            return 0 if streaming else len(self._gap) + len(self._raw) + len(self._stream.raw)
         if self._mode in ("call", "json", "name"):
             return len(self._gap) + len(self._raw) + len(self._buffer)
         if self._mode == "text":
