@@ -12,9 +12,8 @@ from cortex.fleet.dispatch import Route
 from cortex.gateway.metrics import GatewayMetrics
 from cortex.testing import NeuronProcess
 
-from ..helpers import chat, until
 from .conftest import FleetFactory
-from .helpers import loaded, node_status
+from .helpers import chat, loaded, node_status, until
 
 pytestmark = pytest.mark.e2e
 

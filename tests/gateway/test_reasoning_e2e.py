@@ -11,6 +11,7 @@ Claude Code sends one in every request: its captured request must still get a cl
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,11 +20,11 @@ import httpx
 import openai
 import pytest
 
-from cortex.testing import GatewayProcess, NeuronProcess, start_neuron_process
+from cortex.testing import NeuronProcess, start_neuron_process
 
 from ..captured import CLAUDE_CODE_BODY
 from ..neuron.reasoning_model import CODER_TEMPLATE, write_reasoning_model
-from .conftest import anthropic_client, gateway_over, openai_client
+from .conftest import GatewayProcess, anthropic_client, gateway_over, openai_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -104,7 +105,7 @@ def test_openai_stream_has_reasoning_content_then_content(oai: openai.OpenAI, th
     usage = chunks[-1].usage
     assert usage is not None and usage.completion_tokens == 16
     assert usage.completion_tokens_details is not None
-    assert usage.completion_tokens_details.reasoning_tokens == BUDGET + CLOSE_TOKENS
+    assert usage.completion_tokens_details.reasoning_tokens == BUDGET  # markers not counted
 
 
 def test_anthropic_stream_has_a_thinking_block_then_a_text_block(
@@ -178,6 +179,20 @@ def test_responses_have_a_reasoning_item(oai: openai.OpenAI, thought: str) -> No
     )
     assert [item.type for item in off.output] == ["message"]
 
+    # Asked for a summary (as the Codex CLI asks), the thought comes as the item's summary.
+    summarised = oai.responses.create(
+        model=MODEL, input="hi", max_output_tokens=8, reasoning={"summary": "auto"}
+    )
+    [item] = summarised.output
+    assert item.type == "reasoning" and not item.content
+    assert [part.text for part in item.summary] == [thought[:8]]
+    with oai.responses.stream(
+        model=MODEL, input="hi", max_output_tokens=8, reasoning={"summary": "auto"}
+    ) as stream:
+        summary_events = list(stream)
+    deltas = [e.delta for e in summary_events if e.type == "response.reasoning_summary_text.delta"]
+    assert "".join(deltas) == thought[:8]
+
 
 def test_a_claude_code_request_with_a_mid_conversation_system_message_streams(
     claude: anthropic.Anthropic, node: NeuronProcess
@@ -211,7 +226,8 @@ def test_reasoning_passes_through_openai_untouched(oai: openai.OpenAI, thought: 
 
 def test_an_xml_tool_call_streams_as_input_json_deltas(claude: anthropic.Anthropic) -> None:
     """Qwen3-Coder's XML call, opened by a prefill: the model's letters reach Claude Code's SDK
-    as `input_json_delta`s while they are written, and the call ends the turn."""
+    as `input_json_delta`s while they are written; `max_tokens` cuts the call, which is closed
+    and reported as `max_tokens` (not `tool_use`: the call is incomplete)."""
     tool: Any = {
         "name": "get_weather",
         "input_schema": {
@@ -233,8 +249,76 @@ def test_an_xml_tool_call_streams_as_input_json_deltas(claude: anthropic.Anthrop
         if e.type == "content_block_delta" and e.delta.type == "input_json_delta"
     ]
     assert len(pieces) >= 6  # letter by letter, not one blob at the end
-    assert message.stop_reason == "tool_use"
+    assert message.stop_reason == "max_tokens"
     calls = [block for block in message.content if block.type == "tool_use"]
     assert len(calls) == 1 and calls[0].name == "get_weather"
     arguments: Any = calls[0].input
     assert arguments["days"] == 2 and len(arguments["city"]) == 6
+
+
+def test_a_hermes_call_streams_its_arguments_piece_by_piece(
+    oai: openai.OpenAI, claude: anthropic.Anthropic
+) -> None:
+    """A Hermes call opened by a prefill: the model's letters reach both SDKs' stream helpers
+    as argument deltas while they are written. `max_tokens` cuts the call: it is closed into
+    valid JSON and the reply says `length` / `max_tokens`, so no client runs it unawares."""
+    tool: Any = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+    prefill = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "'
+    messages: Any = [*ASK, {"role": "assistant", "content": prefill}]
+    ask: Any = {
+        "model": MODEL,
+        "messages": messages,
+        "tools": [tool],
+        "max_tokens": 6,
+        "extra_body": {"continue_final_message": True, "add_generation_prompt": False},
+    }
+    whole = oai.chat.completions.create(**ask)
+    choice = whole.choices[0]
+    assert choice.finish_reason == "length" and choice.message.tool_calls
+    [call] = choice.message.tool_calls
+    assert call.type == "function" and call.function.name == "get_weather"
+    city = json.loads(call.function.arguments)["city"]
+    assert len(city) == 6 and city.isalpha()
+
+    chunks = list(oai.chat.completions.create(**ask, stream=True))
+    pieces = [
+        delta.function.arguments
+        for chunk in chunks
+        for streamed in chunk.choices
+        for delta in streamed.delta.tool_calls or []
+        if delta.function and delta.function.arguments
+    ]
+    assert len(pieces) > 1 and "".join(pieces) == call.function.arguments
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+
+    with oai.chat.completions.stream(**ask) as helper:
+        events = list(helper)
+        snapshot = helper.current_completion_snapshot
+    argument_deltas = [e for e in events if e.type == "tool_calls.function.arguments.delta"]
+    assert len(argument_deltas) > 1
+    [done] = [e for e in events if e.type == "tool_calls.function.arguments.done"]
+    assert done.name == "get_weather" and done.arguments == call.function.arguments
+    accumulated = snapshot.choices[0].message.tool_calls
+    assert accumulated and accumulated[0].function.arguments == call.function.arguments
+
+    anthropic_tool: Any = {"name": "get_weather", "input_schema": tool["function"]["parameters"]}
+    with claude.messages.stream(
+        model=MODEL, max_tokens=6, messages=messages, tools=[anthropic_tool]
+    ) as stream:
+        streamed_events = list(stream)
+        message = stream.get_final_message()
+    partial = [
+        e.delta.partial_json
+        for e in streamed_events
+        if e.type == "content_block_delta" and e.delta.type == "input_json_delta"
+    ]
+    assert len(partial) > 1 and "".join(partial) == call.function.arguments
+    assert message.stop_reason == "max_tokens"
+    [use] = [block for block in message.content if block.type == "tool_use"]
+    assert use.name == "get_weather" and use.input == {"city": city}

@@ -9,16 +9,17 @@ only completes the arguments, as Claude Code's prefills do.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import anthropic
 import pytest
 
-from cortex.neuron.catalogue import DEFAULT_MODEL_ID, default_gguf_path
-from cortex.testing import GatewayProcess, NeuronProcess, start_neuron_process
+from cortex.neuron.catalog import DEFAULT_MODEL_ID, default_gguf_path
+from cortex.testing import NeuronProcess, start_neuron_process
 
-from .conftest import anthropic_client, gateway_over
+from .conftest import GatewayProcess, anthropic_client, gateway_over
 
 pytestmark = [
     pytest.mark.e2e,
@@ -73,11 +74,19 @@ def test_a_tool_call_and_its_result_round_trip(client: anthropic.Anthropic) -> N
     assert [(use.name, use.input) for use in uses] == [("get_weather", {"city": "Paris"})]
     assert uses[0].id
 
-    # Streamed (as Claude Code asks): the same call, its input built from input_json_delta.
+    # Streamed (as Claude Code asks): the same call, its input built from input_json_delta
+    # pieces sent as the model writes them.
     with client.messages.stream(
         model=MODEL, max_tokens=40, messages=prefilled, tools=TOOLS, extra_body=GREEDY
     ) as stream:
+        events = list(stream)
         streamed = stream.get_final_message()
+    pieces = [
+        e.delta.partial_json
+        for e in events
+        if e.type == "content_block_delta" and e.delta.type == "input_json_delta"
+    ]
+    assert len(pieces) > 1 and json.loads("".join(pieces)) == {"city": "Paris"}
     assert streamed.stop_reason == "tool_use"
     assert [(b.name, b.input) for b in streamed.content if b.type == "tool_use"] == [
         ("get_weather", {"city": "Paris"})

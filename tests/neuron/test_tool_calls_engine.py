@@ -15,7 +15,7 @@ import pytest_asyncio
 from cortex.engine.tokenizer import Tokenizer
 from cortex.engine.tool_calls import ChatPrompter
 from cortex.neuron import create_neuron_app
-from cortex.neuron.catalogue import DEFAULT_MODEL_ID, default_gguf_path
+from cortex.neuron.catalog import DEFAULT_MODEL_ID, default_gguf_path
 from cortex.neuron.engine_harness import EngineHarness
 
 pytestmark = [
@@ -116,17 +116,19 @@ async def test_a_prefilled_call_comes_back_as_tool_calls(served: Served) -> None
         extra_body=CONTINUE,
     )
     deltas = [chunk.choices[0] async for chunk in stream if chunk.choices]
-    tool_deltas = [d.delta.tool_calls for d in deltas if d.delta.tool_calls]
-    assert len(tool_deltas) == 1 and len(tool_deltas[0]) == 1
-    streamed = tool_deltas[0][0]
-    assert streamed.index == 0 and streamed.id and streamed.id.startswith("call_")
+    # The arguments stream as written: the prefill's `{"city": "` with `Paris`, then `"}`.
+    pieces = [call for d in deltas for call in d.delta.tool_calls or []]
+    assert len(pieces) == 2 and all(piece.index == 0 for piece in pieces)
+    streamed = pieces[0]
+    assert streamed.id and streamed.id.startswith("call_") and not pieces[1].id
     assert streamed.function is not None and streamed.function.name == "get_weather"
-    assert json.loads(streamed.function.arguments or "") == {"city": "Paris"}
+    arguments = "".join(piece.function.arguments or "" for piece in pieces if piece.function)
+    assert json.loads(arguments) == {"city": "Paris"}
     assert "".join(d.delta.content or "" for d in deltas) == "The weather"
     assert deltas[-1].finish_reason == "tool_calls"  # cut by max_tokens, but a call was made
 
 
-async def test_a_call_cut_by_max_tokens_is_text_unless_its_json_is_complete(
+async def test_a_call_cut_by_max_tokens_is_closed_and_the_reply_says_length(
     served: Served,
 ) -> None:
     async def cut(max_tokens: int) -> Any:
@@ -140,9 +142,13 @@ async def test_a_call_cut_by_max_tokens_is_text_unless_its_json_is_complete(
         )
         return reply.choices[0]
 
-    one = await cut(1)  # `Paris`: the call is unfinished, so it is the model's text
-    assert one.finish_reason == "length" and not one.message.tool_calls
-    assert one.message.content == "Paris"
+    # `Paris`: the call streamed from the prefill's `{"city": "` on, so it is closed where
+    # max_tokens cut it, and `length` tells the client it is incomplete.
+    one = await cut(1)
+    assert one.finish_reason == "length" and not one.message.content
+    [call] = one.message.tool_calls or []
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
     three = await cut(3)  # `Paris"}}`: the JSON is whole, only `</tool_call>` is missing
     assert three.finish_reason == "tool_calls" and three.message.content is None
     assert [c.function.name for c in three.message.tool_calls or []] == ["get_weather"]

@@ -16,8 +16,7 @@ import yaml
 
 from cortex.gateway.server import build_parser
 
-from ..faults.servers import ADMIN, API
-from ..helpers import chat
+from ..faults.servers import ADMIN, API, chat
 from .conftest import Ops
 
 pytestmark = pytest.mark.e2e

@@ -31,7 +31,10 @@ from cortex.protocol.responses import ResponsesRequest
 from cortex.protocol.responses_events import ResponseStreamEvent
 from cortex.translate import responses_stream
 from cortex.translate.ids import IdFactory
-from cortex.translate.responses_api import openai_response_to_responses
+from cortex.translate.responses_api import (
+    openai_response_to_responses,
+    responses_request_to_openai,
+)
 from cortex.translate.responses_stream import ResponsesStreamTranslator
 from cortex.translate.sse import DONE, SSEDecoder, encode_sse
 
@@ -534,3 +537,50 @@ def test_any_stream_is_valid_and_loses_nothing(
 def test_docstring_example_runs() -> None:
     result = doctest.testmod(responses_stream, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_request_for_a_summary_gets_the_thought_as_the_reasoning_summary() -> None:
+    """cortex has no summarizer: asked for `reasoning.summary`, the whole thought is the
+    summary, streamed with the summary events (what the Codex CLI shows) and the same as the
+    non-streamed reply; sent back as input, it becomes the turn's `reasoning_content`."""
+    request = ResponsesRequest.model_validate(
+        {"model": "m", "input": "hi", "reasoning": {"effort": "high", "summary": "auto"}}
+    )
+    chunks = [
+        chunk({"reasoning_content": "Need "}),
+        chunk({"reasoning_content": "weather."}),
+        chunk({"content": "Sunny."}),
+        chunk(finish="stop", usage=usage()),
+    ]
+    translator = ResponsesStreamTranslator(request, ids=ids())
+    raw = translator.start()
+    for c in chunks:
+        raw += translator.feed(c)
+    for event in raw:
+        assert OUR_EVENT.validate_python(event).model_dump(mode="json") == event
+    events = [json.loads(encode_sse(e).split(b"data: ", 1)[1]) for e in raw]
+    assert [e["type"] for e in events[2:9]] == [
+        "response.output_item.added",
+        "response.reasoning_summary_part.added",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_summary_text.done",
+        "response.reasoning_summary_part.done",
+        "response.output_item.done",
+    ]
+    assert all(e["summary_index"] == 0 for e in events[3:8])
+    assert events[6]["text"] == "Need weather."
+    state = sdk_accumulate(events)
+    final = state._completed_response
+    assert final is not None and final.output_text == "Sunny."
+    reasoning = final.output[0]
+    assert reasoning.type == "reasoning" and not reasoning.content
+    assert [part.text for part in reasoning.summary] == ["Need weather."]
+    whole = openai_response_to_responses(chat_reply(chunks), request=request, ids=ids())
+    assert whole.model_dump(mode="json") == events[-1]["response"]
+
+    item = whole.output[0].model_dump(mode="json")
+    history = responses_request_to_openai(
+        {"model": "m", "input": [item, {"role": "assistant", "content": "Sunny."}]}
+    )
+    assert history.model_dump(mode="json")["messages"][-1]["reasoning_content"] == "Need weather."

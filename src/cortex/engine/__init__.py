@@ -10,7 +10,6 @@ from typing import Any
 
 __all__ = [
     "Engine",
-    "EngineStats",
     "SafetensorsError",
     "SamplingParams",
     "TokenEvent",
@@ -23,7 +22,6 @@ __all__ = [
 
 _LAZY = {
     "Engine": "cortex.engine.engine",
-    "EngineStats": "cortex.engine.engine",
     "TokenEvent": "cortex.engine.engine",
     "Usage": "cortex.engine.engine",
     "SamplingParams": "cortex.engine.sampling",

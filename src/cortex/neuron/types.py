@@ -1,4 +1,4 @@
-"""Values passed between a neuron's app, harness and registry, and the `LoadedModel` protocol."""
+"""Values passed between a neuron's app, harness and registry, and the model runner protocol."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ __all__ = [
     "GenerationEvent",
     "HarnessStats",
     "LoadEvent",
-    "LoadedModel",
     "ModelEntry",
-    "ModelPrecision",
+    "ModelRunner",
     "ModelSpec",
     "ModelState",
-    "ModelUsage",
     "Opener",
     "ProgressCallback",
     "Puller",
+    "RunnerLoad",
+    "RunnerPrecision",
     "SamplingOptions",
     "TokenUsage",
     "ToolCall",
@@ -305,7 +305,7 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
-class ModelPrecision:
+class RunnerPrecision:
     """How a loaded model is held: dtype, quantization, resident weights (for `/models`)."""
 
     dtype: str
@@ -314,7 +314,7 @@ class ModelPrecision:
 
 
 @dataclass(frozen=True)
-class ModelUsage:
+class RunnerLoad:
     """How busy a loaded model is: requests running (its batch) and waiting, KV cache use 0..1,
     and how many chats its template refused until their layout was folded (since it loaded)."""
 
@@ -324,7 +324,7 @@ class ModelUsage:
     template_folds: int = 0
 
 
-class LoadedModel(Protocol):
+class ModelRunner(Protocol):
     """A loaded model: what a harness's opener returns and the registry holds until unload."""
 
     @property
@@ -345,8 +345,8 @@ class LoadedModel(Protocol):
         """Prompt tokens of `request`, as `generate` would see them (for `POST /tokenize`)."""
         ...
 
-    def usage(self) -> ModelUsage:
-        """How busy it is now: its requests running and waiting, and its KV cache use."""
+    def load(self) -> RunnerLoad:
+        """Its requests running and waiting, and its KV cache use."""
         ...
 
     async def close(self) -> None:
@@ -354,8 +354,8 @@ class LoadedModel(Protocol):
         ...
 
 
-Opener = Callable[[ModelSpec, ProgressCallback], Awaitable[LoadedModel]]
-"""Loads a model: the spec and a progress callback in, the `LoadedModel` out."""
+Opener = Callable[[ModelSpec, ProgressCallback], Awaitable[ModelRunner]]
+"""Loads a model: the spec and a progress callback in, a runner out."""
 
 Puller = Callable[[str, str, ProgressCallback], Awaitable[ModelSpec]]
 """Pulls a model this node lacks: its id, its source (`hf:ORG/NAME[:QUANT]`) and a progress

@@ -125,7 +125,8 @@ class ReasoningText(WireModel):
 
 
 class SummaryText(WireModel):
-    """A reasoning summary (cortex never writes one; clients may echo them back)."""
+    """A reasoning summary: cortex has no summarizer, so when a request asks for a summary
+    (`reasoning.summary`) the whole thought is written as one."""
 
     type: Literal["summary_text"] = "summary_text"
     text: str
@@ -180,7 +181,8 @@ class FunctionCallOutputItem(WireModel):
 
 
 class ReasoningItem(WireModel):
-    """The model's reasoning: raw text in `content`; `summary` stays empty in cortex."""
+    """The model's reasoning: raw text in `content`, or in `summary` when the request asked
+    for a summary (`reasoning.summary`)."""
 
     type: Literal["reasoning"] = "reasoning"
     id: str | None = None

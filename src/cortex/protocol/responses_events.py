@@ -11,7 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field
 
 from cortex.protocol.base import WireModel
-from cortex.protocol.responses import ContentPart, OutputItem, Response
+from cortex.protocol.responses import ContentPart, OutputItem, Response, SummaryText
 
 __all__ = [
     "ContentPartAddedEvent",
@@ -23,6 +23,10 @@ __all__ = [
     "OutputItemDoneEvent",
     "OutputTextDeltaEvent",
     "OutputTextDoneEvent",
+    "ReasoningSummaryPartAddedEvent",
+    "ReasoningSummaryPartDoneEvent",
+    "ReasoningSummaryTextDeltaEvent",
+    "ReasoningSummaryTextDoneEvent",
     "ReasoningTextDeltaEvent",
     "ReasoningTextDoneEvent",
     "RefusalDeltaEvent",
@@ -173,6 +177,46 @@ class ReasoningTextDoneEvent(_Event):
     text: str
 
 
+class ReasoningSummaryPartAddedEvent(_Event):
+    """A summary part starts inside a reasoning item."""
+
+    type: Literal["response.reasoning_summary_part.added"] = "response.reasoning_summary_part.added"
+    item_id: str
+    output_index: int
+    summary_index: int
+    part: SummaryText
+
+
+class ReasoningSummaryPartDoneEvent(_Event):
+    """A summary part is final."""
+
+    type: Literal["response.reasoning_summary_part.done"] = "response.reasoning_summary_part.done"
+    item_id: str
+    output_index: int
+    summary_index: int
+    part: SummaryText
+
+
+class ReasoningSummaryTextDeltaEvent(_Event):
+    """More text for a reasoning item's summary part."""
+
+    type: Literal["response.reasoning_summary_text.delta"] = "response.reasoning_summary_text.delta"
+    item_id: str
+    output_index: int
+    summary_index: int
+    delta: str
+
+
+class ReasoningSummaryTextDoneEvent(_Event):
+    """The full text of a reasoning item's summary part."""
+
+    type: Literal["response.reasoning_summary_text.done"] = "response.reasoning_summary_text.done"
+    item_id: str
+    output_index: int
+    summary_index: int
+    text: str
+
+
 class FunctionCallArgumentsDeltaEvent(_Event):
     """More of a function call's JSON arguments."""
 
@@ -221,6 +265,10 @@ ResponseStreamEvent = Annotated[
     | RefusalDoneEvent
     | ReasoningTextDeltaEvent
     | ReasoningTextDoneEvent
+    | ReasoningSummaryPartAddedEvent
+    | ReasoningSummaryPartDoneEvent
+    | ReasoningSummaryTextDeltaEvent
+    | ReasoningSummaryTextDoneEvent
     | FunctionCallArgumentsDeltaEvent
     | FunctionCallArgumentsDoneEvent
     | ErrorEvent,

@@ -57,6 +57,7 @@ from cortex.protocol.responses import (
     ResponsesRequest,
     ResponseStatus,
     ResponseUsage,
+    SummaryText,
     TextConfig,
     TextFormatJsonObject,
     TextFormatJsonSchema,
@@ -77,6 +78,7 @@ __all__ = [
     "response_usage",
     "responses_request_to_openai",
     "tool_arguments",
+    "wants_summary",
 ]
 
 
@@ -312,7 +314,8 @@ def openai_response_to_responses(
 ) -> Response:
     """The Responses `Response` for a non-streamed OpenAI chat reply.
 
-    Output order: a reasoning item (from `reasoning_content` or `reasoning`), a message item
+    Output order: a reasoning item (from `reasoning_content` or `reasoning`: its raw text in
+    `content`, or in `summary` when the request asks for one, see `wants_summary`), a message item
     (when there is text or a refusal), then one `function_call` item per tool call (the
     upstream call id is kept as `call_id`, so the next turn's `function_call_output`
     matches; empty arguments become `{}`). `finish_reason` length or content_filter make
@@ -346,11 +349,12 @@ def openai_response_to_responses(
     output: list[OutputItem] = []
     reasoning = message.reasoning_content or (message.model_extra or {}).get("reasoning")
     if isinstance(reasoning, str) and reasoning:
-        output.append(
-            ReasoningItem(
-                id=ids.new("rs_"), content=[ReasoningText(text=reasoning)], status="completed"
-            )
-        )
+        item = ReasoningItem(id=ids.new("rs_"), status="completed")
+        if wants_summary(request):
+            item.summary = [SummaryText(text=reasoning)]
+        else:
+            item.content = [ReasoningText(text=reasoning)]
+        output.append(item)
     parts: list[OutputContent] = []
     if message.content:
         parts.append(OutputText(text=message.content))
@@ -374,6 +378,18 @@ def openai_response_to_responses(
     result.status = status
     result.incomplete_details = incomplete
     return result
+
+
+def wants_summary(request: ResponsesRequest) -> bool:
+    """Whether the request asks for reasoning summaries (`reasoning.summary`: `auto`,
+    `concise`, `detailed`).
+
+    cortex has no summarizer: such a request gets the whole thought as the reasoning item's one
+    `summary_text` part (streamed as `response.reasoning_summary_text.delta`), which is what
+    clients that show only summaries (the Codex CLI) display; otherwise the thought is the
+    item's raw `content` (`response.reasoning_text.delta`), as vLLM and gpt-oss write it.
+    """
+    return bool(request.reasoning and request.reasoning.summary)
 
 
 def tool_arguments(arguments: Any) -> str:

@@ -4,7 +4,8 @@
 merged; assistant text, refusals and `function_call` items of one turn become one assistant
 message with `tool_calls`; each `function_call_output` becomes a `tool` message right after
 it (images a tool returned follow as a user message, since Chat tool messages are text
-only); raw reasoning text rides on the next assistant message as `reasoning_content`.
+only); raw reasoning text (or its summary when it has none) rides on the next assistant
+message as `reasoning_content`.
 Items of unknown types (hosted tool calls echoed back) are dropped.
 """
 
@@ -79,7 +80,8 @@ class _Conversation:
             elif isinstance(item, FunctionCallOutputItem):
                 self._function_call_output(item, index)
             elif isinstance(item, ReasoningItem):
-                self.reasoning.extend(part.text for part in item.content or [])
+                # Raw text, else the summary (where cortex wrote the thought when asked for one)
+                self.reasoning.extend(part.text for part in item.content or item.summary)
             elif isinstance(item, ItemReference):
                 raise InvalidRequestError(
                     "item_reference items are not supported: cortex does not store items",

@@ -30,6 +30,7 @@ from cortex.protocol.responses import (
     Refusal,
     Response,
     ResponsesRequest,
+    SummaryText,
 )
 from cortex.protocol.responses_events import (
     ContentPartAddedEvent,
@@ -38,6 +39,9 @@ from cortex.protocol.responses_events import (
     OutputItemAddedEvent,
     OutputItemDoneEvent,
     OutputTextDoneEvent,
+    ReasoningSummaryPartAddedEvent,
+    ReasoningSummaryPartDoneEvent,
+    ReasoningSummaryTextDoneEvent,
     ReasoningTextDoneEvent,
     RefusalDoneEvent,
     ResponseCompletedEvent,
@@ -46,7 +50,6 @@ from cortex.protocol.responses_events import (
     ResponseIncompleteEvent,
     ResponseInProgressEvent,
 )
-from cortex.translate.deltas import tool_call_index
 from cortex.translate.errors import error_from_openai
 from cortex.translate.ids import IdFactory
 from cortex.translate.responses_api import (
@@ -56,6 +59,7 @@ from cortex.translate.responses_api import (
     response_status,
     response_usage,
     tool_arguments,
+    wants_summary,
 )
 from cortex.translate.stream_items import StreamEvent, StreamItem, item_payload
 
@@ -133,10 +137,10 @@ class ResponsesStreamTranslator:
         self, request: ResponsesRequest | Mapping[str, Any], *, ids: IdFactory | None = None
     ) -> None:
         self._ids = ids or IdFactory()
-        self.response = response_shell(
-            parse_responses_request(request), self._ids.new("resp_"), self._ids.created()
-        )
+        parsed = parse_responses_request(request)
+        self.response = response_shell(parsed, self._ids.new("resp_"), self._ids.created())
         """The response as it stands; final once the stream has ended."""
+        self._summary = wants_summary(parsed)  # the thought goes out as the item's summary
         self._sequence = 0
         self._started = False
         self._ended = False
@@ -252,7 +256,9 @@ class ResponsesStreamTranslator:
         self._write(kind, text, events)
 
     def _tool_fragment(self, fragment: Mapping[str, Any], events: _Out) -> None:
-        index = tool_call_index(fragment, {i: call.id for i, call in self._calls.items()})
+        index = fragment.get("index")
+        if not isinstance(index, int):
+            index = self._index_without_index(fragment.get("id"))
         call = self._calls.get(index)
         if call is None:
             call = self._calls[index] = _Call()
@@ -279,6 +285,15 @@ class ResponsesStreamTranslator:
             pending, call.arguments = call.arguments, ""
             self._write("function_call", pending, events)
 
+    def _index_without_index(self, call_id: Any) -> int:
+        """A lax server's tool fragment without `index`: a new id starts a new call."""
+        for index, call in self._calls.items():
+            if call_id and call.id == call_id:
+                return index
+        if call_id or not self._calls:
+            return len(self._calls)
+        return max(self._calls)
+
     # -- items ---------------------------------------------------------------------------------
 
     def _write(self, kind: _Kind, text: str, events: _Out) -> None:
@@ -302,7 +317,10 @@ class ResponsesStreamTranslator:
             "item_id": item.id,
             "output_index": item.output_index,
         }
-        if kind != "function_call":
+        if kind == "reasoning" and self._summary:
+            delta["type"] = "response.reasoning_summary_text.delta"
+            delta["summary_index"] = 0
+        elif kind != "function_call":
             delta["content_index"] = len(item.parts) if kind != "reasoning" else 0
         delta["delta"] = text
         if kind == "output_text":
@@ -312,7 +330,18 @@ class ResponsesStreamTranslator:
     def _begin(self, kind: Literal["reasoning", "message"], events: _Out) -> _Open:
         prefix = "rs_" if kind == "reasoning" else "msg_"
         item = self._open = _Open(kind, self._ids.new(prefix), len(self.response.output))
-        if kind == "reasoning":
+        if kind == "reasoning" and self._summary:
+            events.append(self._added(ReasoningItem(id=item.id, status="in_progress")))
+            events.append(
+                ReasoningSummaryPartAddedEvent(
+                    sequence_number=self._next(),
+                    item_id=item.id,
+                    output_index=item.output_index,
+                    summary_index=0,
+                    part=SummaryText(text=""),
+                )
+            )
+        elif kind == "reasoning":
             events.append(self._added(ReasoningItem(id=item.id, content=[], status="in_progress")))
             events.append(self._part_added(item, 0, ReasoningText(text="")))
         else:
@@ -355,7 +384,20 @@ class ResponsesStreamTranslator:
             return
         at = {"item_id": item.id, "output_index": item.output_index}
         final: OutputItem
-        if item.kind == "reasoning":
+        if item.kind == "reasoning" and self._summary:
+            summary = SummaryText(text=item.text)
+            events.append(
+                ReasoningSummaryTextDoneEvent(
+                    sequence_number=self._next(), summary_index=0, text=item.text, **at
+                )
+            )
+            events.append(
+                ReasoningSummaryPartDoneEvent(
+                    sequence_number=self._next(), summary_index=0, part=summary, **at
+                )
+            )
+            final = ReasoningItem(id=item.id, summary=[summary], status=status)
+        elif item.kind == "reasoning":
             part = ReasoningText(text=item.text)
             events.append(
                 ReasoningTextDoneEvent(
