@@ -28,7 +28,7 @@ import httpx
 from cortex.engine.engine import Engine
 from cortex.engine.gguf import default_model_dir
 from cortex.engine.sampling import SamplingParams
-from cortex.neuron.catalog import DEFAULT_MODEL_ID, ModelCatalog
+from cortex.neuron.catalogue import DEFAULT_MODEL_ID, ModelCatalogue
 from cortex.testing import start_neuron_process
 
 PROMPT = [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}]
@@ -106,7 +106,7 @@ async def main(args: argparse.Namespace) -> None:
     device = "cuda:0" if args.device == "cuda" else args.device
     dtype = "bfloat16" if device.startswith("cuda") else "float32"
     folder = default_model_dir(progress=False)
-    (spec,) = [s for s in ModelCatalog([], dtype_bytes=2 if dtype == "bfloat16" else 4).scan()]
+    (spec,) = [s for s in ModelCatalogue([], dtype_bytes=2 if dtype == "bfloat16" else 4).scan()]
     samples: dict[tuple[str, int], list[Sample]] = {}
     walls: dict[tuple[str, int], float] = {}
 

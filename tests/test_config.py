@@ -42,7 +42,7 @@ def test_examples_load_and_are_detected() -> None:
     assert cortex.gateway.metrics_listen.port == 31314
     assert cortex.eviction.strategy == "lru"
     assert cortex.eviction.defrag_after_cycles == 50
-    models = cortex.load_models()
+    models = load_models_config(cortex.models_config)
     assert isinstance(models, ModelsConfig)
     profile = models.profile("smollm")
     assert profile is not None and profile.id == "smollm2-135m-instruct" and profile.pinned
@@ -171,7 +171,7 @@ def test_relative_paths_resolve_from_the_file(tmp_path: Path) -> None:
     config = load_cortex_config(
         write(tmp_path / "sub", 'models_config = "models.toml"\n', "c.toml"), env={}
     )
-    assert config.load_models().models[0].id == "m"
+    assert load_models_config(config.models_config).models[0].id == "m"
     neuron = load_neuron_config(write(tmp_path, 'models_dirs = ["m"]\n', "n.toml"), env={})
     assert neuron.models_dirs == [tmp_path / "m"]
     assert load_models_config(tmp_path / "sub" / "models.toml").profile("m") is not None

@@ -251,14 +251,15 @@ def test_a_gateway_host_installs_and_serves_without_torch(tmp_path: Path) -> Non
             done.stderr
         )
 
-    from tests.faults.servers import fake_neuron, gateway_config, start_gateway, start_neurons
+    from cortex.testing import start_gateway_process
+    from tests.faults.servers import fake_neuron, gateway_config, start_neurons
 
     neurons = start_neurons({"a": fake_neuron("a", ["tiny"])})
     try:
         import httpx
 
         config = gateway_config(neurons, auth=False)
-        gateway = start_gateway(config, python=python)
+        gateway = start_gateway_process(config, python=python)
         try:
             reply = httpx.post(
                 f"{gateway.url}/v1/chat/completions",

@@ -47,7 +47,7 @@ def embedded_fleet(
         ```
     """
     from cortex.neuron.app import create_neuron_app
-    from cortex.neuron.catalog import DEFAULT_MODEL_ID
+    from cortex.neuron.catalogue import DEFAULT_MODEL_ID
 
     if harness is None:
         from cortex.neuron.engine_harness import EngineHarness

@@ -8,8 +8,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from cortex.testing import NeuronProcess, start_neuron_process
-from tests.faults.servers import GatewayProcess, gateway_config, start_gateway
+from cortex.testing import (
+    GatewayProcess,
+    NeuronProcess,
+    start_gateway_process,
+    start_neuron_process,
+)
+from tests.faults.servers import gateway_config
 
 NODE_TOKEN = "node-secret"
 MODELS = [
@@ -40,7 +45,9 @@ def stack() -> Iterator[Stack]:
     config = gateway_config({"a": neuron}, max_body_mb=1.0)
     config["neurons"][0]["token"] = NODE_TOKEN
     try:
-        gateway = start_gateway(config, [{"id": "m1", "aliases": ["default"]}, {"id": "tiny"}])
+        gateway = start_gateway_process(
+            config, [{"id": "m1", "aliases": ["default"]}, {"id": "tiny"}]
+        )
     except BaseException:
         neuron.stop()
         raise

@@ -15,22 +15,24 @@ import pytest
 from cortex.config import LimitsConfig
 from cortex.gateway.auth import KeyRing
 from cortex.gateway.limits import KeyLimiter
-from cortex.testing import NeuronProcess, start_neuron_process
+from cortex.testing import (
+    GatewayProcess,
+    NeuronProcess,
+    start_gateway_process,
+    start_neuron_process,
+)
 from tests.faults.servers import (
     ADMIN,
     ADMIN_KEY,
     ANTHROPIC,
     API,
     KEY,
-    GatewayProcess,
-    chat,
     gateway_config,
     is_anthropic_error,
     is_openai_error,
-    message,
     sse_events,
-    start_gateway,
 )
+from tests.helpers import chat, message
 
 from .conftest import NODE_TOKEN, Stack
 
@@ -204,7 +206,7 @@ def limited() -> Iterator[Limited]:
     config["neurons"][0]["token"] = NODE_TOKEN
     config["auth"]["keys"].append(OTHER_KEY)
     config["limits"] = {"concurrent_requests": 2, "requests_per_minute": 30, "burst": 6}
-    gateway = start_gateway(config, args=["--log-level", "debug"])
+    gateway = start_gateway_process(config, args=["--log-level", "debug"])
     yield Limited(gateway, neuron)
     gateway.stop()
     neuron.stop()

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cortex.engine.gguf import GGUFError, import_gguf
-from cortex.neuron.catalog import ModelCatalog, read_gguf_header
+from cortex.neuron.catalogue import ModelCatalogue, read_gguf_header
 
 EXAMPLES = int(os.environ.get("CORTEX_HYPOTHESIS_EXAMPLES", "60"))
 BUDGET = settings(
@@ -155,7 +155,7 @@ def test_a_damaged_gguf_header_is_a_value_error_and_the_scan_skips_it(
     source.write_bytes(_damaged(valid, data))
     with contextlib.suppress(ValueError):
         read_gguf_header(source)
-    specs = ModelCatalog([folder], include_default=False).scan()  # never breaks the scan
+    specs = ModelCatalogue([folder], include_default=False).scan()  # never breaks the scan
     assert [spec.id for spec in specs] in ([], ["damaged"])
 
 

@@ -13,15 +13,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.faults.servers import (
-    ANTHROPIC,
-    API,
-    KEY,
-    chat,
-    is_anthropic_error,
-    is_openai_error,
-    message,
-)
+from tests.faults.servers import ANTHROPIC, API, KEY, is_anthropic_error, is_openai_error
+from tests.helpers import chat, message
 
 from .conftest import NODE_TOKEN, Stack
 

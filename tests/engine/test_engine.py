@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,8 @@ from cortex.engine.engine import Engine, TokenEvent
 from cortex.engine.sampling import SamplingParams, apply_penalties
 from cortex.engine.tokenizer import Tokenizer
 from cortex.errors import ContextLengthExceededError, OverloadedError
+
+from ..helpers import until
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=5)
 
@@ -50,13 +51,6 @@ def token_ids(events: list[TokenEvent]) -> list[int]:
     return [e.token_id for e in events if e.token_id is not None]
 
 
-async def wait_for(condition: Any, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
-
-
 async def test_concurrent_greedy_equals_batch_one(engine: Engine, tokenizer: Tokenizer) -> None:
     batch = prompts(tokenizer, 16)
     assert len({len(p) for p in batch}) >= 5  # mixed lengths
@@ -68,7 +62,7 @@ async def test_concurrent_greedy_equals_batch_one(engine: Engine, tokenizer: Tok
         assert final.token_id is None and final.finish_reason in ("stop", "length")
         assert final.usage is not None and final.usage.prompt_tokens > 0
         assert all(e.finish_reason is None for e in events[:-1])
-    assert engine.stats()["kv_blocks_used"] == 0
+    assert engine.stats().kv_blocks_used == 0
 
 
 async def test_batch_one_matches_the_models_own_generate(engine: Engine, smollm2: Any) -> None:
@@ -104,7 +98,7 @@ async def test_prefix_cache_hit_gives_the_cold_output(engine: Engine, tokenizer:
     assert cold_usage is not None and warm_usage is not None
     assert cold_usage.cached_tokens == 0
     # Every full block but the one holding the last prompt token is reused.
-    block = engine.stats()["block_size"]
+    block = engine.stats().block_size
     assert warm_usage.cached_tokens == (warm_usage.prompt_tokens - 1) // block * block
     assert warm_usage.prompt_tokens - warm_usage.cached_tokens <= block  # prefill skipped
     # A new question after the same system prompt reuses the system prompt's blocks.
@@ -133,11 +127,11 @@ async def test_preemption_under_a_small_kv_budget_keeps_outputs(
         max_num_batched_tokens=128,
     )
     try:
-        assert small.stats()["kv_blocks_total"] == 9
+        assert small.stats().kv_blocks_total == 9
         results = await asyncio.gather(*(collect(small.generate(p, params)) for p in batch))
         assert [token_ids(events) for events in results] == expected
-        assert small.stats()["preemptions"] > 0
-        assert small.stats()["kv_blocks_used"] == 0
+        assert small.stats().preemptions > 0
+        assert small.stats().kv_blocks_used == 0
     finally:
         small.close()
 
@@ -251,14 +245,14 @@ async def test_penalties_follow_the_reference_on_the_real_model(
 async def test_cancelled_requests_return_the_allocator_to_baseline(
     engine: Engine, tokenizer: Tokenizer
 ) -> None:
-    baseline = engine.stats()["kv_blocks_used"]
+    baseline = engine.stats().kv_blocks_used
     params = SamplingParams(temperature=0.0, max_tokens=200, ignore_eos=True)
     prompt = prompts(tokenizer, 4)[3]
 
     async for event in engine.generate(prompt, params):
         assert event.token_id is not None
         break  # the client went away after one token
-    await wait_for(lambda: engine.stats()["running"] == 0)
+    await until(lambda: engine.stats().running == 0)
 
     started = asyncio.Event()
 
@@ -271,8 +265,8 @@ async def test_cancelled_requests_return_the_allocator_to_baseline(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await wait_for(lambda: engine.stats()["running"] == 0 and engine.stats()["waiting"] == 0)
-    assert engine.stats()["kv_blocks_used"] == baseline
+    await until(lambda: engine.stats().running == 0 and engine.stats().waiting == 0)
+    assert engine.stats().kv_blocks_used == baseline
 
 
 async def test_waiting_queue_limit_raises_overloaded(smollm2: Any, tokenizer: Tokenizer) -> None:
@@ -283,7 +277,7 @@ async def test_waiting_queue_limit_raises_overloaded(smollm2: Any, tokenizer: To
         await first.__anext__()  # running now
         queued = [busy.generate([4, 5, 6], long) for _ in range(2)]
         tasks = [asyncio.create_task(q.__anext__()) for q in queued]
-        await wait_for(lambda: busy.stats()["waiting"] == 2)
+        await until(lambda: busy.stats().waiting == 2)
         with pytest.raises(OverloadedError) as info:
             await busy.generate([7, 8], long).__anext__()
         assert info.value.status_for("anthropic") == 529
@@ -299,7 +293,7 @@ async def test_context_overflow_is_refused_before_scheduling(engine: Engine) -> 
     with pytest.raises(ContextLengthExceededError) as info:
         await engine.generate([1] * (limit - 10), SamplingParams(max_tokens=11)).__anext__()
     assert (info.value.input_tokens, info.value.max_tokens) == (limit - 10, 11)
-    assert engine.stats()["waiting"] == 0 and engine.stats()["running"] == 0
+    assert engine.stats().waiting == 0 and engine.stats().running == 0
 
 
 def rss_bytes() -> int:
@@ -330,8 +324,8 @@ async def test_cuda_graph_decode_matches_eager_decode(default_model_dir: Path) -
     graphed = Engine.from_pretrained(default_model_dir, max_num_seqs=8, **options)
     eager = Engine.from_pretrained(default_model_dir, use_cuda_graphs=False, **options)
     try:
-        assert graphed.stats()["cuda_graphs"] == [1, 2, 4, 8]
-        assert eager.stats()["cuda_graphs"] == []
+        assert graphed.stats().cuda_graphs == (1, 2, 4, 8)
+        assert eager.stats().cuda_graphs == ()
         batch = prompts(graphed.tokenizer, 5)
         params = SamplingParams(temperature=0.0, max_tokens=16)
         runs = []

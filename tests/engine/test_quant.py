@@ -10,21 +10,19 @@ import pytest
 import torch
 
 from cortex.engine import Engine, SamplingParams, load_model
+from cortex.engine.kernels.quant_reference import dequantize_int4, dequantize_int8, unpack_int4
 from cortex.engine.quant import (
     GROUP_SIZES,
     QuantError,
     QuantizedTensor,
     QuantizedWeight,
     QuantSpec,
-    dequantize_int4,
-    dequantize_int8,
     gather_quantized,
     pack_int4,
     parse_quant,
     quant_specs,
     quantize_int4,
     quantize_int8,
-    unpack_int4,
 )
 from cortex.engine.safetensors import save_file
 

@@ -1,23 +1,19 @@
-"""Real `cortex-gateway` processes for the fault and bad-input tests, and reading their streams."""
+"""Configs and fake neurons of the fault and bad-input tests, and reading a gateway's streams.
+
+Gateway processes come from `cortex.testing.start_gateway_process`; request bodies and waits
+from `tests.helpers`."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from cortex.testing import NeuronProcess, free_port, start_neuron_process, toml_dumps
+from cortex.testing import GatewayProcess, NeuronProcess, start_neuron_process
 from cortex.translate.sse import SSEDecoder
 
 KEY = "sk-faults-key"
@@ -25,89 +21,6 @@ ADMIN_KEY = "sk-faults-admin"
 API = {"x-api-key": KEY}
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 ANTHROPIC = {**API, "anthropic-version": "2023-06-01"}
-
-
-class GatewayProcess:
-    """A running `cortex-gateway`: its API `url`, `metrics_url`, log; terminate or kill it."""
-
-    def __init__(self, process: subprocess.Popen[bytes], url: str, metrics_url: str, log: Path):
-        self.process = process
-        self.url = url
-        self.metrics_url = metrics_url
-        self.log = log
-
-    def logs(self) -> str:
-        """What the process printed so far."""
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def terminate(self) -> None:
-        """SIGTERM (the graceful drain)."""
-        self.process.send_signal(signal.SIGTERM)
-
-    def stop(self) -> int:
-        """SIGTERM, wait, SIGKILL if it hangs; the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait()
-
-
-def start_gateway(
-    config: Mapping[str, Any],
-    models: Sequence[Mapping[str, Any]] = (),
-    *,
-    nodes_up: int | None = None,
-    timeout_s: float = 60.0,
-    args: Sequence[str] = (),
-    python: str = sys.executable,
-) -> GatewayProcess:
-    """Run `cortex-gateway` with `config` as cortex.toml (and `models` as models.toml) on free
-    ports, under `python` (another virtual environment's, for install tests); return once
-    `/health` answers with `nodes_up` nodes up (default: all)."""
-    folder = Path(tempfile.mkdtemp(prefix="faults-gateway-"))
-    data = dict(config)
-    if models:
-        (folder / "models.toml").write_text(toml_dumps({"models": list(models)}))
-        data["models_config"] = str(folder / "models.toml")
-    (folder / "cortex.toml").write_text(toml_dumps(data))
-    port, metrics_port = free_port(), free_port()
-    command = [
-        python,
-        "-c",
-        "import sys; from cortex.cli import gateway_main; sys.exit(gateway_main())",
-        "--config",
-        str(folder / "cortex.toml"),
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--metrics-listen",
-        f"127.0.0.1:{metrics_port}",
-        *args,
-    ]
-    log = folder / "gateway.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, cwd=folder, env=env
-        )
-    gateway = GatewayProcess(
-        process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}", log
-    )
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"cortex-gateway exited:\n{gateway.logs()[-4000:]}")
-        try:
-            health = httpx.get(f"{gateway.url}/health", timeout=2).json()
-            if health["nodes_up"] >= (health["nodes"] if nodes_up is None else nodes_up):
-                return gateway
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    gateway.stop()
-    raise RuntimeError(f"cortex-gateway did not start:\n{gateway.logs()[-4000:]}")
 
 
 def gateway_config(
@@ -171,17 +84,6 @@ def sse_events(response: httpx.Response) -> Iterator[Event]:
         yield Event(event.event, event.data)
 
 
-def chat(model: str, text: str = "hello", **extra: Any) -> dict[str, Any]:
-    """An OpenAI chat request."""
-    return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
-
-
-def message(model: str, text: str = "hello", **extra: Any) -> dict[str, Any]:
-    """An Anthropic messages request."""
-    extra.setdefault("max_tokens", 512)
-    return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
-
-
 def is_openai_error(body: Any) -> bool:
     """Whether `body` is OpenAI's error envelope, well-formed."""
     error = body.get("error") if isinstance(body, dict) else None
@@ -206,15 +108,6 @@ def is_anthropic_error(body: Any) -> bool:
         and isinstance(error.get("message"), str)
         and bool(error["message"])
     )
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    """Wait for `condition` (checked every 20 ms), failing after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def node_up(gateway: GatewayProcess, node: str) -> bool:

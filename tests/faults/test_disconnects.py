@@ -10,22 +10,16 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cortex.neuron.catalog import DEFAULT_MODEL_ID, default_gguf_path
-from cortex.testing import NeuronProcess, start_neuron_process
-
-from .servers import (
-    ADMIN,
-    ANTHROPIC,
-    API,
+from cortex.neuron.catalogue import DEFAULT_MODEL_ID, default_gguf_path
+from cortex.testing import (
     GatewayProcess,
-    chat,
-    fake_neuron,
-    gateway_config,
-    message,
-    start_gateway,
-    start_neurons,
-    wait_for,
+    NeuronProcess,
+    start_gateway_process,
+    start_neuron_process,
 )
+
+from ..helpers import chat, message, wait_until
+from .servers import ADMIN, ANTHROPIC, API, fake_neuron, gateway_config, start_neurons
 
 pytestmark = pytest.mark.e2e
 
@@ -87,8 +81,8 @@ async def check_everything_returns_to_zero(
         ledger = sum(p["in_flight"] for m in state["models"] for p in m["nodes"])
         return total(found, "cortex_inflight_requests") == 0.0 and ledger == 0
 
-    await asyncio.to_thread(wait_for, neuron_idle, 60.0)
-    await asyncio.to_thread(wait_for, gateway_idle)
+    await asyncio.to_thread(wait_until, neuron_idle, 60.0)
+    await asyncio.to_thread(wait_until, gateway_idle)
     gone = samples(gateway.metrics_url)
     assert total(gone, "cortex_requests_total", "status=499") == clients
     cancelled = samples(node.url)
@@ -101,7 +95,7 @@ async def check_everything_returns_to_zero(
 
 async def test_clients_leaving_mid_stream_cancel_their_work_and_counts_return_to_zero() -> None:
     nodes = start_neurons({"a": fake_neuron("a", ["m1"], tokens_per_s=20.0)})
-    gateway = start_gateway(gateway_config(nodes))
+    gateway = start_gateway_process(gateway_config(nodes))
     try:
         await leave_mid_stream(gateway.url, "m1", CLIENTS, LONG)
         await check_everything_returns_to_zero(nodes["a"], gateway, CLIENTS, "m1")
@@ -120,7 +114,7 @@ async def test_clients_leaving_the_real_engine_free_its_kv_cache() -> None:
         startup_timeout_s=300,
     )
     try:
-        gateway = start_gateway(gateway_config({"e": node}, request_timeout_s=120))
+        gateway = start_gateway_process(gateway_config({"e": node}, request_timeout_s=120))
         try:
             await leave_mid_stream(gateway.url, DEFAULT_MODEL_ID, 8, "Tell me a long story.")
             await check_everything_returns_to_zero(node, gateway, 8, DEFAULT_MODEL_ID)

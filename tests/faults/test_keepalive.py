@@ -14,7 +14,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from .servers import KEY, fake_neuron, gateway_config, start_gateway, start_neurons
+from cortex.testing import start_gateway_process
+
+from .servers import KEY, fake_neuron, gateway_config, start_neurons
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +43,7 @@ def _recv(sock: socket.socket) -> bytes:
 
 def test_idle_connections_stay_open_longer_than_client_pools_keep_them() -> None:
     nodes = start_neurons({"a": fake_neuron("a", ["m1"])})
-    gateway = start_gateway(gateway_config(nodes))
+    gateway = start_gateway_process(gateway_config(nodes))
     sockets = []
     try:
         for url, path in ((gateway.url, "/v1/models"), (nodes["a"].url, "/health")):

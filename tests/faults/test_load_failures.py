@@ -8,17 +8,16 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from cortex.testing import GatewayProcess, start_gateway_process
+
+from ..helpers import chat, message
 from .servers import (
     ANTHROPIC,
     API,
-    GatewayProcess,
-    chat,
     fake_neuron,
     gateway_config,
     is_anthropic_error,
     is_openai_error,
-    message,
-    start_gateway,
     start_neurons,
 )
 
@@ -47,7 +46,7 @@ def fleet() -> Iterator[GatewayProcess]:
         {"id": "m2", "nodes": ["slow"]},
         {"id": "m3", "nodes": ["slow", "roomy"]},
     ]
-    gateway = start_gateway(gateway_config(nodes, load_timeout_s=1.0), profiles)
+    gateway = start_gateway_process(gateway_config(nodes, load_timeout_s=1.0), profiles)
     yield gateway
     gateway.stop()
     for node in nodes.values():

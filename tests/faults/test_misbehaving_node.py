@@ -9,20 +9,18 @@ from typing import Any
 import httpx
 import pytest
 
+from cortex.testing import GatewayProcess, start_gateway_process
+
+from ..helpers import chat, message, wait_until
 from .misbehaving import MODEL, MisbehavingNeuron, Mode
 from .servers import (
     ANTHROPIC,
     API,
-    GatewayProcess,
-    chat,
     gateway_config,
     is_anthropic_error,
     is_openai_error,
-    message,
     node_up,
     sse_events,
-    start_gateway,
-    wait_for,
 )
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +34,7 @@ def wobbly() -> Iterator[tuple[MisbehavingNeuron, GatewayProcess]]:
         config = gateway_config(
             {"w": node.url}, request_timeout_s=READ_TIMEOUT_S, poll_interval_s=0.5
         )
-        gateway = start_gateway(config)
+        gateway = start_gateway_process(config)
         try:
             yield node, gateway
         finally:
@@ -60,7 +58,7 @@ def _ask(gateway: GatewayProcess, dialect: str, streamed: bool) -> tuple[int, An
 
 def _ready(node: MisbehavingNeuron, gateway: GatewayProcess, mode: Mode) -> None:
     node.mode = mode
-    wait_for(lambda: node_up(gateway, "w"))  # a reset or broken framing marks it down a while
+    wait_until(lambda: node_up(gateway, "w"))  # a reset or broken framing marks it down a while
 
 
 def _well_formed_error(dialect: str, body: Any) -> bool:

@@ -9,22 +9,21 @@ from typing import Any
 import httpx
 import pytest
 
+from cortex.testing import start_gateway_process
+
+from ..helpers import chat, message, wait_until
 from .servers import (
     ADMIN,
     ANTHROPIC,
     API,
     Event,
-    chat,
     fake_neuron,
     gateway_config,
     is_anthropic_error,
     is_openai_error,
-    message,
     node_up,
     sse_events,
-    start_gateway,
     start_neurons,
-    wait_for,
 )
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +33,7 @@ LONG = " ".join(f"word{i}" for i in range(400))  # a reply of ~400 tokens at 40 
 
 def test_sigkill_mid_stream_ends_each_dialect_with_an_error_and_traffic_moves() -> None:
     nodes = start_neurons({n: fake_neuron(n, ["m1"], tokens_per_s=40.0) for n in ("a", "b")})
-    gateway = start_gateway(
+    gateway = start_gateway_process(
         gateway_config(nodes, poll_interval_s=5.0),  # only the broken stream can say it died
         [{"id": "m1", "nodes": ["a", "b"]}],
     )
@@ -82,7 +81,7 @@ def test_sigkill_mid_stream_ends_each_dialect_with_an_error_and_traffic_moves() 
         assert not any(e.event == "message_stop" for e in anthropic)
 
         # Marked down by the failed stream itself (polls are 5 s apart here).
-        wait_for(lambda: not node_up(gateway, "a"), timeout_s=4.0)
+        wait_until(lambda: not node_up(gateway, "a"), timeout_s=4.0)
         reply = httpx.post(
             f"{gateway.url}/v1/chat/completions", json=chat("m1"), headers=API, timeout=20
         )

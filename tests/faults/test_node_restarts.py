@@ -4,8 +4,6 @@ intervals, with its models' states read afresh (not remembered from before it di
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pytest
@@ -14,19 +12,12 @@ from cortex.fleet.clients import NeuronClient, Timeouts
 from cortex.fleet.fleet import Fleet
 from cortex.testing import start_neuron_process
 
-from .servers import chat, fake_neuron
+from ..helpers import chat, until
+from .servers import fake_neuron
 
 pytestmark = pytest.mark.e2e
 
 POLL_S = 0.5
-
-
-async def until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 async def test_a_restarted_neuron_is_back_within_two_polls_with_its_states_reread() -> None:

@@ -9,21 +9,19 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from cortex.testing import GatewayProcess, start_gateway_process
+
+from ..helpers import chat, message, wait_until
 from .servers import (
     ANTHROPIC,
     API,
     Event,
-    GatewayProcess,
-    chat,
     fake_neuron,
     gateway_config,
     is_anthropic_error,
     is_openai_error,
-    message,
     sse_events,
-    start_gateway,
     start_neurons,
-    wait_for,
 )
 
 pytestmark = pytest.mark.e2e
@@ -74,7 +72,7 @@ def _refused(url: str) -> None:
 
 def _gateway(drain_timeout_s: float) -> tuple[GatewayProcess, Callable[[], None]]:
     nodes = start_neurons({"a": fake_neuron("a", ["m1"], tokens_per_s=40.0)})
-    gateway = start_gateway(gateway_config(nodes, drain_timeout_s=drain_timeout_s))
+    gateway = start_gateway_process(gateway_config(nodes, drain_timeout_s=drain_timeout_s))
 
     def close() -> None:
         gateway.stop()
@@ -94,7 +92,7 @@ def test_sigterm_to_the_gateway_lets_streams_finish_and_refuses_new_requests() -
             ],
         )
         gateway.terminate()
-        wait_for(lambda: httpx.get(f"{gateway.url}/health", timeout=5).status_code == 503)
+        wait_until(lambda: httpx.get(f"{gateway.url}/health", timeout=5).status_code == 503)
         _refused(gateway.url)
         results = streams.join()
         assert results["openai"][-1].data == "[DONE]"
@@ -134,13 +132,13 @@ def test_a_stream_longer_than_the_drain_timeout_ends_with_an_error_event() -> No
 
 def test_sigterm_to_a_neuron_drains_it_and_the_gateway_moves_new_requests() -> None:
     nodes = start_neurons({n: fake_neuron(n, ["m1"], tokens_per_s=40.0) for n in ("a", "b")})
-    gateway = start_gateway(gateway_config(nodes), [{"id": "m1", "nodes": ["a", "b"]}])
+    gateway = start_gateway_process(gateway_config(nodes), [{"id": "m1", "nodes": ["a", "b"]}])
     try:
         streams = Streams(
             gateway.url, [("openai", "/v1/chat/completions", chat("m1", WORDS, stream=True))]
         )
         nodes["a"].process.terminate()
-        wait_for(lambda: httpx.get(f"{nodes['a'].url}/health", timeout=5).status_code == 503)
+        wait_until(lambda: httpx.get(f"{nodes['a'].url}/health", timeout=5).status_code == 503)
         direct = httpx.post(f"{nodes['a'].url}/v1/chat/completions", json=chat("m1"), timeout=10)
         assert direct.status_code == 503 and direct.headers["retry-after"]
         assert "shutting down" in direct.json()["error"]["message"]

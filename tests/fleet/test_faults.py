@@ -12,8 +12,9 @@ from cortex.errors import OverloadedError
 from cortex.fleet.dispatch import Route
 from cortex.gateway.metrics import GatewayMetrics
 
+from ..helpers import chat, until
 from .conftest import FleetFactory, neuron_config, start_all
-from .helpers import chat, loaded, until
+from .helpers import loaded
 
 pytestmark = pytest.mark.e2e
 

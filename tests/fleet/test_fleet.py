@@ -12,8 +12,9 @@ from cortex.fleet.dispatch import Route
 from cortex.gateway.metrics import GatewayMetrics
 from cortex.testing import NeuronProcess
 
+from ..helpers import chat, until
 from .conftest import FleetFactory
-from .helpers import chat, loaded, node_status, until
+from .helpers import loaded, node_status
 
 pytestmark = pytest.mark.e2e
 

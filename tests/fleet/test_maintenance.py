@@ -20,12 +20,12 @@ from starlette.routing import Route
 
 from cortex.config import ModelProfile, ModelsConfig
 from cortex.errors import CortexError, OverloadedError
-from cortex.fleet import dispatch, in_process_client
+from cortex.fleet import Lease, dispatch, in_process_client
 from cortex.fleet.clients import NeuronClient, NodeClient, Timeouts
 from cortex.fleet.dispatch import Route as Route_
 from cortex.fleet.events import FleetObserver
 from cortex.fleet.fleet import Fleet
-from cortex.fleet.ledger import Lease, Ledger
+from cortex.fleet.ledger import Ledger
 from cortex.fleet.lifecycle import Lifecycle
 from cortex.fleet.maintenance import Maintenance
 from cortex.fleet.pins import Pins
@@ -33,8 +33,9 @@ from cortex.fleet.placement import plan
 from cortex.fleet.state import ModelPolicy, NodeSnapshot
 from cortex.testing import NeuronProcess, free_port, start_neuron_process
 
+from ..helpers import chat, until
 from .conftest import FleetFactory, neuron_config
-from .helpers import chat, loaded, until
+from .helpers import loaded
 from .test_placement import fleet, m, node
 
 

@@ -1,4 +1,4 @@
-"""Placement as a pure function of fleet snapshots: every rule of DESIGN.md, one test each."""
+"""Placement as a pure function of fleet snapshots: each rule of docs/gateway.md, one test."""
 
 from __future__ import annotations
 

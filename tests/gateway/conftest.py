@@ -1,17 +1,12 @@
-"""Gateways for the tests: in-process over fake neuron apps, and real `cortex-gateway` processes."""
+"""Gateways for the tests: in-process over fake neuron apps, and real `cortex-gateway` processes
+(`cortex.testing.start_gateway_process`) in front of real neurons, with the official SDKs."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -25,7 +20,13 @@ from cortex.fleet import Fleet, in_process_client
 from cortex.fleet.transport import StreamingASGITransport
 from cortex.gateway import GatewayMetrics, create_gateway_app
 from cortex.neuron.app import create_neuron_app
-from cortex.testing import FakeHarness, NeuronProcess, free_port, start_neuron_process, toml_dumps
+from cortex.testing import (
+    FakeHarness,
+    GatewayProcess,
+    NeuronProcess,
+    start_gateway_process,
+    start_neuron_process,
+)
 
 KEY = "sk-test-key"
 ADMIN_KEY = "sk-test-admin"
@@ -89,70 +90,13 @@ async def local() -> AsyncIterator[Local]:
     await close()
 
 
-class GatewayProcess:
-    """A running `cortex-gateway` process: its API `url` and `metrics_url`."""
-
-    def __init__(self, process: subprocess.Popen[bytes], url: str, metrics_url: str, log: Path):
-        self.process = process
-        self.url = url
-        self.metrics_url = metrics_url
-        self.log = log
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start_gateway(config: dict[str, Any] | None, *, timeout_s: float = 240.0) -> GatewayProcess:
-    """Run `cortex-gateway` (with `config` as cortex.toml, or embedded when None) on free ports
-    and wait until its `/health` answers with every node up."""
-    folder = Path(tempfile.mkdtemp(prefix="gateway-"))
-    port, metrics_port = free_port(), free_port()
-    command = [
-        sys.executable,
-        "-c",
-        "import sys; from cortex.cli import gateway_main; sys.exit(gateway_main())",
-    ]
-    command += ["--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{metrics_port}"]
-    if config is not None:
-        (folder / "cortex.toml").write_text(toml_dumps(config))
-        command += ["--config", str(folder / "cortex.toml")]
-    log = folder / "gateway.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, cwd=folder, env={**os.environ}
-        )
-    gateway = GatewayProcess(
-        process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}", log
-    )
-    deadline = time.monotonic() + timeout_s
-    with httpx.Client(timeout=2) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"cortex-gateway exited:\n{log.read_text()[-4000:]}")
-            try:
-                health = client.get(f"{gateway.url}/health").json()
-                if health["nodes_up"] == health["nodes"]:
-                    return gateway
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-    gateway.stop()
-    raise RuntimeError(f"cortex-gateway did not start:\n{log.read_text()[-4000:]}")
-
-
 @contextmanager
 def gateway_over(
     name: str, node: NeuronProcess, models: Iterable[str] = (), *, timeout_s: float = 180.0
 ) -> Iterator[GatewayProcess]:
     """A real gateway in front of the real neuron `name`, once it lists every one of `models`
     (the neuron preloads them); stopped on exit."""
-    gateway = start_gateway(
+    gateway = start_gateway_process(
         {"gateway": {"poll_interval_s": 0.5}, "neurons": [{"name": name, "endpoint": node.url}]}
     )
     try:
@@ -160,7 +104,7 @@ def gateway_over(
         while not wanted <= {
             m["id"] for m in httpx.get(f"{gateway.url}/v1/models", timeout=5).json()["data"]
         }:
-            assert time.monotonic() < deadline, gateway.log.read_text()[-4000:]
+            assert time.monotonic() < deadline, gateway.logs()[-4000:]
             time.sleep(0.2)
         yield gateway
     finally:
@@ -211,7 +155,7 @@ def remote() -> Iterator[Remote]:
         "neurons": [{"name": "a", "endpoint": neuron.url}],
     }
     try:
-        gateway = start_gateway(config)
+        gateway = start_gateway_process(config)
     except BaseException:
         neuron.stop()
         raise

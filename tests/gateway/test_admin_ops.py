@@ -17,6 +17,7 @@ from cortex.gateway import GatewayMetrics, create_gateway_app
 from cortex.neuron.app import create_neuron_app
 from cortex.testing import FakeHarness
 
+from ..helpers import chat
 from .conftest import ADMIN_KEY, KEY
 
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
@@ -64,7 +65,7 @@ async def test_cordon_drain_uncordon(gateway: tuple[httpx.AsyncClient, Fleet]) -
         "/admin/models/load", json={"model": "m1", "node": "a"}, headers=ADMIN
     )
     assert loaded.status_code == 200
-    await client.post("/v1/chat/completions", json=_chat("m1"), headers={"x-api-key": KEY})
+    await client.post("/v1/chat/completions", json=chat("m1"), headers={"x-api-key": KEY})
     cordoned = await client.post("/admin/nodes/a/cordon", headers=ADMIN)
     assert cordoned.json() == {"node": "a", "cordoned": True}
     status = (await client.get("/admin/status", headers=ADMIN)).json()
@@ -97,7 +98,3 @@ async def test_pin_and_unpin_with_save(
     assert unpinned.json()["pinned"] is False and not fleet.policy("m2").pinned
     bad = await client.post("/admin/models/pin", json={"model": "m2", "save": 1}, headers=ADMIN)
     assert bad.status_code == 400
-
-
-def _chat(model: str) -> dict[str, object]:
-    return {"model": model, "messages": [{"role": "user", "content": "hi"}]}

@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from functools import partial
 from typing import Any
 
 from cortex.config import FakeModel, ModelProfile
 from cortex.translate import SSEDecoder
 
+from ..helpers import chat
+from ..helpers import message as anthropic_message
 from .conftest import Local, local_gateway
 
-
-def chat(model: str = "m1", text: str = "hello", **extra: Any) -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
-
-
-def message(model: str = "m1", text: str = "hello", **extra: Any) -> dict[str, Any]:
-    return {
-        "model": model,
-        "max_tokens": 64,
-        "messages": [{"role": "user", "content": text}],
-        **extra,
-    }
+message = partial(anthropic_message, max_tokens=64)  # m1's context is 256 tokens
 
 
 async def events(local: Local, path: str, body: dict[str, Any]) -> tuple[int, list[Any], bytes]:
@@ -225,6 +217,18 @@ async def test_health_and_probes(local: Local) -> None:
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"
     bad = await local.client.post("/v1/messages", content=b"{not json")
     assert bad.status_code == 400 and bad.json()["type"] == "error"
+
+
+async def test_inference_routes_answer_other_methods_in_the_dialect(local: Local) -> None:
+    # POST goes straight to the pipeline; anything else still takes the router's answers.
+    wrong = await local.client.get("/v1/chat/completions")
+    assert wrong.status_code == 405 and wrong.json()["error"]["type"] == "invalid_request_error"
+    wrong = await local.client.get("/v1/messages")
+    assert wrong.status_code == 405 and wrong.json()["type"] == "error"
+    for path in ("/v1/completions", "/v1/embeddings", "/v1/responses"):
+        assert (await local.client.put(path, json={})).status_code == 405
+    slash = await local.client.post("/v1/chat/completions/", json=chat(), follow_redirects=True)
+    assert slash.status_code == 200 and slash.json()["choices"][0]["message"]["content"]
 
 
 async def test_admin_status_load_unload_and_placement(local: Local) -> None:

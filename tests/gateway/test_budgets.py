@@ -21,9 +21,13 @@ import pytest
 from cortex.cli import main
 from cortex.gateway.budgets import key_id
 from cortex.gateway.state import SqliteState
-from cortex.testing import NeuronProcess, free_port, start_neuron_process
-
-from .conftest import GatewayProcess, start_gateway
+from cortex.testing import (
+    GatewayProcess,
+    NeuronProcess,
+    free_port,
+    start_gateway_process,
+    start_neuron_process,
+)
 
 KEY = "sk-budget-key"
 FREE_KEY = "sk-free-key"
@@ -96,7 +100,9 @@ def test_a_balance_is_spent_then_refused_in_each_dialect(
     neuron: NeuronProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     budget = {"key_id": key_id(KEY), "tokens": 120, "window": "balance"}
-    gateway = start_gateway(_config(neuron, {"sqlite_path": str(tmp_path / "b.db")}, budget))
+    gateway = start_gateway_process(
+        _config(neuron, {"sqlite_path": str(tmp_path / "b.db")}, budget)
+    )
     try:
         client = _oai(gateway)
         spent = 0
@@ -136,7 +142,9 @@ def test_a_client_gone_mid_stream_is_charged_for_what_was_streamed(tmp_path: Pat
     neuron = start_neuron_process(slow)
     budget = {"key": KEY, "tokens": 100_000, "window": "rolling", "seconds": 3600}
     try:
-        gateway = start_gateway(_config(neuron, {"sqlite_path": str(tmp_path / "d.db")}, budget))
+        gateway = start_gateway_process(
+            _config(neuron, {"sqlite_path": str(tmp_path / "d.db")}, budget)
+        )
     except BaseException:
         neuron.stop()
         raise
@@ -214,7 +222,7 @@ def redis(tmp_path: Path) -> Iterator[Redis]:
 def test_two_gateways_share_one_cap_through_redis(neuron: NeuronProcess, redis: Redis) -> None:
     state = {"redis_url": f"redis://127.0.0.1:{redis.port}/0"}
     budget = {"key": KEY, "tokens": 150, "window": "rolling", "seconds": 3600}
-    gateways = [start_gateway(_config(neuron, state, budget)) for _ in range(2)]
+    gateways = [start_gateway_process(_config(neuron, state, budget)) for _ in range(2)]
     try:
         clients = [_oai(g) for g in gateways]
         spent, refused = 0, None
@@ -264,7 +272,7 @@ def test_two_gateways_share_the_request_rate_limit_through_redis(
         "state": {"redis_url": f"redis://127.0.0.1:{redis.port}/0"},
         "neurons": [{"name": "a", "endpoint": neuron.url}],
     }
-    gateways = [start_gateway(config) for _ in range(2)]
+    gateways = [start_gateway_process(config) for _ in range(2)]
     try:
         clients = [_oai(g) for g in gateways]
         for turn in range(3):  # the burst, taken on both gateways

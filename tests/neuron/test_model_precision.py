@@ -54,7 +54,7 @@ def test_placement_sizes_a_model_as_it_will_be_held(tmp_path: Path) -> None:
     per_weight = quant_bytes_per_weight("int4-g32")
     assert per_weight == 0.5 + 4 / 32
     assert quantized.weights_mb == pytest.approx(
-        as_stored.weights_mb * per_weight / plain.catalog.dtype_bytes
+        as_stored.weights_mb * per_weight / plain.catalogue.dtype_bytes
     )
     # The KV budget is the same; only the weights shrink.
     assert quantized.memory_mb - quantized.weights_mb == pytest.approx(

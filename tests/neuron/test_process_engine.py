@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,9 +11,11 @@ import httpx
 import openai
 import pytest
 
-from cortex.neuron.catalog import DEFAULT_MODEL_ID, default_gguf_path
+from cortex.neuron.catalogue import DEFAULT_MODEL_ID, default_gguf_path
 from cortex.neuron.gpus import rss_mb
 from cortex.testing import NeuronProcess, start_neuron_process
+
+from ..helpers import until, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -26,22 +27,6 @@ TOKEN = "engine-token"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}
 MODEL = DEFAULT_MODEL_ID
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met before the deadline")
-
-
-async def until(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.005)
 
 
 def metric(url: str, name: str) -> float:

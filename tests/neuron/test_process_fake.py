@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +14,8 @@ import openai
 import pytest
 
 from cortex.testing import NeuronProcess, start_neuron_process
+
+from ..helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -35,15 +36,6 @@ CONFIG = {
         ],
     },
 }
-
-
-def wait_until(predicate: object, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met before the deadline")
 
 
 def metric(url: str, line_start: str) -> float:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cortex.errors import CortexError, InvalidRequestError, ModelNotFoundError, UpstreamError
-from cortex.neuron.catalog import ModelCatalog
+from cortex.neuron.catalogue import ModelCatalogue
 from cortex.neuron.pull import HubRef, PullProgress, pull_model
 from cortex.neuron.pull_errors import DiskFullError
 from cortex.neuron.quants import gguf_quant
@@ -66,7 +66,7 @@ def test_sharded_safetensors_pull_reports_bytes_and_is_listed(
     done = [e.done_bytes for e in events]
     assert done == sorted(done) and done[-1] == plan.total_bytes == events[-1].total_bytes
     assert events[-1].fraction == 1.0
-    specs = ModelCatalog([tmp_path], include_default=False, model_types={"llama"}).scan()
+    specs = ModelCatalogue([tmp_path], include_default=False, model_types={"llama"}).scan()
     assert [(s.id, s.source, s.path) for s in specs] == [("org/tiny", "hf-cache", folder)]
 
 
@@ -82,7 +82,7 @@ def test_gguf_by_quant_case_and_underscores_optional(hub: StandInHub, tmp_path: 
     assert (plan.kind, plan.quant, plan.model_id) == ("gguf", "Q8_0", "org/tiny-GGUF:Q8_0")
     assert path.name == "tiny-Q8_0.gguf" and path.read_bytes() == tiny_gguf_bytes()
     assert [f.name for f in plan.files] == ["tiny-Q8_0.gguf"]
-    specs = ModelCatalog([tmp_path], include_default=False).scan()
+    specs = ModelCatalogue([tmp_path], include_default=False).scan()
     assert [(s.id, s.path) for s in specs] == [("org/tiny-GGUF:Q8_0", path)]
     # No quant: Q4_K_M when the repo has it.
     plan, _ = pull_model("org/tiny-GGUF", endpoint=hub.url, cache_dir=tmp_path)
@@ -123,7 +123,7 @@ def test_gated_repo_needs_its_token(hub: StandInHub, tmp_path: Path) -> None:
     with pytest.raises(UpstreamError) as caught:
         pull_model("org/gated", endpoint=hub.url, cache_dir=tmp_path, token=False)
     assert caught.value.code == "hub_gated" and "set HF_TOKEN" in caught.value.message
-    assert not ModelCatalog([tmp_path], include_default=False).scan()
+    assert not ModelCatalogue([tmp_path], include_default=False).scan()
     with pytest.raises(UpstreamError, match="has no access"):
         pull_model("org/gated", endpoint=hub.url, cache_dir=tmp_path, token="hf_wrong")
     _, folder = pull_model("org/gated", endpoint=hub.url, cache_dir=tmp_path, token=TOKEN)
@@ -162,7 +162,7 @@ def test_disk_too_small_is_refused_before_downloading(hub: StandInHub, tmp_path:
             pull_model("org/tiny", endpoint=hub.url, cache_dir=disk)
         assert caught.value.code == "disk_full" and "MB free" in caught.value.message
         assert isinstance(caught.value, CortexError) and caught.value.status == 500
-        assert not ModelCatalog([disk], include_default=False).scan()
+        assert not ModelCatalogue([disk], include_default=False).scan()
 
 
 def test_disk_filling_up_mid_pull_leaves_no_model(hub: StandInHub, tmp_path: Path) -> None:
@@ -170,13 +170,13 @@ def test_disk_filling_up_mid_pull_leaves_no_model(hub: StandInHub, tmp_path: Pat
     with tmpfs(tmp_path / "disk", 128) as disk:
         with pytest.raises(DiskFullError, match="free some space"):
             pull_model("org/tiny", endpoint=hub.url, cache_dir=disk)
-        assert not ModelCatalog([disk], include_default=False).scan()
+        assert not ModelCatalogue([disk], include_default=False).scan()
 
 
 def test_a_half_pulled_sharded_snapshot_is_not_a_model(hub: StandInHub, tmp_path: Path) -> None:
     _, folder = pull_model("org/tiny", endpoint=hub.url, cache_dir=tmp_path)
     (folder / "model-00002-of-00002.safetensors").unlink()
-    assert not ModelCatalog([tmp_path], include_default=False).scan()
+    assert not ModelCatalogue([tmp_path], include_default=False).scan()
 
 
 @pytest.mark.parametrize(

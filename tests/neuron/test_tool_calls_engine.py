@@ -15,7 +15,7 @@ import pytest_asyncio
 from cortex.engine.tokenizer import Tokenizer
 from cortex.engine.tool_calls import ChatPrompter
 from cortex.neuron import create_neuron_app
-from cortex.neuron.catalog import DEFAULT_MODEL_ID, default_gguf_path
+from cortex.neuron.catalogue import DEFAULT_MODEL_ID, default_gguf_path
 from cortex.neuron.engine_harness import EngineHarness
 
 pytestmark = [

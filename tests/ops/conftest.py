@@ -8,16 +8,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from cortex.testing import NeuronProcess
+from cortex.testing import GatewayProcess, NeuronProcess, start_gateway_process
 
-from ..faults.servers import (
-    ADMIN_KEY,
-    GatewayProcess,
-    fake_neuron,
-    gateway_config,
-    start_gateway,
-    start_neurons,
-)
+from ..faults.servers import ADMIN_KEY, fake_neuron, gateway_config, start_neurons
 
 LONG_ID = "example-org/a-model-id-far-longer-than-any-terminal-table-column-would-allow-v1"
 MODELS = ["m1", "m2", LONG_ID]
@@ -42,7 +35,7 @@ def ops() -> Iterator[Ops]:
         {n: fake_neuron(n, MODELS, memory_mb=1000.0, tokens_per_s=500.0) for n in "ab"}
     )
     try:
-        gateway = start_gateway(
+        gateway = start_gateway_process(
             gateway_config(neurons, poll_interval_s=0.5),
             [{"id": "m1", "nodes": ["a", "b"]}, {"id": "m2"}, {"id": LONG_ID}],
         )

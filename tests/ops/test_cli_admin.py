@@ -15,8 +15,9 @@ from rich.console import Console
 
 from cortex.gateway import admin_cli
 from cortex.gateway.admin_cli import Connection
+from cortex.testing import start_gateway_process
 
-from ..faults.servers import ADMIN_KEY, gateway_config, start_gateway
+from ..faults.servers import ADMIN_KEY, gateway_config
 from .conftest import LONG_ID, Ops
 
 pytestmark = pytest.mark.e2e
@@ -119,7 +120,7 @@ def test_exit_codes_say_what_happened(ops: Ops) -> None:
     assert rounds == 0
     lines = screen.said().splitlines()
     assert len(lines) == 2 and all(json.loads(line)["nodes"] for line in lines)
-    half = start_gateway(
+    half = start_gateway_process(
         gateway_config({"a": ops.neurons["a"], "ghost": "http://127.0.0.1:9"}), nodes_up=1
     )
     try:

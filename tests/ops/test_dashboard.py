@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ..faults.servers import ADMIN, ADMIN_KEY, API, chat
+from ..faults.servers import ADMIN, ADMIN_KEY, API
+from ..helpers import chat
 from .conftest import Ops
 
 pytestmark = pytest.mark.e2e

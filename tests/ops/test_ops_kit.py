@@ -16,7 +16,8 @@ import yaml
 
 from cortex.gateway.server import build_parser
 
-from ..faults.servers import ADMIN, API, chat
+from ..faults.servers import ADMIN, API
+from ..helpers import chat
 from .conftest import Ops
 
 pytestmark = pytest.mark.e2e

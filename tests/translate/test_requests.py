@@ -1,4 +1,4 @@
-"""Golden requests both ways, one per point of the mapping (PROTOCOLS.md 5.1 and 5.2)."""
+"""Golden requests both ways, one per point of the mapping (docs/translation.md, "Requests")."""
 
 from __future__ import annotations
 

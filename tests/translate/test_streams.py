@@ -1,4 +1,4 @@
-"""Stream translators on the upstream behaviours that broke other gateways (PROTOCOLS.md 5.7)."""
+"""Stream translators on the upstream behaviours that broke other gateways (docs/translation.md)."""
 
 from __future__ import annotations
 

@@ -215,8 +215,11 @@ def load_cortex_config(path: str | Path, *, env: Mapping[str, str] | None = None
     return config
 
 
-def load_models_config(path: str | Path) -> ModelsConfig:
-    """Load a `models.toml` of placement profiles."""
+def load_models_config(path: str | Path | None) -> ModelsConfig:
+    """Load a `models.toml` of placement profiles (cortex.toml's `models_config`); none when
+    `path` is None."""
+    if path is None:
+        return ModelsConfig()
     config = load_config(path, kind="models")
     assert isinstance(config, ModelsConfig)
     return config

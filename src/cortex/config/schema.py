@@ -357,14 +357,6 @@ class CortexConfig(_Frozen):
         )
         return api, metrics
 
-    def load_models(self) -> ModelsConfig:
-        """Load the `models_config` file, or an empty one when none is set."""
-        if self.models_config is None:
-            return ModelsConfig()
-        from cortex.config.loading import load_models_config
-
-        return load_models_config(self.models_config)
-
 
 # --- models.toml ----------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from typing import Any
 
 __all__ = [
     "Engine",
+    "EngineStats",
     "SafetensorsError",
     "SamplingParams",
     "TokenEvent",
@@ -22,6 +23,7 @@ __all__ = [
 
 _LAZY = {
     "Engine": "cortex.engine.engine",
+    "EngineStats": "cortex.engine.engine",
     "TokenEvent": "cortex.engine.engine",
     "Usage": "cortex.engine.engine",
     "SamplingParams": "cortex.engine.sampling",

@@ -10,7 +10,7 @@ import secrets
 import threading
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,9 +31,36 @@ if TYPE_CHECKING:
     from cortex.engine.models import Llama
     from cortex.engine.tokenizer import Tokenizer
 
-__all__ = ["Engine", "TokenEvent", "Usage"]
+__all__ = ["Engine", "EngineStats", "TokenEvent", "Usage"]
 
 Prompt = Sequence[int] | Sequence[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """The engine's load as of its last step.
+
+    Args:
+        running: requests in the running batch.
+        waiting: requests queued (the scheduler's and those not yet admitted).
+        kv_blocks_total: blocks of the paged KV cache.
+        kv_blocks_used: blocks held by sequences.
+        kv_usage: `kv_blocks_used / kv_blocks_total`, 0..1.
+        kv_blocks_cached: blocks kept for the prefix cache.
+        block_size: tokens per block.
+        preemptions: sequences preempted since start.
+        cuda_graphs: decode batch sizes replayed as CUDA graphs (empty on CPU or eager).
+    """
+
+    running: int
+    waiting: int
+    kv_blocks_total: int
+    kv_blocks_used: int
+    kv_usage: float
+    kv_blocks_cached: int
+    block_size: int
+    preemptions: int
+    cuda_graphs: tuple[int, ...] = ()
 
 
 @dataclass
@@ -286,7 +313,7 @@ class Engine:
         with self._cond:
             if self._closing:
                 raise RuntimeError(f"engine {self.model_id!r} is closed")
-            if self._stats["waiting"] >= self._max_waiting:
+            if self._stats.waiting >= self._max_waiting:
                 raise OverloadedError(
                     f"model {self.model_id!r} has {self._max_waiting} requests waiting; retry later"
                 )
@@ -301,7 +328,7 @@ class Engine:
                 asyncio.Queue(),
             )
             self._inbox.append(request)
-            self._stats["waiting"] += 1
+            self._stats = replace(self._stats, waiting=self._stats.waiting + 1)
             self._cond.notify()
         return request
 
@@ -313,29 +340,24 @@ class Engine:
 
     # -- status -----------------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
-        """Load as of the last step.
-
-        Keys: `running`, `waiting` (requests), `kv_blocks_total`, `kv_blocks_used`, `kv_usage`
-        (fraction of blocks used), `kv_blocks_cached` (prefix-cache blocks), `block_size`,
-        `preemptions` (since start), `cuda_graphs` (decode batch sizes replayed as graphs).
-        """
+    def stats(self) -> EngineStats:
+        """Load as of the last step (requests admitted since count as waiting)."""
         with self._cond:
-            return dict(self._stats)
+            return self._stats
 
-    def _snapshot(self) -> dict[str, Any]:
+    def _snapshot(self) -> EngineStats:
         blocks = self._blocks
-        return {
-            "running": self._scheduler.num_running,
-            "waiting": self._scheduler.num_waiting + len(self._inbox),
-            "kv_blocks_total": blocks.num_blocks,
-            "kv_blocks_used": blocks.num_used_blocks,
-            "kv_usage": blocks.usage,
-            "kv_blocks_cached": blocks.num_cached_blocks,
-            "block_size": blocks.block_size,
-            "preemptions": self._preemptions,
-            "cuda_graphs": self._runner.graph_batch_sizes if self._runner else [],
-        }
+        return EngineStats(
+            running=self._scheduler.num_running,
+            waiting=self._scheduler.num_waiting + len(self._inbox),
+            kv_blocks_total=blocks.num_blocks,
+            kv_blocks_used=blocks.num_used_blocks,
+            kv_usage=blocks.usage,
+            kv_blocks_cached=blocks.num_cached_blocks,
+            block_size=blocks.block_size,
+            preemptions=self._preemptions,
+            cuda_graphs=tuple(self._runner.graph_batch_sizes) if self._runner else (),
+        )
 
     # -- the worker thread ------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from typing import Final, Literal
 import torch
 from torch import nn
 
+from cortex.engine.kernels.quant_reference import dequantize_int4, dequantize_int8, unpack_int4
 from cortex.errors import CortexError
 
 __all__ = [
@@ -40,8 +41,6 @@ __all__ = [
     "QuantSpec",
     "QuantizedTensor",
     "QuantizedWeight",
-    "dequantize_int4",
-    "dequantize_int8",
     "describe_quant",
     "gather_quantized",
     "pack_int4",
@@ -51,7 +50,6 @@ __all__ = [
     "quantize_int4",
     "quantize_int8",
     "swap_in_quantized",
-    "unpack_int4",
 ]
 
 QuantMode = Literal["none", "bf16", "int8", "int4"]
@@ -136,20 +134,10 @@ def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return qweight, scales
 
 
-def dequantize_int8(qweight: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """`qweight * scales[:, None]` in float32."""
-    return qweight.float() * scales.float()[:, None]
-
-
 def pack_int4(q: torch.Tensor) -> torch.Tensor:
     """(out, in) values in [0, 15] -> (out, in / 2) uint8, element 2j low nibble, 2j+1 high."""
     q8 = q.to(torch.uint8)
     return q8[:, 0::2] | (q8[:, 1::2] << 4)
-
-
-def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
-    """(out, in / 2) uint8 -> (out, in) uint8 values in [0, 15] (inverse of `pack_int4`)."""
-    return torch.stack((packed & 0xF, packed >> 4), dim=-1).reshape(packed.shape[0], -1)
 
 
 def quantize_int4(
@@ -167,17 +155,6 @@ def quantize_int4(
     mins = low.half()
     q = torch.round((w - mins.float()[..., None]) / scales.float()[..., None]).clamp_(0, 15)
     return pack_int4(q.reshape(out_features, in_features)), scales, mins
-
-
-def dequantize_int4(
-    qweight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, group_size: int
-) -> torch.Tensor:
-    """`q * scales + mins` per group, in float32, shape (out, in)."""
-    q = unpack_int4(qweight).float()
-    out_features, in_features = q.shape
-    grouped = q.reshape(out_features, in_features // group_size, group_size)
-    w = grouped * scales.float()[..., None] + mins.float()[..., None]
-    return w.reshape(out_features, in_features)
 
 
 # -- quantized tensors in checkpoints ---------------------------------------------------------

@@ -18,7 +18,7 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
-from cortex.config import CortexConfig, ModelProfile, ModelsConfig
+from cortex.config import CortexConfig, ModelProfile, ModelsConfig, load_models_config
 from cortex.errors import (
     CortexError,
     ModelNotFoundError,
@@ -28,7 +28,7 @@ from cortex.errors import (
 )
 from cortex.fleet import dispatch, placement
 from cortex.fleet.build import clients_from_config
-from cortex.fleet.catalogue import CatalogueEntry, build_catalogue
+from cortex.fleet.catalogue import Catalogue, CatalogueEntry
 from cortex.fleet.clients import NodeClient
 from cortex.fleet.dispatch import Chunk, Route
 from cortex.fleet.events import FleetObserver
@@ -100,6 +100,7 @@ class Fleet:
         self._policies = {p.id: ModelPolicy.from_profile(p) for p in self.models.models}
         self._default_model = default_model
         self.ledger = Ledger(clients, self._policies)
+        self._catalogue = Catalogue(self.ledger)
         self.lifecycle = Lifecycle(
             self.ledger,
             self.clients,
@@ -137,7 +138,7 @@ class Fleet:
         clients = clients_from_config(config)
         return cls(
             clients,
-            models=models if models is not None else config.load_models(),
+            models=models if models is not None else load_models_config(config.models_config),
             strategy=config.eviction.strategy,
             defrag_after_cycles=config.eviction.defrag_after_cycles,
             poll_interval_s=config.gateway.poll_interval_s,
@@ -226,9 +227,10 @@ class Fleet:
             )
         return model
 
-    def catalogue(self) -> list[CatalogueEntry]:
-        """Every model loaded or loadable anywhere, with where, sorted by id."""
-        return build_catalogue(self.snapshot())
+    def catalogue(self) -> tuple[CatalogueEntry, ...]:
+        """Every model loaded or loadable anywhere, with where, sorted by id (built again only
+        when a node's models, a node's being up, or a load or eviction of ours changed)."""
+        return self._catalogue.entries()
 
     @property
     def default_model(self) -> str | None:

@@ -77,11 +77,13 @@ class Ledger:
         """Take a poll's answer (asked at `started_at`, monotonic); False when it is stale."""
         if started_at < self.changed_at.get(name, 0.0):
             return False  # asked before our own load or unload there ended
+        seen = self.nodes[name].models
         self.nodes[name] = replace(snapshot, up=True, error=None, last_seen_at=time.time())
         self.polled_at[name] = started_at
-        for model in snapshot.models.values():
-            if model.state == "loaded" and model.memory_mb:
-                self.measured_mb[model.id] = model.memory_mb
+        if snapshot.models is not seen:  # an unchanged node (a 304) costs nothing per model
+            for model in snapshot.models.values():
+                if model.state == "loaded" and model.memory_mb:
+                    self.measured_mb[model.id] = model.memory_mb
         return True
 
     def down(self, name: str, reason: str) -> bool:

@@ -1,8 +1,13 @@
 """The merged catalogue as `/v1/models` answers it: the OpenAI list, or the Anthropic page
-(when the request carries `anthropic-version`), and one model by name."""
+(when the request carries `anthropic-version`), and one model by name.
+
+The listings are made once per catalogue the fleet builds (it builds one only when something
+it shows changed), so a call costs the same at 6 nodes as at 100 while the fleet is still.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -53,7 +58,11 @@ def openai_models(entries: Sequence[CatalogueEntry]) -> dict[str, Any]:
 
 def anthropic_models(entries: Sequence[CatalogueEntry], query: Mapping[str, str]) -> dict[str, Any]:
     """The Anthropic `ModelList` page (`limit`, `after_id`, `before_id` honoured)."""
-    data = [
+    return _anthropic_page(_anthropic_items(entries), query)
+
+
+def _anthropic_items(entries: Sequence[CatalogueEntry]) -> list[dict[str, Any]]:
+    return [
         {
             "type": "model",
             "id": name,
@@ -63,6 +72,10 @@ def anthropic_models(entries: Sequence[CatalogueEntry], query: Mapping[str, str]
         }
         for name, entry in _names(entries)
     ]
+
+
+def _anthropic_page(items: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
+    data = items
     ids = [d["id"] for d in data]
     if query.get("after_id") in ids:
         data = data[ids.index(query["after_id"]) + 1 :]
@@ -79,26 +92,64 @@ def anthropic_models(entries: Sequence[CatalogueEntry], query: Mapping[str, str]
     }
 
 
+class _Listings:
+    """Both dialects' listings of one catalogue, made again only when the fleet hands out a
+    new catalogue (`Fleet.catalogue()` returns the very same tuple while nothing changed)."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self._entries: Sequence[CatalogueEntry] | None = None
+        self._openai: bytes = b""
+        self._by_name: dict[str, dict[str, Any]] = {}
+        self._anthropic: list[dict[str, Any]] = []
+
+    def _fresh(self) -> None:
+        entries = self.fleet.catalogue()
+        if entries is self._entries:
+            return
+        listing = openai_models(entries)
+        self._openai = json.dumps(listing, ensure_ascii=False, separators=(",", ":")).encode()
+        self._by_name = {}
+        for item in listing["data"]:  # an alias never hides a model of the same name
+            self._by_name.setdefault(item["id"], item)
+        self._anthropic = _anthropic_items(entries)
+        self._entries = entries
+
+    def openai(self) -> bytes:
+        self._fresh()
+        return self._openai
+
+    def openai_item(self, name: str) -> dict[str, Any] | None:
+        self._fresh()
+        return self._by_name.get(name)
+
+    def anthropic(self, query: Mapping[str, str]) -> dict[str, Any]:
+        self._fresh()
+        return _anthropic_page(self._anthropic, query)
+
+    def anthropic_item(self, name: str) -> dict[str, Any] | None:
+        self._fresh()
+        return next((item for item in self._anthropic if item["id"] == name), None)
+
+
 def catalogue_routes(fleet: Fleet) -> list[Route]:
     """`GET /v1/models` and `GET /v1/models/{model}` over `fleet`'s catalogue."""
+    listings = _Listings(fleet)
 
     async def models(request: Request) -> Response:
-        entries = fleet.catalogue()
         if "anthropic-version" in request.headers:
-            return JSONResponse(anthropic_models(entries, request.query_params))
-        return JSONResponse(openai_models(entries))
+            return JSONResponse(listings.anthropic(request.query_params))
+        return Response(listings.openai(), media_type="application/json")
 
     async def model(request: Request) -> Response:
         name = request.path_params["model"]
-        entries = fleet.catalogue()
         if "anthropic-version" in request.headers:
-            listing = anthropic_models(entries, {"limit": str(10**9)})
+            item = listings.anthropic_item(name)
         else:
-            listing = openai_models(entries)
-        for item in listing["data"]:
-            if item["id"] == name:
-                return JSONResponse(item)
-        raise ModelNotFoundError(f"model {name!r} does not exist in this fleet")
+            item = listings.openai_item(name)
+        if item is None:
+            raise ModelNotFoundError(f"model {name!r} does not exist in this fleet")
+        return JSONResponse(item)
 
     return [
         Route("/v1/models", models, methods=["GET"]),

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cortex.errors import ContextLengthExceededError, Dialect
-from cortex.fleet.ledger import Lease
+from cortex.fleet import Lease
 
 __all__ = ["fit_to_context", "prompt_tokens_bound"]
 

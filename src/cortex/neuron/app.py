@@ -1,4 +1,4 @@
-"""The neuron's Starlette app: the wire API of DESIGN.md over a `Harness`.
+"""The neuron's Starlette app: the wire API (docs/neuron-api.md) over a `Harness`.
 
 `create_neuron_app(harness)` returns the app; every route is a thin call into the harness, and
 one error handler turns `CortexError`s into the OpenAI error envelope with their status.

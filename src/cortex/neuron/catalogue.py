@@ -1,6 +1,6 @@
 """The models on a node's disks: Hugging Face folders, the hub cache, GGUF files, the default model.
 
-`ModelCatalog.scan()` lists what `models_dirs` hold, each with an id and a memory estimate
+`ModelCatalogue.scan()` lists what `models_dirs` hold, each with an id and a memory estimate
 (weights in the dtype they will be loaded in, plus the KV cache budget), reading only file
 headers. Ids come from names on disk, never the other way round: a client's model id is only
 ever looked up among the ids found here.
@@ -34,7 +34,7 @@ from cortex.neuron.types import ModelSpec
 
 __all__ = [
     "DEFAULT_MODEL_ID",
-    "ModelCatalog",
+    "ModelCatalogue",
     "default_gguf_path",
     "kv_budget_mb",
     "read_generation_config",
@@ -287,7 +287,7 @@ def _split_part(path: Path) -> bool:
     return "-of-" in stem and not stem.rsplit("-of-", 1)[0].endswith("-00001")
 
 
-class ModelCatalog:
+class ModelCatalogue:
     """Finds the models of a node's `models_dirs`.
 
     Args:

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cortex.errors import InvalidRequestError
 from cortex.neuron.requests import Integral, ModelId, TokenId
-from cortex.neuron.types import GenerateRequest, GenerationEvent, RunnerLoad
+from cortex.neuron.types import GenerateRequest, GenerationEvent, ModelUsage
 
 if TYPE_CHECKING:
     from cortex.engine.embedder import Embedder
@@ -99,9 +99,9 @@ class EmbeddingRunner:
         self.generate(request)
         return 0
 
-    def load(self) -> RunnerLoad:
+    def usage(self) -> ModelUsage:
         """Requests being embedded now."""
-        return RunnerLoad(self._running, 0, 0.0)
+        return ModelUsage(self._running, 0, 0.0)
 
     async def embed(self, inputs: list[str] | list[list[int]]) -> tuple[list[list[float]], int]:
         """The inputs' vectors (in order) and how many tokens they took (on a thread)."""

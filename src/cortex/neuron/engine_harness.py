@@ -25,7 +25,7 @@ from cortex.engine.chat_layout import fold_layout
 from cortex.engine.reasoning import ThinkMarkers, find_think_markers
 from cortex.engine.tool_calls import ChatPrompt, ChatPrompter
 from cortex.errors import ContextLengthExceededError, CortexError, InvalidRequestError
-from cortex.neuron.catalog import EMBEDDING_MODEL_TYPES, ModelCatalog, read_generation_config
+from cortex.neuron.catalogue import EMBEDDING_MODEL_TYPES, ModelCatalogue, read_generation_config
 from cortex.neuron.embeddings import EmbeddingRunner
 from cortex.neuron.gpus import device_free_mb
 from cortex.neuron.harness import RegistryHarness
@@ -38,10 +38,10 @@ from cortex.neuron.types import (
     FinishReason,
     GenerateRequest,
     GenerationEvent,
+    ModelPrecision,
     ModelSpec,
+    ModelUsage,
     ProgressCallback,
-    RunnerLoad,
-    RunnerPrecision,
     TokenUsage,
 )
 
@@ -86,7 +86,7 @@ class EngineRunner:
         self._system_role: bool | None = None
         self.template_folds = 0
         stats = engine.stats()
-        kv_tokens = int(stats["kv_blocks_total"]) * int(stats["block_size"])
+        kv_tokens = stats.kv_blocks_total * stats.block_size
         self._memory_mb = (engine.weights_bytes + kv_tokens * engine.kv_bytes_per_token) / _MB
 
     @property
@@ -99,24 +99,19 @@ class EngineRunner:
         """Weights plus the KV cache, as allocated."""
         return self._memory_mb
 
-    def precision(self) -> RunnerPrecision:
+    def precision(self) -> ModelPrecision:
         """The dtype it runs in, how its weights are quantized, and their resident size."""
         engine = self.engine
-        return RunnerPrecision(
+        return ModelPrecision(
             dtype=str(engine.dtype).removeprefix("torch."),
             quant=engine.quant,
             weights_mb=engine.weights_bytes / _MB,
         )
 
-    def load(self) -> RunnerLoad:
+    def usage(self) -> ModelUsage:
         """The engine's running and waiting requests and KV cache use."""
         stats = self.engine.stats()
-        return RunnerLoad(
-            int(stats["running"]),
-            int(stats["waiting"]),
-            float(stats["kv_usage"]),
-            self.template_folds,
-        )
+        return ModelUsage(stats.running, stats.waiting, stats.kv_usage, self.template_folds)
 
     async def close(self) -> None:
         """Stop the engine and free its memory (on a thread: it joins the worker)."""
@@ -394,7 +389,7 @@ class EngineHarness(RegistryHarness):
     """The models of `models_dirs` (and the default model), served by the cortex engine.
 
     Args:
-        models_dirs: folders to scan (see `cortex.neuron.catalog`).
+        models_dirs: folders to scan (see `cortex.neuron.catalogue`).
         device: `auto`, `cpu`, `cuda` or `cuda:N`.
         memory_mb: cap on the memory models may take; None: the device's free memory.
         kv_cache_mb: KV cache budget per model; None: one full context window.
@@ -434,7 +429,7 @@ class EngineHarness(RegistryHarness):
         # neuron.toml's `quant` and `[models.ID] quant` (cortex.engine.quant); None: as stored.
         self.quant = quant
         self.model_quant = {k: v for k, v in (model_quant or {}).items() if v is not None}
-        self.catalog = ModelCatalog(
+        self.catalogue = ModelCatalogue(
             models_dirs,
             dtype_bytes=2 if self.dtype == "bfloat16" else 4,
             kv_cache_mb=kv_cache_mb,
@@ -451,7 +446,7 @@ class EngineHarness(RegistryHarness):
                 pinned=pinned,
                 drain_timeout_s=drain_timeout_s,
                 puller=HubPuller(
-                    dtype_bytes=self.catalog.dtype_bytes,
+                    dtype_bytes=self.catalogue.dtype_bytes,
                     kv_cache_mb=kv_cache_mb,
                     supported=SUPPORTED_MODEL_TYPES,
                 ),
@@ -522,13 +517,13 @@ class EngineHarness(RegistryHarness):
         Placement and the registry's memory check read `memory_mb`: a model loaded int4 takes
         about a quarter of its bfloat16 weights, so it is sized that way before it is loaded.
         """
-        return [self._sized(spec) for spec in self.catalog.scan()]
+        return [self._sized(spec) for spec in self.catalogue.scan()]
 
     def _sized(self, spec: ModelSpec) -> ModelSpec:
         per_weight = quant_bytes_per_weight(self.quant_of(spec.id))
         if per_weight is None or spec.weights_mb <= 0:
             return spec
-        weights_mb = spec.weights_mb * per_weight / self.catalog.dtype_bytes
+        weights_mb = spec.weights_mb * per_weight / self.catalogue.dtype_bytes
         memory_mb = spec.memory_mb - spec.weights_mb + weights_mb
         return replace(spec, weights_mb=weights_mb, memory_mb=memory_mb)
 

@@ -23,7 +23,7 @@ from cortex.neuron.types import (
     HarnessStats,
     LoadEvent,
     ModelEntry,
-    RunnerLoad,
+    ModelUsage,
 )
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class GenerationStream:
 
     def batch_size(self) -> int:
         """Requests in the model's batch now (this one included, once it runs)."""
-        return self._lease.runner.load().running
+        return self._lease.runner.usage().running
 
     def __aiter__(self) -> GenerationStream:
         return self
@@ -254,8 +254,8 @@ class RegistryHarness:
 
     def stats(self) -> HarnessStats:
         """Requests, KV use, memory and load counters over every loaded model."""
-        loads: dict[str, RunnerLoad] = {
-            model_id: runner.load() for model_id, runner in self.registry.runners().items()
+        loads: dict[str, ModelUsage] = {
+            model_id: runner.usage() for model_id, runner in self.registry.runners().items()
         }
         return HarnessStats(
             running=sum(load.running for load in loads.values()),

@@ -471,7 +471,7 @@ class HubPuller:
         (empty: the hub's id, `ORG/NAME[:QUANT]`)."""
         import anyio
 
-        from cortex.neuron.catalog import read_gguf_spec, read_hf_spec
+        from cortex.neuron.catalogue import read_gguf_spec, read_hf_spec
 
         def report(step: PullProgress) -> None:
             progress(

@@ -30,15 +30,15 @@ from cortex.errors import (
 )
 from cortex.neuron.model_ids import check_model_id
 from cortex.neuron.types import (
+    LoadedModel,
     LoadEvent,
     ModelEntry,
-    ModelRunner,
+    ModelPrecision,
     ModelSpec,
     ModelState,
     Opener,
     ProgressCallback,
     Puller,
-    RunnerPrecision,
 )
 
 __all__ = ["ModelLease", "ModelRegistry"]
@@ -49,7 +49,7 @@ class _Record:
     spec: ModelSpec
     state: ModelState = "available"
     error: str | None = None
-    runner: ModelRunner | None = None
+    runner: LoadedModel | None = None
     load_task: asyncio.Task[None] | None = None
     unload_task: asyncio.Task[None] | None = None
     leases: set[ModelLease] = field(default_factory=set)
@@ -73,7 +73,7 @@ class ModelLease:
     (idempotent).
     """
 
-    def __init__(self, record: _Record, runner: ModelRunner, clock: Callable[[], float]) -> None:
+    def __init__(self, record: _Record, runner: LoadedModel, clock: Callable[[], float]) -> None:
         self._record = record
         self._clock = clock
         self.runner = runner
@@ -178,7 +178,7 @@ class ModelRegistry:
         """Ids of the models that can take requests now."""
         return sorted(k for k, r in self._records.items() if r.state == "loaded")
 
-    def runners(self) -> dict[str, ModelRunner]:
+    def runners(self) -> dict[str, LoadedModel]:
         """The runners of loaded (and unloading) models, by id."""
         return {k: r.runner for k, r in self._records.items() if r.runner is not None}
 
@@ -190,7 +190,7 @@ class ModelRegistry:
         spec = record.spec
         context = record.runner.context_length if record.runner else spec.context_length
         describe = getattr(record.runner, "precision", None)  # engine runners say how they run
-        precision: RunnerPrecision | None = describe() if callable(describe) else None
+        precision: ModelPrecision | None = describe() if callable(describe) else None
         return ModelEntry(
             id=spec.id,
             state=record.state,

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from cortex import __version__
 from cortex.config import NeuronConfig, load_neuron_config
 from cortex.errors import ConfigError
-from cortex.neuron.catalog import DEFAULT_MODEL_ID
+from cortex.neuron.catalogue import DEFAULT_MODEL_ID
 from cortex.neuron.harness import Harness
 
 __all__ = ["build_harness", "build_parser", "main", "resolve_config", "serve_neuron"]

@@ -1,4 +1,4 @@
-"""Values passed between a neuron's app, harness and registry, and the model runner protocol."""
+"""Values passed between a neuron's app, harness and registry, and the `LoadedModel` protocol."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ __all__ = [
     "GenerationEvent",
     "HarnessStats",
     "LoadEvent",
+    "LoadedModel",
     "ModelEntry",
-    "ModelRunner",
+    "ModelPrecision",
     "ModelSpec",
     "ModelState",
+    "ModelUsage",
     "Opener",
     "ProgressCallback",
     "Puller",
-    "RunnerLoad",
-    "RunnerPrecision",
     "SamplingOptions",
     "TokenUsage",
     "ToolCall",
@@ -305,7 +305,7 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
-class RunnerPrecision:
+class ModelPrecision:
     """How a loaded model is held: dtype, quantization, resident weights (for `/models`)."""
 
     dtype: str
@@ -314,7 +314,7 @@ class RunnerPrecision:
 
 
 @dataclass(frozen=True)
-class RunnerLoad:
+class ModelUsage:
     """How busy a loaded model is: requests running (its batch) and waiting, KV cache use 0..1,
     and how many chats its template refused until their layout was folded (since it loaded)."""
 
@@ -324,7 +324,7 @@ class RunnerLoad:
     template_folds: int = 0
 
 
-class ModelRunner(Protocol):
+class LoadedModel(Protocol):
     """A loaded model: what a harness's opener returns and the registry holds until unload."""
 
     @property
@@ -345,8 +345,8 @@ class ModelRunner(Protocol):
         """Prompt tokens of `request`, as `generate` would see them (for `POST /tokenize`)."""
         ...
 
-    def load(self) -> RunnerLoad:
-        """Its requests running and waiting, and its KV cache use."""
+    def usage(self) -> ModelUsage:
+        """How busy it is now: its requests running and waiting, and its KV cache use."""
         ...
 
     async def close(self) -> None:
@@ -354,8 +354,8 @@ class ModelRunner(Protocol):
         ...
 
 
-Opener = Callable[[ModelSpec, ProgressCallback], Awaitable[ModelRunner]]
-"""Loads a model: the spec and a progress callback in, a runner out."""
+Opener = Callable[[ModelSpec, ProgressCallback], Awaitable[LoadedModel]]
+"""Loads a model: the spec and a progress callback in, the `LoadedModel` out."""
 
 Puller = Callable[[str, str, ProgressCallback], Awaitable[ModelSpec]]
 """Pulls a model this node lacks: its id, its source (`hf:ORG/NAME[:QUANT]`) and a progress

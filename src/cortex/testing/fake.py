@@ -29,9 +29,9 @@ from cortex.neuron.types import (
     GenerateRequest,
     GenerationEvent,
     ModelSpec,
+    ModelUsage,
     ProgressCallback,
     Puller,
-    RunnerLoad,
     TokenUsage,
     ToolCall,
 )
@@ -88,9 +88,9 @@ class FakeRunner:
         """The configured memory."""
         return self.model.memory_mb
 
-    def load(self) -> RunnerLoad:
+    def usage(self) -> ModelUsage:
         """Running and waiting requests; KV use as tokens held over the context window."""
-        return RunnerLoad(
+        return ModelUsage(
             self._running, self._waiting, min(1.0, self._tokens_held / self.context_length)
         )
 

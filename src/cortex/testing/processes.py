@@ -1,7 +1,8 @@
-"""Real `cortex-neuron` processes for tests, on free ports of 127.0.0.1.
+"""Real `cortex-neuron` and `cortex-gateway` processes for tests, on free ports of 127.0.0.1.
 
 `start_neuron_process(config)` runs `cortex-neuron` (by default with `--harness fake`) and returns
-once `/health` answers; `.stop()` sends SIGTERM, `.kill()` SIGKILL.
+once `/health` answers; `start_gateway_process(config)` runs `cortex-gateway` and returns once its
+`/health` sees the nodes up. `.stop()` sends SIGTERM (the graceful drain), `.kill()` SIGKILL.
 """
 
 from __future__ import annotations
@@ -15,13 +16,21 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
 from cortex.config.writing import toml_dumps
 
-__all__ = ["NeuronProcess", "free_port", "start_neuron_process", "toml_dumps"]
+__all__ = [
+    "GatewayProcess",
+    "NeuronProcess",
+    "ServerProcess",
+    "free_port",
+    "start_gateway_process",
+    "start_neuron_process",
+    "toml_dumps",
+]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -31,8 +40,8 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-class NeuronProcess:
-    """A running `cortex-neuron` process: its `url`, `pid`, log file; stop or kill it."""
+class ServerProcess:
+    """A server process started for a test: its `url`, `pid`, log file; stop or kill it."""
 
     def __init__(self, process: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
         self.process = process
@@ -47,6 +56,10 @@ class NeuronProcess:
     def logs(self) -> str:
         """What the process printed so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def terminate(self) -> None:
+        """SIGTERM (the graceful drain), without waiting."""
+        self.process.send_signal(signal.SIGTERM)
 
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM (graceful drain), wait up to `timeout_s`, then SIGKILL; the exit code."""
@@ -64,11 +77,15 @@ class NeuronProcess:
             self.process.kill()
         return self.process.wait()
 
-    def __enter__(self) -> NeuronProcess:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class NeuronProcess(ServerProcess):
+    """A running `cortex-neuron` process: its `url`, `pid`, log file; stop or kill it."""
 
 
 def start_neuron_process(
@@ -140,3 +157,84 @@ def _wait_healthy(handle: NeuronProcess, timeout_s: float) -> bool:
                 pass
             time.sleep(0.05)
     return False
+
+
+class GatewayProcess(ServerProcess):
+    """A running `cortex-gateway` process: its API `url`, `metrics_url`, log file."""
+
+    def __init__(
+        self, process: subprocess.Popen[bytes], url: str, metrics_url: str, log_path: Path
+    ) -> None:
+        super().__init__(process, url, log_path)
+        self.metrics_url = metrics_url
+
+
+def start_gateway_process(
+    config: Mapping[str, Any] | None = None,
+    models: Sequence[Mapping[str, Any]] = (),
+    *,
+    nodes_up: int | None = None,
+    args: Sequence[str] = (),
+    python: str = sys.executable,
+    startup_timeout_s: float = 120.0,
+) -> GatewayProcess:
+    """Start `cortex-gateway` on free ports of 127.0.0.1 and wait until its `/health` sees
+    `nodes_up` nodes up (default: all).
+
+    Args:
+        config: cortex.toml as a dict (written to a file); None runs the embedded gateway
+            (a neuron in its own process, as `cortex serve` does).
+        models: models.toml's `[[models]]` profiles, written beside it.
+        nodes_up: how many nodes must be up before it counts as started.
+        args: more command-line flags (`--log-level debug`...).
+        python: the interpreter to run it under (another virtual environment's).
+        startup_timeout_s: how long to wait.
+
+    Raises:
+        RuntimeError: the process exited or was not ready in time (its log is in the message).
+    """
+    folder = Path(tempfile.mkdtemp(prefix="gateway-"))
+    port, metrics_port = free_port(), free_port()
+    command = [
+        python,
+        "-c",
+        "import sys; from cortex.cli import gateway_main; sys.exit(gateway_main())",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--metrics-listen",
+        f"127.0.0.1:{metrics_port}",
+        *args,
+    ]
+    if config is not None:
+        data = dict(config)
+        if models:
+            (folder / "models.toml").write_text(toml_dumps({"models": list(models)}))
+            data["models_config"] = str(folder / "models.toml")
+        (folder / "cortex.toml").write_text(toml_dumps(data))
+        command += ["--config", str(folder / "cortex.toml")]
+    log_path = folder / "gateway.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=folder,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    gateway = GatewayProcess(
+        process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}", log_path
+    )
+    deadline = time.monotonic() + startup_timeout_s
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"cortex-gateway exited:\n{gateway.logs()[-4000:]}")
+            try:
+                health = client.get(f"{gateway.url}/health").json()
+                if health["nodes_up"] >= (health["nodes"] if nodes_up is None else nodes_up):
+                    return gateway
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+    gateway.stop()
+    raise RuntimeError(f"cortex-gateway did not start:\n{gateway.logs()[-4000:]}")

@@ -8,6 +8,7 @@ from typing import Any
 
 from cortex.errors import CortexError, UpstreamError
 from cortex.protocol import anthropic as A
+from cortex.translate.deltas import tool_call_index
 from cortex.translate.errors import error_from_openai
 from cortex.translate.ids import IdFactory
 from cortex.translate.mapping import anthropic_usage, stop_reason_for
@@ -216,9 +217,7 @@ class AnthropicStreamTranslator:
         out.append(_delta(self._index, kind, text))
 
     def _tool_fragment(self, call: Mapping[str, Any], out: list[StreamEvent]) -> None:
-        index = call.get("index")
-        if not isinstance(index, int):
-            index = _index_without_index(self._tools, call)
+        index = tool_call_index(call, {i: tool.id for i, tool in self._tools.items()})
         tool = self._tools.get(index)
         if tool is None:
             tool = self._tools[index] = _Tool()
@@ -338,14 +337,3 @@ _DELTA_KEYS = {
 def _delta(index: int, kind: str, text: str) -> StreamEvent:
     delta_type, key = _DELTA_KEYS[kind]
     return {"type": "content_block_delta", "index": index, "delta": {"type": delta_type, key: text}}
-
-
-def _index_without_index(tools: Mapping[int, _Tool], call: Mapping[str, Any]) -> int:
-    """A lax server's tool fragment without `index`: a new id starts a new call."""
-    call_id = call.get("id")
-    for index, tool in tools.items():
-        if call_id and tool.id == call_id:
-            return index
-    if call_id or not tools:
-        return len(tools)
-    return max(tools)

@@ -1,4 +1,5 @@
-"""Whether an OpenAI stream delta carries a token: one answer for dispatch, relays and metrics.
+"""Whether an OpenAI stream delta carries a token: one answer for dispatch, relays and metrics;
+and which tool call a delta's fragment belongs to.
 
 A delta carries a token when it has text of the reply (`content`, a legacy completion's `text`),
 reasoning (`reasoning_content`, `reasoning`), a refusal, or a tool call fragment. The role chunk
@@ -12,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["TOKEN_FIELDS", "TOKEN_MARKS", "carries_token", "chunk_carries_token"]
+__all__ = ["TOKEN_FIELDS", "TOKEN_MARKS", "carries_token", "chunk_carries_token", "tool_call_index"]
 
 TOKEN_FIELDS = ("content", "text", "reasoning_content", "reasoning", "refusal", "tool_calls")
 """The fields of a delta (or of a legacy completion choice) that carry a token when not empty."""
@@ -37,3 +38,19 @@ def chunk_carries_token(payload: Any) -> bool:
     choice = choices[0]
     delta = choice.get("delta")
     return carries_token(delta if isinstance(delta, dict) and delta else choice)
+
+
+def tool_call_index(fragment: Mapping[str, Any], ids: Mapping[int, str]) -> int:
+    """The index of the call a `tool_calls` fragment belongs to, given the ids of the calls
+    seen so far by index. A lax server may leave `index` out: then a known id names its call,
+    a new id starts a new call, and a fragment without either continues the last call."""
+    index = fragment.get("index")
+    if isinstance(index, int):
+        return index
+    call_id = fragment.get("id")
+    for known, seen_id in ids.items():
+        if call_id and seen_id == call_id:
+            return known
+    if call_id or not ids:
+        return len(ids)
+    return max(ids)

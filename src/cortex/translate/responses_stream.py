@@ -50,6 +50,7 @@ from cortex.protocol.responses_events import (
     ResponseIncompleteEvent,
     ResponseInProgressEvent,
 )
+from cortex.translate.deltas import tool_call_index
 from cortex.translate.errors import error_from_openai
 from cortex.translate.ids import IdFactory
 from cortex.translate.responses_api import (
@@ -256,9 +257,7 @@ class ResponsesStreamTranslator:
         self._write(kind, text, events)
 
     def _tool_fragment(self, fragment: Mapping[str, Any], events: _Out) -> None:
-        index = fragment.get("index")
-        if not isinstance(index, int):
-            index = self._index_without_index(fragment.get("id"))
+        index = tool_call_index(fragment, {i: call.id for i, call in self._calls.items()})
         call = self._calls.get(index)
         if call is None:
             call = self._calls[index] = _Call()
@@ -284,15 +283,6 @@ class ResponsesStreamTranslator:
             self._open_call(call, events)
             pending, call.arguments = call.arguments, ""
             self._write("function_call", pending, events)
-
-    def _index_without_index(self, call_id: Any) -> int:
-        """A lax server's tool fragment without `index`: a new id starts a new call."""
-        for index, call in self._calls.items():
-            if call_id and call.id == call_id:
-                return index
-        if call_id or not self._calls:
-            return len(self._calls)
-        return max(self._calls)
 
     # -- items ---------------------------------------------------------------------------------
 

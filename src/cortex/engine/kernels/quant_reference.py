@@ -1,16 +1,22 @@
 """The pure-torch reference of the weight-only int8/int4 matmul (`quant_matmul.py`'s twin).
 
 It dequantizes the canonical layout of `cortex.engine.quant` and runs one matmul in float32:
-the oracle of the Triton kernel's tests and the fallback on devices without it.
+the oracle of the Triton kernel's tests and the fallback on devices without it. The dequantizers
+(and `unpack_int4`, the inverse of `cortex.engine.quant.pack_int4`) live here, below the
+layout's module, so that module can call the kernels without an import cycle.
 """
 
 from __future__ import annotations
 
 import torch
 
-from cortex.engine.quant import dequantize_int4, dequantize_int8
-
-__all__ = ["check_weight_only", "weight_only_matmul_reference"]
+__all__ = [
+    "check_weight_only",
+    "dequantize_int4",
+    "dequantize_int8",
+    "unpack_int4",
+    "weight_only_matmul_reference",
+]
 
 _ACTIVATION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -74,3 +80,24 @@ def weight_only_matmul_reference(
         assert group_size is not None
         weight = dequantize_int4(qweight, scales, mins, group_size)
     return (x.float() @ weight.T).to(x.dtype)
+
+
+def dequantize_int8(qweight: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """`qweight * scales[:, None]` in float32."""
+    return qweight.float() * scales.float()[:, None]
+
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    """(out, in / 2) uint8 -> (out, in) uint8 values in [0, 15] (inverse of `pack_int4`)."""
+    return torch.stack((packed & 0xF, packed >> 4), dim=-1).reshape(packed.shape[0], -1)
+
+
+def dequantize_int4(
+    qweight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, group_size: int
+) -> torch.Tensor:
+    """`q * scales + mins` per group, in float32, shape (out, in)."""
+    q = unpack_int4(qweight).float()
+    out_features, in_features = q.shape
+    grouped = q.reshape(out_features, in_features // group_size, group_size)
+    w = grouped * scales.float()[..., None] + mins.float()[..., None]
+    return w.reshape(out_features, in_features)
