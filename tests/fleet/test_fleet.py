@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 from cortex.config import ModelProfile
@@ -185,3 +186,21 @@ async def test_external_openai_server_joins_routing_without_lifecycle(
         with pytest.raises(ConflictError):
             await fleet.clients["vllm"].unload("m4")
     assert loads_started(nodes["c"]) == before  # no lifecycle call ever reached it
+
+
+async def test_a_profiles_quant_travels_with_the_load_to_the_node(
+    nodes: dict[str, NeuronProcess], make_fleet: FleetFactory
+) -> None:
+    fleet = await make_fleet(
+        nodes, [ModelProfile(id="m1", nodes=["a"], quant="int4"), ModelProfile(id="m2")]
+    )
+    assert fleet.plan("m1").to_dict()["quant"] == "int4"  # the dry run says so too
+    await fleet.complete(chat("m1"))
+    await fleet.complete(chat("m2"))
+    held = {
+        e["id"]: e["quant"]
+        for node in nodes.values()
+        for e in httpx.get(f"{node.url}/models", timeout=10).json()["data"]
+        if e["state"] == "loaded"
+    }
+    assert held == {"m1": "int4", "m2": "none"}  # no quant in its profile: the node's own

@@ -25,6 +25,23 @@ def test_per_model_quant_overrides_the_nodes() -> None:
     assert harness.quant_of("big") == "int4-g32"
     assert harness.quant_of("plain") == "int8"  # no quant of its own: the node's
     assert harness.quant_of("other") == "int8"
+    # A load may ask (a models.toml profile's `quant`): it beats the node-wide default only.
+    assert harness.quant_of("plain", "int4") == "int4"
+    assert harness.quant_of("big", "int8") == "int4-g32"
+
+
+async def test_a_load_asking_for_a_quant_is_sized_and_held_that_way(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    write_tiny_gguf(models / "Tiny-F32.gguf")
+    harness = EngineHarness([models], device="cpu", include_default=False, kv_cache_mb=8)
+    try:
+        as_stored = harness.model("Tiny-F32").memory_mb
+        entry = await harness.load("Tiny-F32", quant="int8")
+        assert entry.quant == "int8"  # `/models` of the node says how it holds the weights
+        assert entry.memory_mb < as_stored  # int8 weights: a quarter of the float32 file's
+    finally:
+        await asyncio.wait_for(harness.aclose(), 30)
 
 
 def test_bad_quant_values_name_the_file_and_key(tmp_path: Path) -> None:

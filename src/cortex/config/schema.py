@@ -400,6 +400,12 @@ class ModelProfile(_Frozen):
         description="Where a node that lacks the model pulls it from on first use: "
         "`hf:ORG/NAME` (safetensors) or `hf:ORG/NAME:QUANT` (a GGUF file of that quant).",
     )
+    quant: Quant | None = Field(
+        default=None,
+        description="How a neuron holds this model's weights when it loads it (values as in "
+        "neuron.toml's `quant`); a node's own `[models.ID] quant` wins over it. Unset: the "
+        "node's `quant`.",
+    )
 
 
 class ModelsConfig(_Frozen):

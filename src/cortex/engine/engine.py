@@ -9,15 +9,20 @@ import itertools
 import secrets
 import threading
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
 from cortex.engine.block_manager import BlockManager
-from cortex.engine.device import DtypePolicy, measured_policy, release_host_memory
+from cortex.engine.device import (
+    DtypePolicy,
+    in_own_thread,
+    measured_policy,
+    release_host_memory,
+)
 from cortex.engine.output import RequestOutput, TokenEvent, Usage
 from cortex.engine.quant import describe_quant
 from cortex.engine.runner import ModelRunner, kv_bytes_per_token, kv_cache_blocks
@@ -137,7 +142,10 @@ class Engine:
             max_num_batched_tokens=max(max_num_batched_tokens, max_num_seqs),
             max_waiting=max_waiting,
         )
-        self._runner: ModelRunner | None = ModelRunner(
+        # On CPU off this thread (see `device.in_own_thread`); CUDA graphs are captured here.
+        build = in_own_thread if self.device.type == "cpu" else _call
+        self._runner: ModelRunner | None = build(
+            ModelRunner,
             model,
             num_blocks=num_blocks,
             block_size=block_size,
@@ -202,7 +210,10 @@ class Engine:
         if policy is None or (dtype is not None and resolve_dtype(dtype) != policy.dtype):
             forced = resolve_dtype(dtype) if dtype is not None else None
             policy = measured_policy(device, forced)
-        model = load_model(model_dir, device=device, dtype=policy.dtype, quant=quant)
+        # On CPU off this thread: see `device.in_own_thread` (the decoding thread's speed
+        # depends on it).
+        build = in_own_thread if torch.device(device).type == "cpu" else _call
+        model = build(load_model, model_dir, device=device, dtype=policy.dtype, quant=quant)
         model.apply_policy(policy)
         return cls(
             model,
@@ -482,3 +493,11 @@ def _deliver(loop: asyncio.AbstractEventLoop, items: list[tuple[Any, Any]]) -> N
 
     with contextlib.suppress(RuntimeError):  # the consumer's loop is closed: nobody listens
         loop.call_soon_threadsafe(put_all)
+
+
+_T = TypeVar("_T")
+
+
+def _call(work: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """`work(*args, **kwargs)` right here (`in_own_thread`'s counterpart off the CPU)."""
+    return work(*args, **kwargs)

@@ -82,9 +82,9 @@ class NodeClient(Protocol):
         """Poll the node: its devices, memory and models (raises when it does not answer)."""
         ...
 
-    async def load(self, model: str, source: str | None = None) -> None:
-        """Load `model` there (pulled from `source` first if the node lacks it); returns once
-        it is loaded."""
+    async def load(self, model: str, source: str | None = None, quant: str | None = None) -> None:
+        """Load `model` there (pulled from `source` first if the node lacks it; its weights
+        held as `quant` unless the node says otherwise for it); returns once it is loaded."""
         ...
 
     async def unload(self, model: str) -> None:
@@ -451,10 +451,15 @@ class NeuronClient(HTTPNodeClient):
             self._polled = parse_neuron(self.name, self.endpoint, status, listing)
         return self._polled
 
-    async def load(self, model: str, source: str | None = None) -> None:
+    async def load(self, model: str, source: str | None = None, quant: str | None = None) -> None:
         """`POST /models/load`: returns once loaded (404 unknown, 507 no memory, 409 unloading);
-        with `source`, a neuron lacking the model pulls it first."""
-        body = {"model": model, **({"source": source} if source else {})}
+        with `source`, a neuron lacking the model pulls it first; `quant` asks for how the
+        weights are held (the neuron's own setting for the model wins)."""
+        body = {
+            "model": model,
+            **({"source": source} if source else {}),
+            **({"quant": quant} if quant else {}),
+        }
         await self._call("POST", "/models/load", body, timeout_s=self.timeouts.load_s)
 
     async def unload(self, model: str) -> None:
@@ -505,7 +510,7 @@ class OpenAIServerClient(HTTPNodeClient):
             )
         return NodeSnapshot(name=self.name, kind="openai", endpoint=self.endpoint, models=models)
 
-    async def load(self, model: str, source: str | None = None) -> None:
+    async def load(self, model: str, source: str | None = None, quant: str | None = None) -> None:
         """Nothing to do when the server lists the model; it cannot load (or pull) others."""
         snapshot = await self.fetch()
         if model not in snapshot.models:

@@ -81,7 +81,9 @@ class Lifecycle:
         try:
             for eviction in decision.evictions:
                 await self.evict(eviction)
-            await self.clients[decision.node].load(decision.model, source=decision.source)
+            await self.clients[decision.node].load(
+                decision.model, source=decision.source, quant=decision.quant
+            )
             outcome = "ok"
         except UpstreamError as exc:
             if exc.code == UNREACHABLE:

@@ -112,6 +112,7 @@ def plan(
             required_mb=required,
             reason="fits without eviction; profile order, then most free memory",
             source=policy.source,
+            quant=policy.quant,
         )
 
     options = []
@@ -134,6 +135,7 @@ def plan(
             reason=f"evicting {', '.join(v.model for v in victims)} ({strategy}): "
             "the cheapest room in the fleet",
             source=policy.source,
+            quant=policy.quant,
         )
 
     capacities = [n.memory_capacity_mb for n in candidates if n.memory_capacity_mb is not None]

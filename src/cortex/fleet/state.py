@@ -181,6 +181,8 @@ class ModelPolicy:
         memory_mb: memory it needs, overriding the node's estimate.
         context_length: context window to advertise and enforce, overriding the node's.
         source: where a node lacking the model pulls it from (`hf:ORG/NAME[:QUANT]`).
+        quant: how a neuron should hold its weights when it loads it (`int4`, `int8`...); a
+            node's own setting for the model wins.
     """
 
     id: str
@@ -191,6 +193,7 @@ class ModelPolicy:
     memory_mb: float | None = None
     context_length: int | None = None
     source: str | None = None
+    quant: str | None = None
 
     @classmethod
     def from_profile(cls, profile: ModelProfile) -> ModelPolicy:
@@ -204,6 +207,7 @@ class ModelPolicy:
             memory_mb=profile.memory_mb,
             context_length=profile.context_length,
             source=profile.source,
+            quant=profile.quant,
         )
 
     def allows(self, node: str) -> bool:
@@ -310,6 +314,7 @@ class Plan:
         required_mb: memory the model needs, when known.
         reason: why this node, in words.
         source: for a load on a node that lacks the model, where the node pulls it from.
+        quant: for a load, how the node should hold the weights (the profile's `quant`).
     """
 
     model: str
@@ -319,6 +324,7 @@ class Plan:
     required_mb: float | None = None
     reason: str = ""
     source: str | None = None
+    quant: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (for `/admin/placement`)."""
@@ -330,4 +336,5 @@ class Plan:
             "required_mb": self.required_mb,
             "reason": self.reason,
             **({"source": self.source} if self.source else {}),
+            **({"quant": self.quant} if self.quant else {}),
         }

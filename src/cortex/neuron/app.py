@@ -124,7 +124,7 @@ class _Neuron:
 
     async def load(self, request: Request) -> Response:
         body = parse_body(await request.body(), ModelRequest)
-        entry = await self.harness.load(body.model, body.source)
+        entry = await self.harness.load(body.model, body.source, body.quant)
         return JSONResponse(entry.to_json())
 
     async def pull(self, request: Request) -> Response:

@@ -108,7 +108,9 @@ class EmbeddingRunner:
         ids = self.embedder.tokenize(inputs)
         self._running += 1
         try:
-            vectors = await anyio.to_thread.run_sync(self.embedder.embed, ids)
+        from cortex.engine.device import in_own_thread  # see there: no lasting torch pools
+
+            vectors = await anyio.to_thread.run_sync(in_own_thread, self.embedder.embed, ids)
         finally:
             self._running -= 1
         return vectors.tolist(), sum(len(i) for i in ids)

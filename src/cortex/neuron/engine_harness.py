@@ -429,6 +429,7 @@ class EngineHarness(RegistryHarness):
         # neuron.toml's `quant` and `[models.ID] quant` (cortex.engine.quant); None: as stored.
         self.quant = quant
         self.model_quant = {k: v for k, v in (model_quant or {}).items() if v is not None}
+        self._as_found: dict[str, ModelSpec] = {}  # the last scan, sized as stored
         self.catalogue = ModelCatalogue(
             models_dirs,
             dtype_bytes=2 if self.dtype == "bfloat16" else 4,
@@ -450,6 +451,7 @@ class EngineHarness(RegistryHarness):
                     kv_cache_mb=kv_cache_mb,
                     supported=SUPPORTED_MODEL_TYPES,
                 ),
+                sizer=self._sized_for,
             )
         )
 
@@ -470,17 +472,21 @@ class EngineHarness(RegistryHarness):
     async def _open(
         self, spec: ModelSpec, progress: ProgressCallback
     ) -> EngineRunner | EmbeddingRunner:
+        # Built on threads that end with the build (`in_own_thread`): the engine's decode
+        # thread must be the only one holding a pool of torch's CPU worker threads.
+        from cortex.engine.device import in_own_thread
+
         if spec.kind == "embedding":
             assert spec.path is not None
             progress("loading", None)
-            embedder = await anyio.to_thread.run_sync(self._embedder, spec.path)
+            embedder = await anyio.to_thread.run_sync(in_own_thread, self._embedder, spec.path)
             return EmbeddingRunner(embedder)
         folder = spec.path
         if spec.source in ("gguf", "default"):
             folder = await self._import(spec, progress)
         assert folder is not None
         progress("loading", None)
-        engine = await anyio.to_thread.run_sync(self._engine, spec, folder)
+        engine = await anyio.to_thread.run_sync(in_own_thread, self._engine, spec, folder)
         return EngineRunner(engine, spec.generation_config or read_generation_config(folder))
 
     def _engine(self, spec: ModelSpec, folder: Path) -> Engine:
@@ -494,7 +500,7 @@ class EngineHarness(RegistryHarness):
             max_num_seqs=self.max_num_seqs,
             max_waiting=self.max_waiting,
             model_id=spec.id,
-            quant=self.quant_of(spec.id),
+            quant=self.quant_of(spec.id, spec.quant),
         )
 
     def _embedder(self, folder: Path) -> Embedder:
@@ -507,9 +513,10 @@ class EngineHarness(RegistryHarness):
         dtype = torch.float32 if self.device == "cpu" else getattr(torch, self.dtype)
         return Embedder.from_pretrained(folder, device=self.device, dtype=dtype)
 
-    def quant_of(self, model_id: str) -> str | None:
-        """How `model_id`'s weights are held here: its `[models.ID] quant`, else the node's."""
-        return self.model_quant.get(model_id, self.quant)
+    def quant_of(self, model_id: str, asked: str | None = None) -> str | None:
+        """How `model_id`'s weights are held here: its `[models.ID] quant`, else the quant its
+        load `asked` for (a models.toml profile's), else the node's."""
+        return self.model_quant.get(model_id) or asked or self.quant
 
     def _scan(self) -> list[ModelSpec]:
         """The catalogue's models, each sized as it will be held here (quantized where asked).
@@ -517,10 +524,17 @@ class EngineHarness(RegistryHarness):
         Placement and the registry's memory check read `memory_mb`: a model loaded int4 takes
         about a quarter of its bfloat16 weights, so it is sized that way before it is loaded.
         """
-        return [self._sized(spec) for spec in self.catalogue.scan()]
+        found = self.catalogue.scan()
+        self._as_found = {spec.id: spec for spec in found}
+        return [self._sized(spec) for spec in found]
+
+    def _sized_for(self, spec: ModelSpec, quant: str) -> ModelSpec:
+        """The registry's sizer: `spec` as a load asking for `quant` will hold it."""
+        found = self._as_found.get(spec.id, spec)  # a pulled model's spec is as stored
+        return self._sized(replace(found, quant=quant))
 
     def _sized(self, spec: ModelSpec) -> ModelSpec:
-        per_weight = quant_bytes_per_weight(self.quant_of(spec.id))
+        per_weight = quant_bytes_per_weight(self.quant_of(spec.id, spec.quant))
         if per_weight is None or spec.weights_mb <= 0:
             return spec
         weights_mb = spec.weights_mb * per_weight / self.catalogue.dtype_bytes
@@ -530,9 +544,10 @@ class EngineHarness(RegistryHarness):
     async def _import(self, spec: ModelSpec, progress: ProgressCallback) -> Path:
         """Import a GGUF into safetensors (cached), reporting progress from the bytes written."""
         from cortex.engine import gguf
+        from cortex.engine.device import in_own_thread
 
         assert spec.path is not None
-        quant = self.quant_of(spec.id) or "none"
+        quant = self.quant_of(spec.id, spec.quant) or "none"
         # int4/int8 keep the file's blocks quantized (Q4 as they are) instead of floats.
         kept = "int4" if quant.startswith("int4") else ("int8" if quant == "int8" else "none")
         if spec.source == "default":
@@ -550,7 +565,9 @@ class EngineHarness(RegistryHarness):
         progress("importing", 0.0)
         task = asyncio.get_running_loop().run_in_executor(
             None,
-            lambda: gguf.import_gguf(spec.path, out, dtype=dtype, progress=False, quant=kept),  # type: ignore[arg-type]
+            lambda: in_own_thread(
+                gguf.import_gguf, spec.path, out, dtype=dtype, progress=False, quant=kept
+            ),
         )
         while not task.done():
             progress("importing", _written_fraction(out, expected))

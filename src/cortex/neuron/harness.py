@@ -120,9 +120,12 @@ class Harness(Protocol):
         """One model's entry; raises `ModelNotFoundError` (404) for an unknown id."""
         ...
 
-    async def load(self, model_id: str, source: str | None = None) -> ModelEntry:
+    async def load(
+        self, model_id: str, source: str | None = None, quant: str | None = None
+    ) -> ModelEntry:
         """Load a model (idempotent; concurrent calls share one load), pulling it from `source`
-        first when the node lacks it; see `ModelRegistry.load`."""
+        first when the node lacks it, its weights held as `quant` unless this node says
+        otherwise for it; see `ModelRegistry.load`."""
         ...
 
     async def pull(self, source: str, model_id: str | None = None) -> ModelEntry:
@@ -188,9 +191,11 @@ class RegistryHarness:
         """One model's entry (404 if unknown)."""
         return self.registry.entry(model_id)
 
-    async def load(self, model_id: str, source: str | None = None) -> ModelEntry:
+    async def load(
+        self, model_id: str, source: str | None = None, quant: str | None = None
+    ) -> ModelEntry:
         """Load a model (pulled from `source` first if missing); see `ModelRegistry.load`."""
-        return await self.registry.load(model_id, source)
+        return await self.registry.load(model_id, source, quant)
 
     async def pull(self, source: str, model_id: str | None = None) -> ModelEntry:
         """Pull a model without loading it; see `ModelRegistry.pull`."""

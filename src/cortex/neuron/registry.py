@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -115,6 +115,8 @@ class ModelRegistry:
         drain_timeout_s: how long an unload waits for in-flight requests before cancelling them.
         clock: wall-clock time, for `last_used_at`.
         puller: pulls a model the node lacks when a load names its source (None: no pulls).
+        sizer: the spec a load asking for a `quant` runs with, re-estimated for it (None: the
+            spec with that quant noted, its estimate unchanged).
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class ModelRegistry:
         drain_timeout_s: float = 30.0,
         clock: Callable[[], float] = time.time,
         puller: Puller | None = None,
+        sizer: Callable[[ModelSpec, str], ModelSpec] | None = None,
     ) -> None:
         if limit_mb is None and device_free_mb is None:
             raise ValueError("give a memory limit or a way to read the device's free memory")
@@ -141,6 +144,7 @@ class ModelRegistry:
         self.drain_timeout_s = drain_timeout_s
         self._clock = clock
         self._puller = puller
+        self._sizer = sizer or (lambda spec, quant: replace(spec, quant=quant))
         self._pulled: dict[str, ModelSpec] = {}
         self._records: dict[str, _Record] = {}
         self._listeners: list[Callable[[LoadEvent], None]] = []
@@ -250,12 +254,16 @@ class ModelRegistry:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    async def load(self, model_id: str, source: str | None = None) -> ModelEntry:
+    async def load(
+        self, model_id: str, source: str | None = None, quant: str | None = None
+    ) -> ModelEntry:
         """Load a model and return its entry once loaded; idempotent, concurrent calls share one.
 
         Args:
             model_id: the model.
             source: where to pull it from when this node lacks it (`hf:ORG/NAME[:QUANT]`).
+            quant: how to hold its weights (`int4`, `int8`...), unless this node's own settings
+                name one for it; a model already loaded stays as it is.
 
         Raises:
             ModelNotFoundError: unknown id (404).
@@ -281,6 +289,8 @@ class ModelRegistry:
                 await asyncio.shield(record.load_task)
                 continue
             pull = source if record.spec.source == "pull" else None
+            if quant is not None and pull is None and record.spec.quant != quant:
+                record.spec = self._sizer(record.spec, quant)
             required, free = record.spec.memory_mb, self.memory_free_mb()
             if required > free:
                 raise InsufficientMemoryError(
@@ -292,19 +302,21 @@ class ModelRegistry:
             record.state, record.error = "loading", None
             phase = "pulling" if pull is not None else "loading"
             record.progress = {"phase": phase, "fraction": None}
-            task = asyncio.get_running_loop().create_task(self._run_load(record, pull))
+            task = asyncio.get_running_loop().create_task(self._run_load(record, pull, quant))
             record.load_task = task
             record.load_task.add_done_callback(_retrieve)
             self.loads_started += 1
 
-    async def _run_load(self, record: _Record, source: str | None = None) -> None:
+    async def _run_load(
+        self, record: _Record, source: str | None = None, quant: str | None = None
+    ) -> None:
         def progress(phase: str, fraction: float | None, /, **facts: Any) -> None:
             record.progress = {"phase": phase, "fraction": fraction, **facts}
 
         started = time.perf_counter()
         try:
             if source is not None:
-                await self._pull(record, source, progress)
+                await self._pull(record, source, progress, quant)
             runner = await self._opener(record.spec, progress)
         except BaseException as exc:
             record.state, record.progress = "failed", None
@@ -317,11 +329,14 @@ class ModelRegistry:
         record.last_used_at = self._clock()
         self._notify(LoadEvent(record.spec.id, "ok", time.perf_counter() - started))
 
-    async def _pull(self, record: _Record, source: str, progress: ProgressCallback) -> None:
+    async def _pull(
+        self, record: _Record, source: str, progress: ProgressCallback, quant: str | None = None
+    ) -> None:
         """Pull the model, then check it fits (its size is known only now)."""
         assert self._puller is not None
         spec = await self._puller(record.spec.id, source, progress)
-        self._pulled[spec.id] = record.spec = spec
+        self._pulled[spec.id] = spec
+        record.spec = self._sizer(spec, quant) if quant is not None else spec
         # This loading record's own estimate is counted as taken now: give it back to compare.
         free = self.memory_free_mb() + spec.memory_mb
         if spec.memory_mb > free:

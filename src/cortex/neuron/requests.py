@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from cortex.config.schema import Quant
 from cortex.errors import InvalidRequestError
 from cortex.jsonbody import parse_json_object
 from cortex.neuron.model_ids import MODEL_ID_PATTERN, check_model_id
@@ -193,11 +194,13 @@ class CompletionRequest(_Sampling):
 
 class ModelRequest(_Body):
     """`POST /models/load` and `/models/unload`: `{"model": id}`; a load may name the `source`
-    to pull the model from when the node lacks it (`hf:ORG/NAME[:QUANT]`)."""
+    to pull the model from when the node lacks it (`hf:ORG/NAME[:QUANT]`) and the `quant` to
+    hold its weights in (a models.toml profile's; the node's own `[models.ID] quant` wins)."""
 
     model: ModelId
     drain_timeout_s: Annotated[float, Field(ge=0)] | None = None
     source: Annotated[str, Field(max_length=96, pattern=SOURCE_PATTERN)] | None = None
+    quant: Quant | None = None
 
 
 class PullRequest(_Body):

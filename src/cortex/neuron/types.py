@@ -288,6 +288,8 @@ class ModelSpec:
         path: its folder or file (never derived from a client's input).
         parameters: every weight, counted from the file headers.
         active_parameters: the weights one token runs through (MoE: top-k experts only).
+        quant: how a load asked for its weights to be held (a models.toml profile's `quant`,
+            sent with the load); None: as the node's own settings say.
     """
 
     id: str
@@ -302,6 +304,7 @@ class ModelSpec:
     kv_cache_mb: float = 0.0
     generation_config: dict[str, Any] | None = None
     kind: str = "chat"
+    quant: str | None = None
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from cortex.neuron.registry import ModelRegistry
 from cortex.neuron.types import (
     GenerateRequest,
     GenerationEvent,
+    ModelPrecision,
     ModelSpec,
     ModelUsage,
     ProgressCallback,
@@ -56,6 +57,8 @@ class FakeRunner:
     Args:
         max_running: requests generated at once (None = no limit); the others wait.
         max_waiting: requests that may wait (None = no limit); beyond it, 503 queue full.
+        quant: the `quant` its load asked for, shown in `/models` like an engine's (None:
+            `none`).
     """
 
     def __init__(
@@ -66,8 +69,10 @@ class FakeRunner:
         tokens_per_s: float,
         max_running: int | None = None,
         max_waiting: int | None = None,
+        quant: str | None = None,
     ) -> None:
         self.model = model
+        self.quant = quant or "none"
         self.node = node
         self.tokens_per_s = tokens_per_s
         self.max_running = max_running
@@ -87,6 +92,10 @@ class FakeRunner:
     def memory_mb(self) -> float:
         """The configured memory."""
         return self.model.memory_mb
+
+    def precision(self) -> ModelPrecision:
+        """How it pretends to hold its weights: float32, the `quant` its load asked for."""
+        return ModelPrecision("float32", self.quant, self.model.memory_mb)
 
     def usage(self) -> ModelUsage:
         """Running and waiting requests; KV use as tokens held over the context window."""
@@ -348,4 +357,5 @@ class FakeHarness(RegistryHarness):
             tokens_per_s=self.tokens_per_s,
             max_running=self.max_running,
             max_waiting=self.max_waiting,
+            quant=spec.quant,
         )
