@@ -7,12 +7,19 @@ latency (a loaded model, not streamed) are measured, p50 over `--requests` each.
 `--baseline-src DIR` (the `src/` of another checkout, e.g. from `git archive`) a second gateway
 of that code runs over the same neurons, alternating with this one, so both compare in one run.
 
+With `--simulate 100x200 ...` the sizes run in this process instead, at sizes no machine runs as
+processes: a `Fleet` over in-memory nodes (`cortex.testing.FakeNodeClient`, no HTTP) and the
+gateway app over it through ASGI; it prints the CPU of one poll round of every node (and the
+share of a core that is at a 1 s interval), `/v1/models` and a warm chat's latency, p50.
+
     python benchmarks/bench_fleet_scale.py [--sizes 2x10 2x200 6x200] [--baseline-src DIR]
+    python benchmarks/bench_fleet_scale.py --simulate 2x10 6x200 100x200
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import subprocess
@@ -24,7 +31,16 @@ from pathlib import Path
 
 import httpx
 
-from cortex.testing import NeuronProcess, free_port, start_neuron_process, toml_dumps
+from cortex.fleet import Fleet
+from cortex.fleet.transport import StreamingASGITransport
+from cortex.gateway import create_gateway_app
+from cortex.testing import (
+    FakeNodeClient,
+    NeuronProcess,
+    free_port,
+    start_neuron_process,
+    toml_dumps,
+)
 
 
 def cpu_s(pid: int) -> float:
@@ -102,6 +118,56 @@ def measure(
     return [idle, statistics.median(listing) * 1e3, statistics.median(answer) * 1e3]
 
 
+async def simulate(nodes: int, models: int, rounds: int, requests: int) -> list[float]:
+    """[CPU ms per poll round, % of a core at 1 s, /v1/models p50 ms, warm chat p50 ms] of a
+    gateway over `nodes` in-memory nodes of `models` models (m0 loaded on each)."""
+    ids = [f"m{j}" for j in range(models)]
+    clients = [FakeNodeClient(f"n{i}", ids, loaded=["m0"]) for i in range(nodes)]
+    fleet = Fleet(clients, poll_interval_s=3600.0)  # rounds are driven by hand below
+    async with fleet:
+        app = create_gateway_app(fleet)
+        transport = StreamingASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            (await client.get("/v1/models")).raise_for_status()  # the first build
+            before = time.process_time()
+            for _ in range(rounds):
+                await fleet.poller.poll_once()
+            round_ms = (time.process_time() - before) / rounds * 1e3
+            chat = {"model": "m0", "messages": [{"role": "user", "content": "hi"}]}
+            listing, answer = [], []
+            for _ in range(requests):
+                t = time.perf_counter()
+                (await client.get("/v1/models")).raise_for_status()
+                listing.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                (await client.post("/v1/chat/completions", json=chat)).raise_for_status()
+                answer.append(time.perf_counter() - t)
+    return [
+        round_ms,
+        round_ms / 10.0,  # ms of CPU per 1000 ms: % of a core
+        statistics.median(listing) * 1e3,
+        statistics.median(answer) * 1e3,
+    ]
+
+
+def main_simulated(args: argparse.Namespace) -> None:
+    print(
+        "| nodes x models (in-process) | CPU per poll round ms | idle % of a core at 1 s "
+        "| /v1/models p50 ms | warm chat p50 ms |"
+    )
+    print("|---|---|---|---|---|")
+    for size in args.simulate:
+        nodes, models = (int(x) for x in size.split("x"))
+        cells = asyncio.run(simulate(nodes, models, args.poll_rounds, args.requests))
+        print(
+            f"| {nodes} x {models} | {cells[0]:.2f} | {cells[1]:.2f} | {cells[2]:.2f} | "
+            f"{cells[3]:.2f} |",
+            flush=True,
+        )
+    print(f"\nload average {os.getloadavg()[0]:.1f}; {args.poll_rounds} poll rounds per size")
+    print("command: python benchmarks/bench_fleet_scale.py " + " ".join(sys.argv[1:]))
+
+
 def main(args: argparse.Namespace) -> None:
     print(
         "| nodes x models | gateway | idle CPU % of a core | /v1/models p50 ms | warm chat p50 ms |"
@@ -144,4 +210,10 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=30, help="requests per kind and size")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds per size")
     parser.add_argument("--baseline-src", help="src/ of another checkout, run alongside")
-    main(parser.parse_args())
+    parser.add_argument("--simulate", nargs="+", help="sizes to run in-process over fake nodes")
+    parser.add_argument("--poll-rounds", type=int, default=50, help="poll rounds per simulation")
+    arguments = parser.parse_args()
+    if arguments.simulate:
+        main_simulated(arguments)
+    else:
+        main(arguments)

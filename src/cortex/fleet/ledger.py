@@ -152,12 +152,20 @@ class Ledger:
                 state = "loading"
             reported = model.in_flight if polled > self.released_at.get(key, 0.0) else 0
             used, last = self.last_used.get(key), model.last_used_at
+            profile = self.policies.get(model_id)
+            pinned = model.pinned or (profile is not None and profile.pinned)
+            in_flight = max(reported, self.in_flight[key])
+            last_used = max(last, used) if last and used else (used or last)
+            if (state, pinned, in_flight, last_used) == (
+                model.state,
+                model.pinned,
+                model.in_flight,
+                model.last_used_at,
+            ):
+                models[model_id] = model  # nothing of ours to lay over it: no copy
+                continue
             models[model_id] = replace(
-                model,
-                state=state,
-                pinned=model.pinned or self.policy(model_id).pinned,
-                in_flight=max(reported, self.in_flight[key]),
-                last_used_at=max(last, used) if last and used else (used or last),
+                model, state=state, pinned=pinned, in_flight=in_flight, last_used_at=last_used
             )
         ours = sum(n for (_, node_name), n in self.in_flight.items() if node_name == name)
         free = node.memory_free_mb
