@@ -1,5 +1,6 @@
 """Structured output in the engine: grammars, their errors, compiled-grammar caching, token
-masks, and the real default model writing schema-valid JSON under a grammar."""
+masks, strict tools' arguments in every tool-call format, and the real default model writing
+schema-valid JSON under a grammar."""
 
 from __future__ import annotations
 
@@ -11,13 +12,18 @@ from typing import Any
 import pytest
 import torch
 
-from cortex.engine.grammar import (
-    GrammarCompiler,
-    hermes_tool_call_grammar,
-    json_object_grammar,
-    json_schema_grammar,
-)
+from cortex.engine.grammar import GrammarCompiler, json_object_grammar, json_schema_grammar
 from cortex.engine.sampling import SamplingParams, apply_token_masks, sample_tokens
+from cortex.engine.tool_call_grammar import hermes_tool_call_grammar, tool_call_grammar
+from cortex.engine.tool_calls import (
+    HERMES,
+    LLAMA3_JSON,
+    MISTRAL,
+    QWEN3_XML,
+    ToolCall,
+    ToolCallArguments,
+    ToolCallStart,
+)
 from cortex.errors import InvalidRequestError
 
 SCHEMA: dict[str, Any] = {
@@ -146,3 +152,120 @@ def test_the_real_model_writes_valid_json_under_a_grammar(default_model_dir: Pat
     finally:
         engine.close()
     jsonschema_rs.validate(SCHEMA, json.loads(text))
+
+
+# -- strict tools in every tool-call format ----------------------------------------------------
+
+WEATHER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "maxLength": 12},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        "days": {"type": "array", "items": {"type": "integer", "minimum": 1}, "maxItems": 3},
+        "when": {"type": "object", "properties": {"hour": {"type": "integer"}}},
+    },
+    "required": ["city", "unit", "days"],
+    "additionalProperties": False,
+}
+STRICT_TOOLS: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "function": {"name": "weather", "parameters": WEATHER_SCHEMA, "strict": True},
+    },
+    {"type": "function", "function": {"name": "free", "parameters": {"type": "object"}}},
+]
+GOOD_ARGUMENTS: dict[str, Any] = {"city": "Paris", "unit": "celsius", "days": [1, 2]}
+
+
+def _xml_call(name: str, arguments: dict[str, Any]) -> str:
+    def value(v: Any) -> str:
+        return v if isinstance(v, str) else json.dumps(v)
+
+    params = "".join(f"<parameter={k}>\n{value(v)}\n</parameter>\n" for k, v in arguments.items())
+    return f"<tool_call>\n<function={name}>\n{params}</function>\n</tool_call>"
+
+
+def _written(fmt: Any, calls: list[tuple[str, dict[str, Any]]]) -> str:
+    """The calls as each format writes them (the layout the grammars fix)."""
+    if fmt is QWEN3_XML:
+        return "\n".join(_xml_call(name, args) for name, args in calls)
+    key = "parameters" if fmt is LLAMA3_JSON else "arguments"
+    bodies = ["{" + f'"name": {json.dumps(n)}, "{key}": {json.dumps(a)}' + "}" for n, a in calls]
+    if fmt is HERMES:
+        return "\n".join(f"<tool_call>\n{body}\n</tool_call>" for body in bodies)
+    if fmt is LLAMA3_JSON:
+        return "; ".join(bodies)
+    return "[" + ", ".join(bodies) + "]"
+
+
+def _parsed(fmt: Any, text: str, prefill: str = "") -> list[tuple[str, Any]]:
+    parser = fmt.parser(
+        prefill=prefill,
+        tool_names={"weather", "free"},
+        tool_schemas={"weather": WEATHER_SCHEMA, "free": {"type": "object"}},
+    )
+    items = [*parser.feed(text), *parser.finish()]
+    calls: list[tuple[str, str]] = []
+    for item in items:
+        if isinstance(item, ToolCall):
+            calls.append((item.name, item.arguments))
+        elif isinstance(item, ToolCallStart):
+            calls.append((item.name, ""))
+        elif isinstance(item, ToolCallArguments):
+            calls[-1] = (calls[-1][0], calls[-1][1] + item.text)
+        else:
+            assert not item.strip(), item
+    return [(name, json.loads(arguments)) for name, arguments in calls]
+
+
+@pytest.mark.parametrize("fmt", [HERMES, QWEN3_XML, LLAMA3_JSON, MISTRAL], ids=lambda f: f.name)
+def test_strict_tool_arguments_are_constrained_in_every_format(
+    fmt: Any, compiler: GrammarCompiler, tokenizer: Any
+) -> None:
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")
+
+    def accepts(text: str, grammar: Any) -> bool:
+        matcher = compiler.matcher(grammar)
+        return all(matcher.accept(t) for t in tokenizer.encode(text))
+
+    grammar = tool_call_grammar(fmt, STRICT_TOOLS)
+    good = [("weather", GOOD_ARGUMENTS), ("free", {"note": "sunny"})]
+    text = _written(fmt, good)
+    assert accepts(text, grammar)
+    calls = _parsed(fmt, text)
+    assert calls == good  # what the grammar lets through is what the parser reads back
+    jsonschema_rs.validate(WEATHER_SCHEMA, calls[0][1])
+    assert accepts("It is sunny in Paris today.", grammar)
+    for bad in (
+        {**GOOD_ARGUMENTS, "unit": "kelvin"},  # not in the enum
+        {**GOOD_ARGUMENTS, "city": "Llanfairpwllgwyngyll"},  # over maxLength
+        {"city": "Paris", "unit": "celsius"},  # a required argument left out
+        {**GOOD_ARGUMENTS, "days": [0]},  # under the minimum
+    ):
+        assert not accepts(_written(fmt, [("weather", bad)]), grammar), bad
+    # Required and named: the prompt ends with the forced start of the call, one call only.
+    prefill = fmt.forced_prefix("weather")
+    named = tool_call_grammar(fmt, STRICT_TOOLS[:1], prefill=prefill, required=True, parallel=False)
+    whole = _written(fmt, [("weather", GOOD_ARGUMENTS)])
+    if fmt is MISTRAL:  # a forced call is written after the marker
+        whole = "[TOOL_CALLS]" + whole
+    assert whole.startswith(prefill)
+    rest = whole[len(prefill) :]
+    assert accepts(rest, named)
+    assert _parsed(fmt, rest, prefill=prefill) == [("weather", GOOD_ARGUMENTS)]
+    assert not accepts("Sure!", named)
+
+
+def test_a_strict_tool_the_xml_format_cannot_hold_is_a_400_naming_the_keyword() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"code": {"type": "string", "pattern": "^[A-Z]{3}$"}},
+        "required": ["code"],
+    }
+    tools = [{"type": "function", "function": {"name": "f", "parameters": schema, "strict": True}}]
+    with pytest.raises(InvalidRequestError) as caught:
+        tool_call_grammar(QWEN3_XML, tools)
+    assert caught.value.status == 400 and "`pattern`" in str(caught.value)
+    assert "tools[0].function.parameters.properties.code" in str(caught.value)
+    # The JSON formats hold it.
+    assert tool_call_grammar(HERMES, tools).kind == "tool_calls"

@@ -1,4 +1,4 @@
-"""Structured output: grammars (JSON Schema, JSON object, tool calls), their matchers, token masks.
+"""Structured output: grammars (JSON Schema, JSON object), their matchers, token masks.
 
 The grammar engine is llguidance (a Rust library with a small wheel and no Python
 dependencies). It was chosen over xgrammar and outlines-core by measurement on SmolLM2's
@@ -10,8 +10,9 @@ and fills masks at about 1 ms per token.
 A request's grammar is checked when it is built (`json_schema_grammar` raises
 `InvalidRequestError` naming the unsupported keyword); each engine's `GrammarCompiler`
 compiles it once per distinct grammar against the model's tokenizer and hands every request
-a copy of the compiled matcher. The runner asks each constrained row's matcher for its mask
-before sampling, and feeds it the sampled token after.
+a copy of the compiled matcher. The grammars of replies that call tools are built in
+`cortex.engine.tool_call_grammar`, one per tool-call format. The runner asks each
+constrained row's matcher for its mask before sampling, and feeds it the sampled token after.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,9 +32,10 @@ __all__ = [
     "Grammar",
     "GrammarCompiler",
     "GrammarMatcher",
-    "hermes_tool_call_grammar",
+    "check_grammar",
     "json_object_grammar",
     "json_schema_grammar",
+    "with_json_options",
 ]
 
 # One way of writing JSON: a small model given free whitespace can pad forever.
@@ -58,7 +60,7 @@ def _one_line(message: str) -> str:
     return " ".join(line.strip() for line in message.splitlines() if line.strip().strip("^"))
 
 
-def _check(grammar: str, param: str) -> None:
+def check_grammar(grammar: str, param: str) -> None:
     """Raise a 400 naming what llguidance could not compile (an unsupported keyword...)."""
     failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
     if failed:  # warnings alone (keywords a lenient schema left out) are not errors
@@ -68,7 +70,8 @@ def _check(grammar: str, param: str) -> None:
         )
 
 
-def _schema_with_options(schema: Mapping[str, Any], *, lenient: bool) -> dict[str, Any]:
+def with_json_options(schema: Mapping[str, Any], *, lenient: bool) -> dict[str, Any]:
+    """`schema` with cortex's JSON layout options for llguidance (and its leniency)."""
     options = {**_JSON_OPTIONS, "lenient": lenient}
     return {**schema, "x-guidance": options}
 
@@ -90,90 +93,17 @@ def json_schema_grammar(
         raise InvalidRequestError(f"{param}: the schema must be a JSON object", param=param)
     try:
         text = llguidance.LLMatcher.grammar_from_json_schema(
-            json.dumps(_schema_with_options(schema, lenient=not strict))
+            json.dumps(with_json_options(schema, lenient=not strict))
         )
     except (ValueError, TypeError) as error:
         raise InvalidRequestError(f"{param}: invalid schema: {error}", param=param) from None
-    _check(text, param)
+    check_grammar(text, param)
     return Grammar(text, "json_schema")
 
 
 def json_object_grammar() -> Grammar:
     """The grammar of any JSON object (`response_format: {"type": "json_object"}`)."""
     return json_schema_grammar({"type": "object"}, strict=True)
-
-
-def _lark_string(text: str) -> str:
-    return json.dumps(text)  # a JSON string literal is a valid Lark string literal
-
-
-def hermes_tool_call_grammar(
-    tools: Sequence[Mapping[str, Any]],
-    *,
-    prefill: str = "",
-    required: bool = False,
-    parallel: bool = True,
-) -> Grammar:
-    """The grammar of a reply in the Hermes tool-call format whose arguments match the tools'.
-
-    A reply is one or more `<tool_call>` blocks, or (when a call is not required) plain text
-    that does not contain `<tool_call>`. Tools marked `strict` have their `parameters` schema
-    enforced; the others take any JSON object.
-
-    Args:
-        tools: OpenAI function tools (`{"type": "function", "function": {...}}`).
-        prefill: the start of the reply already in the prompt (the forced start of a call);
-            the grammar matches what follows it.
-        required: the reply must call a tool.
-        parallel: several calls may follow one another (else one call at most).
-
-    Raises:
-        InvalidRequestError: a strict tool's schema cannot be compiled.
-    """
-    rules: list[str] = []
-    heads: list[str] = []
-    for number, tool in enumerate(tools):
-        function = tool.get("function") or {}
-        schema = function.get("parameters") or {"type": "object"}
-        strict = bool(function.get("strict"))
-        if strict:  # checked on its own so that the error names the tool
-            json_schema_grammar(schema, strict=True, param=f"tools[{number}].function.parameters")
-        else:
-            schema = {"type": "object"}
-        rules.append(
-            f"args_{number}: %json{json.dumps(_schema_with_options(schema, lenient=False))}"
-        )
-        heads.append(
-            '<tool_call>\n{"name": ' + json.dumps(str(function.get("name", ""))) + ', "arguments": '
-        )
-    if not heads:
-        raise InvalidRequestError("no tools to constrain the reply to", param="tools")
-    tail = _lark_string(END_OF_CALL)
-    rules.append(
-        "call: " + " | ".join(f"{_lark_string(h)} args_{i} {tail}" for i, h in enumerate(heads))
-    )
-    more = f"({_lark_string(chr(10))} call)*" if parallel else ""
-    if prefill:  # the forced start of a call is in the prompt: the first call continues it
-        first = [
-            (f"{_lark_string(h[len(prefill) :])} " if h != prefill else "") + f"args_{i} {tail}"
-            for i, h in enumerate(heads)
-            if h.startswith(prefill)
-        ]
-        if not first:
-            raise InvalidRequestError("the forced tool call matches no tool", param="tool_choice")
-        rules.append("first_call: " + " | ".join(first))
-        start = f"start: first_call {more}"
-    elif required:
-        start = f"start: call {more}"
-    else:  # plain text, or calls only: text may not hide a call the grammar does not check
-        start = f"start: TEXT | call {more}"
-        rules.append(r"TEXT: /(?s:.*)/ & ~/(?s:.*<tool_call>.*)/")
-    text = llguidance.LLMatcher.grammar_from_lark("\n".join([start, *rules]))
-    _check(text, "tools")
-    return Grammar(text, "tool_calls")
-
-
-END_OF_CALL = "}\n</tool_call>"
 
 
 class GrammarMatcher:

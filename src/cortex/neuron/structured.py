@@ -1,19 +1,19 @@
 """The grammar a request's reply must match: `response_format` and `strict` function tools.
 
 `response_format` `json_object` and `json_schema` (strict or not) constrain the reply's text.
-When a request offers function tools marked `strict` and the model writes calls in the Hermes
-format (cortex's default, `<tool_call>` blocks), the reply is constrained to plain text or
-calls whose `arguments` match each strict tool's `parameters`; with `tool_choice` `required`
-or a named function, to calls only (one call of it, when named). Strict tools in another
-format (Llama 3 JSON, Mistral) are not constrained. Tools take precedence over
-`response_format` when both apply.
+When a request offers function tools and one of them is marked `strict`, the reply is
+constrained, in the tool-call format the model writes (Hermes, Qwen3-Coder XML, Llama 3 JSON
+or Mistral: `cortex.engine.tool_call_grammar`), to plain text or calls whose arguments match
+each strict tool's `parameters`; with `tool_choice` `required` or a named function, to calls
+only (one call of it, when named). Tools take precedence over `response_format` when both
+apply.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cortex.engine.tool_calls import HERMES, ChatPrompt, parse_tool_choice
+from cortex.engine.tool_calls import ChatPrompt, parse_tool_choice
 
 if TYPE_CHECKING:
     from cortex.engine.grammar import Grammar
@@ -23,8 +23,8 @@ __all__ = ["request_grammar"]
 
 
 def _strict_tools(request: GenerateRequest, chat: ChatPrompt) -> list[dict[str, Any]] | None:
-    """The tools offered to the reply, when one of them is strict and calls are Hermes."""
-    if chat.tool_format is not HERMES or not request.tools:
+    """The tools offered to the reply, when one of them is strict."""
+    if chat.tool_format is None or not request.tools:
         return None
     offered = [
         tool
@@ -46,15 +46,15 @@ def request_grammar(request: GenerateRequest, chat: ChatPrompt | None) -> Gramma
     Raises:
         InvalidRequestError: a schema cannot be enforced (the message names the keyword).
     """
-    from cortex.engine import grammar
+    from cortex.engine import grammar, tool_call_grammar
 
     tools = _strict_tools(request, chat) if chat is not None else None
-    if tools is not None and chat is not None:
+    if tools is not None and chat is not None and chat.tool_format is not None:
         choice = parse_tool_choice(request.tool_choice)
         required = choice.mode == "required"
         forced = chat.prefill if required and not request.continue_final_message else ""
-        return grammar.hermes_tool_call_grammar(
-            tools, prefill=forced, required=required, parallel=choice.name is None
+        return tool_call_grammar.tool_call_grammar(
+            chat.tool_format, tools, prefill=forced, required=required, parallel=choice.name is None
         )
     fmt = request.response_format
     if fmt is None:
