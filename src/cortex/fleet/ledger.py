@@ -22,6 +22,11 @@ __all__ = ["Key", "Lease", "Ledger"]
 Key = tuple[str, str]
 """(model, node)."""
 
+_Narrowed = tuple[
+    NodeSnapshot, ModelOnNode | None, tuple[bool, bool, int, float | None], NodeSnapshot
+]
+"""A node as polled, its entry for one model and our overlay, and the view made of them."""
+
 
 class Ledger:
     """Node state as polled, and the gateway's own requests, loads and evictions.
@@ -52,6 +57,8 @@ class Ledger:
         """Nodes being emptied: routed to only while no other node has the model."""
         self.alive_at: dict[str, float] = {}
         """When each node last sent us inference bytes (monotonic): proof of life between polls."""
+        self._narrowed: dict[Key, _Narrowed] = {}
+        """Per (node, model), the last narrowed view of the node and what it was made from."""
 
     def policy(self, model: str) -> ModelPolicy:
         """The placement policy of `model` (a default one when it has no profile)."""
@@ -169,14 +176,33 @@ class Ledger:
             )
         ours = sum(n for (_, node_name), n in self.in_flight.items() if node_name == name)
         free = node.memory_free_mb
-        return replace(
+        overlay = (
+            name in self.cordoned,
+            name in self.draining,
+            max(node.in_flight, ours),
+            max(0.0, free - reserved) if free is not None else None,
+        )
+        if only is not None:  # a request's view: the same as last time unless something moved
+            kept = self._narrowed.get((name, only))
+            entry = models.get(only)
+            if (
+                kept is not None
+                and kept[0] is node
+                and kept[2] == overlay
+                and (kept[1] is entry or kept[1] == entry)
+            ):
+                return kept[3]
+        view = replace(
             node,
             models=models,
-            cordoned=name in self.cordoned,
-            draining=name in self.draining,
-            in_flight=max(node.in_flight, ours),
-            memory_free_mb=max(0.0, free - reserved) if free is not None else None,
+            cordoned=overlay[0],
+            draining=overlay[1],
+            in_flight=overlay[2],
+            memory_free_mb=overlay[3],
         )
+        if only is not None:
+            self._narrowed[(name, only)] = (node, models.get(only), overlay, view)
+        return view
 
 
 class Lease:
