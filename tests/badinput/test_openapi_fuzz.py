@@ -57,13 +57,17 @@ _CONFIG = {
 
 def _pin_models(document: dict[str, Any], ids: list[str]) -> dict[str, Any]:
     """The document with every request body's `model` drawn from the served ids, so that valid
-    requests reach a model (unknown names are covered by the negative cases and by hand)."""
+    requests reach a model (unknown names are covered by the negative cases and by hand), and
+    the node of `/admin/nodes/{node}/...` never the fleet's own (cordon and drain are tested in
+    tests/gateway/test_admin_ops.py; here a drain would unload what the other cases use)."""
     out = copy.deepcopy(document)
     for operations in out["paths"].values():
         for operation in operations.values():
             for parameter in operation.get("parameters", []):
                 if parameter["name"] == "model":
                     parameter["schema"] = {"type": "string", "enum": ids}
+                elif parameter["name"] == "node":  # never the fleet's node: a drain would empty it
+                    parameter["schema"] = {"type": "string", "enum": ["no-such-node", "b"]}
     for schema in out["components"]["schemas"].values():
         model = (schema.get("properties") or {}).get("model")
         if isinstance(model, dict) and (model.get("type") == "string" or "anyOf" in model):

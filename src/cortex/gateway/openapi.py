@@ -78,9 +78,11 @@ _WORDS = {
     404: "Unknown model or route.",
     409: "The model is unloading.",
     413: "The body is over `[gateway] max_body_mb`.",
-    429: "Over this key's concurrency or rate limit (`Retry-After`).",
+    429: "Over this key's concurrency or rate limit (`rate_limit_exceeded`, `Retry-After`), "
+    "or its token budget (`insufficient_quota`; `Retry-After` for a rolling window).",
     502: "A node answered with something unusable.",
-    503: "No node can take the request now, or the gateway is shutting down (`Retry-After`).",
+    503: "No node can take the request now, the gateway is shutting down, or its shared state "
+    "(Redis) is unreachable (`Retry-After`).",
     504: "A node went silent for longer than `[gateway] request_timeout_s`.",
     507: "No node has the memory for the model.",
     529: "Anthropic's overloaded: no node can take the request now (`Retry-After`).",
@@ -139,6 +141,7 @@ def _get(summary: str, envelope: str = "OpenAIError", codes: tuple[int, ...] = (
 _REQUESTS: tuple[type[BaseModel], ...] = (
     O.ChatCompletionRequest,
     O.CompletionRequest,
+    O.EmbeddingRequest,
     A.MessagesRequest,
     A.CountTokensRequest,
     ResponsesRequest,
@@ -153,10 +156,122 @@ def _schemas() -> tuple[dict[str, Any], dict[Any, str]]:
     return {**top.get("$defs", {}), **_ERROR_SCHEMAS}, refs
 
 
+_ADMIN_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
+_NODE = {"name": "node", "in": "path", "required": True, "schema": _STRING}
+_MODEL = {"type": "string", "minLength": 1}
+_SAVE = {"type": "boolean", "description": "Also write the pin to models.toml."}
+
+
+def _object(required: list[str], **properties: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+def _admin(
+    summary: str,
+    codes: tuple[int, ...],
+    *,
+    body: dict[str, Any] | None = None,
+    path_node: bool = False,
+    method: str = "post",
+) -> dict[str, Any]:
+    """An `/admin` operation (admin key; errors in OpenAI's envelope)."""
+    operation: dict[str, Any] = {"summary": summary, "security": _ADMIN_SECURITY}
+    if path_node:
+        operation["parameters"] = [_NODE]
+    if body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": body}},
+        }
+    operation["responses"] = {
+        "200": _json({"type": "object"}, "Done."),
+        **_errors("OpenAIError", codes),
+    }
+    return {method: operation}
+
+
+def _admin_paths() -> dict[str, Any]:
+    """The `/admin` routes of `gateway/admin.py`, `gateway/budgets.py` and the dashboard."""
+    model_and_node = _object(["model"], model=_MODEL, node=_STRING)
+    return {
+        "/admin/models/pin": _admin(
+            "Pin a model (on `node`) and load it; with `save`, write models.toml.",
+            (400, 401, 404, 409, 503, 507),
+            body={**model_and_node, "properties": {**model_and_node["properties"], "save": _SAVE}},
+        ),
+        "/admin/models/unpin": _admin(
+            "Unpin a model (it stays loaded until evicted); with `save`, write models.toml.",
+            (400, 401, 404),
+            body=_object(["model"], model=_MODEL, save=_SAVE),
+        ),
+        "/admin/nodes/{node}/cordon": _admin(
+            "No new loads on the node; what is loaded keeps serving.", (401, 404), path_node=True
+        ),
+        "/admin/nodes/{node}/uncordon": _admin(
+            "The node takes new loads again.", (401, 404), path_node=True
+        ),
+        "/admin/nodes/{node}/drain": _admin(
+            "Cordon the node, move what is worth keeping elsewhere, unload the rest; the report.",
+            (401, 404, 503),
+            path_node=True,
+        ),
+        "/admin/budgets": _admin(
+            "Each token budget's key id, cap, window and spend (`cortex keys usage`).",
+            (401, 503),
+            method="get",
+        ),
+        "/admin/dashboard": _admin(
+            "What `/admin/status` answers, with per-model figures and the recent requests.",
+            (401,),
+            method="get",
+        ),
+    }
+
+
+def _dashboard_paths() -> dict[str, Any]:
+    """The dashboard's static page (no key: it holds no data)."""
+    files = ["index.html", "app.js", "style.css"]
+    return {
+        "/ui": {
+            "get": {
+                "summary": "The web dashboard (a redirect to its page).",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "The page (when the client follows the redirect).",
+                        "content": {"text/html": {"schema": _STRING}},
+                    },
+                    "307": {"description": "To `/ui/index.html`."},
+                },
+            }
+        },
+        "/ui/{file}": {
+            "get": {
+                "summary": "One of the dashboard's static files.",
+                "security": [],
+                "parameters": [
+                    {"name": "file", "in": "path", "required": True, "schema": {"enum": files}}
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The file.",
+                        "content": {
+                            "text/html": {"schema": _STRING},
+                            "text/javascript": {"schema": _STRING},
+                            "text/css": {"schema": _STRING},
+                        },
+                    },
+                    **_errors("OpenAIError", (404,)),
+                },
+            }
+        },
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route of the gateway's API."""
     schemas, name = _schemas()
-    admin_security: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
+    admin_security = _ADMIN_SECURITY
     admin_body = {
         "required": True,
         "content": {
@@ -222,6 +337,19 @@ def openapi_document() -> dict[str, Any]:
                 "OpenAIError",
                 _OPENAI_ERRORS,
             ),
+            "/v1/embeddings": {
+                "post": {
+                    "summary": "OpenAI embeddings (an embedding model; a chat model is a 400).",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref(name[O.EmbeddingRequest])}},
+                    },
+                    "responses": {
+                        "200": _json({"type": "object"}, "The vectors, in input order."),
+                        **_errors("OpenAIError", _OPENAI_ERRORS),
+                    },
+                }
+            },
             "/v1/messages": _inference(
                 "Anthropic message.",
                 name[A.MessagesRequest],
@@ -281,6 +409,8 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            **_admin_paths(),
+            **_dashboard_paths(),
             "/openapi.json": _get("This document."),
         },
         "components": {
