@@ -17,7 +17,7 @@ class ThoughtReader:
     the hidden thought, so a thought of N tokens is N `reasoning_tokens` (on the final event's
     usage) whether the model opened it or the prompt did, and whether the model or the engine
     (at a budget) closed it. A marker that is one token, as in every model with `<think>`, is
-    left out exactly; of a marker written in several tokens, all but the last count.
+    left out exactly; of an end marker written in several tokens, all but its last one count.
 
     Args:
         markers: the model's thought markers.
