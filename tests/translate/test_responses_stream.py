@@ -584,3 +584,27 @@ def test_a_request_for_a_summary_gets_the_thought_as_the_reasoning_summary() -> 
         {"model": "m", "input": [item, {"role": "assistant", "content": "Sunny."}]}
     )
     assert history.model_dump(mode="json")["messages"][-1]["reasoning_content"] == "Need weather."
+
+
+def test_a_later_call_streams_live_once_the_one_before_is_whole() -> None:
+    translator = ResponsesStreamTranslator(REQUEST, ids=ids())
+    before_end = translator.start()
+    for c in [
+        chunk({"tool_calls": [{"index": 0, "id": "a", "function": {"name": "f", "arguments": '{"x": 1}'}}]}),
+        chunk({"content": "then"}),
+        chunk({"tool_calls": [{"index": 1, "id": "b", "function": {"name": "g", "arguments": '{"y":'}}]}),
+        chunk({"tool_calls": [{"index": 1, "function": {"arguments": " 2}"}}]}),
+    ]:  # fmt: skip
+        before_end += translator.feed(c)
+    events = before_end + translator.feed(chunk({}, finish="tool_calls")) + translator.finish()
+    check_sequence([json.loads(encode_sse(e).split(b"data: ", 1)[1]) for e in events])
+    live = [
+        (e["output_index"], e["delta"])
+        for e in before_end
+        if e["type"] == "response.function_call_arguments.delta"
+    ]
+    assert live == [(0, '{"x": 1}'), (2, '{"y":'), (2, " 2}")]  # the text item sits between
+    output = json.loads(encode_sse(events[-1]).split(b"data: ", 1)[1])["response"]["output"]
+    assert [(o["type"], o.get("arguments")) for o in output] == [
+        ("function_call", '{"x": 1}'), ("message", None), ("function_call", '{"y": 2}'),
+    ]  # fmt: skip

@@ -346,3 +346,29 @@ def test_leading_whitespace_joins_the_text_that_follows() -> None:
         [chunk({"content": "\n"}), chunk({"content": " Hi"}), chunk({}, "stop"), DONE]
     )
     assert collect_message(events).content[0].text == "\n Hi"  # type: ignore[union-attr]
+
+
+def test_a_later_call_streams_live_once_the_one_before_is_whole() -> None:
+    """Calls one after another (as models write them): each streams as it comes, not at the end."""
+    translator = AnthropicStreamTranslator(REQUEST, ids=ids())
+    before_end: list[dict[str, Any]] = []
+    for item in [
+        chunk({"tool_calls": [call(0, id="call_a", name="f", args='{"x": 1}')]}),
+        chunk({"content": "\n"}),
+        chunk({"tool_calls": [call(1, id="call_b", name="g", args='{"y": ')]}),
+        chunk({"tool_calls": [call(1, args='"two"}')]}),
+    ]:
+        before_end += translator.feed(item)
+    events = before_end + translator.feed(chunk({}, "tool_calls")) + translator.finish()
+    check_anthropic_stream(events)
+    live = [
+        (e["index"], e["delta"]["partial_json"])
+        for e in before_end
+        if e["type"] == "content_block_delta"
+    ]
+    assert live == [(0, '{"x": 1'), (0, "}"), (1, '{"y": '), (1, '"two"')]
+    message = collect_message(events)
+    assert [(b.id, b.input) for b in message.content] == [  # type: ignore[union-attr]
+        ("call_a", {"x": 1}),
+        ("call_b", {"y": "two"}),
+    ]

@@ -48,8 +48,12 @@ class AnthropicStreamTranslator:
 
     Text and thinking stream live until the first tool call. The first tool call then
     streams live too; whatever comes after it (more tool calls, possibly interleaved, or
-    text) is held and written when the upstream finishes, because Anthropic allows one open
-    block at a time and an OpenAI tool call may receive arguments again later.
+    text) is held, because Anthropic allows one open block at a time and an OpenAI tool call
+    may receive arguments again later. When the next call's arguments begin while the live
+    call's arguments are already one whole JSON object and no other call is pending (calls
+    one after another, as every model writes them), the live block closes, what was held
+    before the next call is written, and that call streams live in turn. Whatever is still
+    held is written when the upstream finishes.
 
     Args:
         request: the client's Anthropic request (model or dict); its `model` is echoed.
@@ -241,11 +245,31 @@ class AnthropicStreamTranslator:
                 out.append(_delta(self._index, "tool_use", safe))
             return
         tool.args.append(args)
+        live = self._live
+        if live is not None and live.stream.complete and tool.name and self._pending() == [tool]:
+            self._hand_over(tool, out)  # the live call is whole: the next one streams live
+            return
         if self._live is None and tool.name and self._held[0][1] is tool:
             self._held.pop(0)
             self._close(out)
             self._write_tool(tool, out, keep_open=True)
             self._live = tool
+
+    def _pending(self) -> list[_Tool]:
+        return [value for kind, value in self._held if kind == "tool_use"]
+
+    def _hand_over(self, tool: _Tool, out: list[StreamEvent]) -> None:
+        """Close the live call, write what was held before `tool`, and stream `tool` live."""
+        self._close(out)
+        at = next(i for i, (_, value) in enumerate(self._held) if value is tool)
+        before, self._held = self._held[:at], self._held[at + 1 :]
+        for kind, value in before:
+            if "".join(value).strip():  # text or thinking between the calls
+                self._begin(kind, out)
+                out.append(_delta(self._index, kind, "".join(value)))
+                self._close(out)
+        self._write_tool(tool, out, keep_open=True)
+        self._live = tool
 
     # -- blocks --------------------------------------------------------------------------------
 

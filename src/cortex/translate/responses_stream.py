@@ -2,9 +2,12 @@
 
 One output item is open at a time, as OpenAI streams them. Reasoning and text stream live
 until the first tool call; that call streams live too, and whatever comes after it (more tool
-calls, possibly interleaved, or more text) is held and written when the upstream finishes, so
-an item is never closed while the upstream may still add to it. Each chunk is read whole, in
-the order reasoning, text, refusal, tool calls, finish reason, usage.
+calls, possibly interleaved, or more text) is held, so an item is never closed while the
+upstream may still add to it. When the next call's arguments begin while the live call's
+arguments are one whole JSON object and no other call is pending, the live item closes, what
+was held before the next call is written, and that call streams live in turn; whatever is
+still held is written when the upstream finishes. Each chunk is read whole, in the order
+reasoning, text, refusal, tool calls, finish reason, usage.
 """
 
 from __future__ import annotations
@@ -276,6 +279,11 @@ class ResponsesStreamTranslator:
             self._write("function_call", arguments, events)
             return
         call.arguments += arguments
+        if self._live is not None and call.name and self._live_call_whole():
+            pending = [value for kind, value in self._held if kind == "function_call"]
+            if pending == [call]:  # calls one after another: the next one streams live
+                self._hand_over(call, events)
+                return
         # The first call goes live once its arguments start (its name is whole by then).
         if self._live is None and call.name and self._held[0][1] is call:
             self._held.pop(0)
@@ -283,6 +291,29 @@ class ResponsesStreamTranslator:
             self._open_call(call, events)
             pending, call.arguments = call.arguments, ""
             self._write("function_call", pending, events)
+
+    def _live_call_whole(self) -> bool:
+        """Whether the live call's arguments so far are one whole JSON object."""
+        item = self._open
+        if item is None or item.kind != "function_call" or not item.text.rstrip().endswith("}"):
+            return False
+        try:
+            return isinstance(json.loads(item.text), dict)
+        except ValueError:
+            return False
+
+    def _hand_over(self, call: _Call, events: _Out) -> None:
+        """Close the live call, write what was held before `call`, and stream `call` live."""
+        self._close("completed", events)
+        at = next(i for i, (_, value) in enumerate(self._held) if value is call)
+        before, self._held = self._held[:at], self._held[at + 1 :]
+        for kind, text in before:  # reasoning, text or refusal between the calls
+            self._write(kind, text, events)
+            self._close("completed", events)
+        self._live = call
+        self._open_call(call, events)
+        pending, call.arguments = call.arguments, ""
+        self._write("function_call", pending, events)
 
     # -- items ---------------------------------------------------------------------------------
 

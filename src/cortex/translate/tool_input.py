@@ -90,6 +90,11 @@ class ToolInputStream:
         """Everything fed so far, verbatim."""
         return "".join(self._raw)
 
+    @property
+    def complete(self) -> bool:
+        """Whether what was fed is one whole JSON object (its last brace read, nothing broken)."""
+        return self._expect == "done" and not self._broken
+
     def feed(self, fragment: str) -> str:
         """Take the next fragment; return the text that is safe to send now (maybe empty)."""
         self._raw.append(fragment)
