@@ -9,6 +9,10 @@ paired: the median over rounds of (gateway - direct) at that percentile within t
 cancels the machine's slow swings in load. Run:
 
     python benchmarks/bench_gateway.py [--concurrency 1 16 64 256] [--requests 256] [--tokens 32]
+        [--token-rate 20000] [--baseline-src DIR]
+
+With `--baseline-src DIR` (the `src/` of another checkout, e.g. from `git archive`) a second
+gateway of that code runs in the same rounds, with its own rows.
 """
 
 from __future__ import annotations
@@ -90,13 +94,22 @@ async def round_of(url: str, concurrency: int, requests: int, tokens: int, out: 
         out.wall_s += time.perf_counter() - started
 
 
+def _add(whole: Series, part: Series) -> None:
+    whole.ttft_s += part.ttft_s
+    whole.total_s += part.total_s
+    whole.tokens += part.tokens
+    whole.wall_s += part.wall_s
+    whole.errors += part.errors
+    whole.cpu_s += part.cpu_s
+
+
 def cpu_s(pid: int) -> float:
     """CPU seconds (user + system) a process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_gateway(neuron_url: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_gateway(neuron_url: str, src: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     config = {
         "gateway": {"listen": f"127.0.0.1:{port}", "metrics_listen": f"127.0.0.1:{free_port()}"},
@@ -105,7 +118,10 @@ def start_gateway(neuron_url: str) -> tuple[subprocess.Popen[bytes], str]:
     path = Path(tempfile.mkdtemp(prefix="bench-")) / "cortex.toml"
     path.write_text(toml_dumps(config))
     command = [sys.executable, "-m", "cortex", "serve", "--config", str(path)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, **({"PYTHONPATH": src} if src else {})}
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -122,35 +138,41 @@ async def main(args: argparse.Namespace) -> None:
     fake = {"tokens_per_s": args.token_rate, "models": [{"id": MODEL, "context_length": 8192}]}
     neuron = start_neuron_process({"name": "bench", "fake": fake, "preload": [MODEL]})
     httpx.post(f"{neuron.url}/models/load", json={"model": MODEL}, timeout=60).raise_for_status()
-    gateway, gateway_url = start_gateway(neuron.url)
+    names = ["gateway"] + (["baseline"] if args.baseline_src else [])
+    gateways = {
+        name: start_gateway(neuron.url, args.baseline_src if name == "baseline" else None)
+        for name in names
+    }
     rows = []
     try:
         for concurrency in args.concurrency:
-            direct, through = Series(), Series()
-            paired: list[list[float]] = []
+            direct = Series()
+            through = {name: Series() for name in names}
+            paired: dict[str, list[list[float]]] = {name: [] for name in names}
             per_round = max(args.requests // args.rounds, concurrency)
             for _ in range(args.rounds):
-                d, g = Series(), Series()
+                d = Series()
                 await round_of(neuron.url, concurrency, per_round, args.tokens, d)
-                before = cpu_s(gateway.pid)
-                await round_of(gateway_url, concurrency, per_round, args.tokens, g)
-                g.cpu_s = cpu_s(gateway.pid) - before
-                paired.append(
-                    [pct(g.ttft_s, q) - pct(d.ttft_s, q) for q in (0.5, 0.99)]
-                    + [pct(g.total_s, q) - pct(d.total_s, q) for q in (0.5, 0.99)]
-                )
-                for whole, part in ((direct, d), (through, g)):
-                    whole.ttft_s += part.ttft_s
-                    whole.total_s += part.total_s
-                    whole.tokens += part.tokens
-                    whole.wall_s += part.wall_s
-                    whole.errors += part.errors
-                    whole.cpu_s += part.cpu_s
-            added = [statistics.median(column) for column in zip(*paired, strict=True)]
+                _add(direct, d)
+                for name, (process, url) in gateways.items():
+                    g = Series()
+                    before = cpu_s(process.pid)
+                    await round_of(url, concurrency, per_round, args.tokens, g)
+                    g.cpu_s = cpu_s(process.pid) - before
+                    paired[name].append(
+                        [pct(g.ttft_s, q) - pct(d.ttft_s, q) for q in (0.5, 0.99)]
+                        + [pct(g.total_s, q) - pct(d.total_s, q) for q in (0.5, 0.99)]
+                    )
+                    _add(through[name], g)
+            added = {
+                name: [statistics.median(column) for column in zip(*paired[name], strict=True)]
+                for name in names
+            }
             rows.append((concurrency, direct, through, added))
     finally:
-        gateway.terminate()
-        gateway.wait(30)
+        for process, _ in gateways.values():
+            process.terminate()
+            process.wait(30)
         neuron.stop()
     ms = 1000.0
     print(
@@ -158,21 +180,23 @@ async def main(args: argparse.Namespace) -> None:
         "| tok/s | tok/s vs direct | gateway CPU µs/token |\n|---|---|---|---|---|---|---|---|---|"
     )
     for concurrency, direct, through, added in rows:
-        for name, s in (("direct", direct), ("gateway", through)):
+        for name, s in (("direct", direct), *through.items()):
             rate = s.tokens / s.wall_s
             print(
                 f"| {concurrency} | {name} | {pct(s.ttft_s, 0.5) * ms:.2f} | "
                 f"{pct(s.ttft_s, 0.99) * ms:.2f} | {pct(s.total_s, 0.5) * ms:.2f} | "
                 f"{pct(s.total_s, 0.99) * ms:.2f} | {rate:,.0f} | "
                 f"{rate / (direct.tokens / direct.wall_s):.2f} | "
-                + (f"{s.cpu_s / s.tokens * 1e6:.0f} |" if name == "gateway" else " |")
+                + (f"{s.cpu_s / s.tokens * 1e6:.0f} |" if name != "direct" else " |")
             )
-        cells = " | ".join(f"{a * ms:+.2f}" for a in added)
-        print(f"| {concurrency} | **added** | {cells} | | | |")
+        for name in names:
+            cells = " | ".join(f"{a * ms:+.2f}" for a in added[name])
+            label = "**added**" if name == "gateway" else f"**{name} added**"
+            print(f"| {concurrency} | {label} | {cells} | | | |")
     errors = {
         f"{c} {name}": s.errors
-        for c, d, g, _ in rows
-        for name, s in (("direct", d), ("gateway", g))
+        for c, d, through, _ in rows
+        for name, s in (("direct", d), *through.items())
     }
     if any(errors.values()):
         print(
@@ -182,7 +206,8 @@ async def main(args: argparse.Namespace) -> None:
     mean_tokens = statistics.mean([rows[0][1].tokens / len(rows[0][1].total_s)])
     print(
         f"\n{mean_tokens:.0f} content tokens per reply, fake neuron at {args.token_rate:,.0f} "
-        f"tok/s per stream, {args.rounds} alternating rounds per concurrency."
+        f"tok/s per stream, {args.rounds} alternating rounds per concurrency; "
+        f"load average {os.getloadavg()[0]:.1f}."
     )
     print("command: python benchmarks/bench_gateway.py " + " ".join(sys.argv[1:]))
 
@@ -194,4 +219,5 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=8, help="alternating rounds per level")
     parser.add_argument("--tokens", type=int, default=32, help="content tokens per reply")
     parser.add_argument("--token-rate", type=float, default=20000.0, help="fake tok/s per stream")
+    parser.add_argument("--baseline-src", help="src/ of another checkout: a second gateway")
     asyncio.run(main(parser.parse_args()))

@@ -371,7 +371,9 @@ class HTTPNodeClient:
         """POST JSON and yield the answer's raw bytes as they arrive.
 
         Raises the node's error (before yielding) when it answers with an error status. Leaving
-        the block early closes the connection, which tells the node to stop generating.
+        the block early closes the connection, which tells the node to stop generating. A
+        stream that breaks raises `UpstreamError` (`UpstreamTimeoutError` when the node went
+        silent) out of the block.
         """
         if self._lean is not None:
             lean = await self._lean_send("POST", path, body)
@@ -382,7 +384,15 @@ class HTTPNodeClient:
                     except http11.HTTPError as exc:
                         raise self._broken(exc, path) from exc
                     raise self._error(lean.status, content)
-                yield _lean_raw(lean, self.name)
+                # The pieces go to the reader as they are (no wrapping generator per piece);
+                # their transport errors are named here, as they leave the block.
+                yield lean.pieces()
+            except http11.ReadTimeout as exc:
+                raise UpstreamTimeoutError(f"node {self.name!r} went silent mid-stream") from exc
+            except http11.HTTPError as exc:
+                raise UpstreamError(
+                    f"node {self.name!r} broke the stream: {exc!r}", code=UNREACHABLE
+                ) from exc
             finally:
                 lean.close()
             return
@@ -413,16 +423,6 @@ class HTTPNodeClient:
 
 def _encode(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-async def _lean_raw(response: http11.Response, name: str) -> AsyncIterator[bytes]:
-    try:
-        async for piece in response.pieces():
-            yield piece
-    except http11.ReadTimeout as exc:
-        raise UpstreamTimeoutError(f"node {name!r} went silent mid-stream") from exc
-    except http11.HTTPError as exc:
-        raise UpstreamError(f"node {name!r} broke the stream: {exc!r}", code=UNREACHABLE) from exc
 
 
 async def _raw(response: httpx.Response, name: str) -> AsyncIterator[bytes]:

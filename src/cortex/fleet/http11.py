@@ -73,6 +73,8 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0
         self._reset()
 
     def _reset(self) -> None:
@@ -152,19 +154,34 @@ class _Connection(asyncio.Protocol):
         """Until something new arrived (head, body, end or failure), at most `timeout_s`."""
         if self.error is not None:
             raise self.error
-        self.waiter = self.loop.create_future()
-        timer = self.loop.call_later(timeout_s, self._timed_out, self.waiter)
+        waiter = self.waiter = self.loop.create_future()
+        # One timer per exchange, moved lazily: each wait only pushes the deadline back (a
+        # timer made and cancelled per relayed event cost more than the rest of the wait).
+        self.deadline = self.loop.time() + timeout_s
+        if self.timer is None:
+            self.timer = self.loop.call_at(self.deadline, self._check_deadline)
         try:
-            await self.waiter
+            await waiter
         finally:
-            timer.cancel()
             self.waiter = None
         if self.error is not None:
             raise self.error
 
-    def _timed_out(self, waiter: asyncio.Future[None]) -> None:
-        if not waiter.done():
+    def _check_deadline(self) -> None:
+        self.timer = None
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return  # not waiting: the next wait arms it again
+        if self.loop.time() >= self.deadline:
             self._fail(ReadTimeout("no answer in time"))
+        else:
+            self.timer = self.loop.call_at(self.deadline, self._check_deadline)
+
+    def disarm(self) -> None:
+        """Drop the read timer (the exchange ended)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def take(self) -> bytes:
         """Every body piece received so far, as one."""
@@ -185,6 +202,7 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        self.disarm()
         if self.transport is not None:
             self.transport.close()
 
@@ -223,6 +241,7 @@ class Response:
             return
         self._done = True
         connection = self._connection
+        connection.disarm()
         if connection.complete and not connection.closed and not connection.pieces:
             self._pool.release(connection)
         else:

@@ -5,7 +5,8 @@ id (the first 12 hex digits of the key's SHA-256: which client, never the key), 
 model and node, the status, TTFT, prompt and completion tokens and the duration, streams
 included (the line is written when the last byte has gone). No prompt text, ever.
 
-`AccessLogMiddleware` opens an `AccessEntry` per request; the request's `RequestRecord`
+`access_logged` opens an `AccessEntry` per request (the gateway's guard, `gateway/guard.py`,
+notes the status it answered with); the request's `RequestRecord`
 (`cortex.gateway.metrics`) fills in what only the pipeline knows (model, node, tokens, TTFT)
 through `current_entry()`, a context variable: the entry is the request's own, so two apps in
 one process never share one. `JSONFormatter` turns every log record into one JSON object
@@ -18,19 +19,27 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cortex.gateway.auth import request_key
 
-__all__ = ["AccessEntry", "AccessLogMiddleware", "JSONFormatter", "current_entry", "key_id"]
+__all__ = [
+    "QUIET_PATHS",
+    "AccessEntry",
+    "JSONFormatter",
+    "access_logged",
+    "current_entry",
+    "key_id",
+]
 
 log = logging.getLogger("cortex.access")
 
-_QUIET_PATHS = frozenset({"/health"})
+QUIET_PATHS = frozenset({"/health"})
+"""Paths not logged (load balancers' probes)."""
 _entry: ContextVar[AccessEntry | None] = ContextVar("cortex_access_entry", default=None)
 
 
@@ -61,49 +70,49 @@ class AccessEntry:
     completion_tokens: int | None = None
     duration_ms: float | None = None
 
+    def as_dict(self) -> dict[str, Any]:
+        """The entry as a dict (what `JSONFormatter` writes)."""
+        return {name: getattr(self, name) for name in _FIELDS}
+
     def line(self) -> str:
-        """The plain-text form: `key=value` pairs, then the method and path."""
-        fields = asdict(self)
-        method, path = fields.pop("method"), fields.pop("path")
-        pairs = " ".join(f"{k}={_plain(v)}" for k, v in fields.items() if v is not None)
-        return f"{method} {path} {pairs}"
+        """The plain-text form: the method and path, then `key=value` pairs."""
+        pairs = " ".join(
+            f"{k}={_plain(getattr(self, k))}" for k in _FIELDS[2:] if getattr(self, k) is not None
+        )
+        return f"{self.method} {self.path} {pairs}"
+
+
+_FIELDS = tuple(field.name for field in fields(AccessEntry))  # method and path first
 
 
 def _plain(value: Any) -> str:
     return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
-class AccessLogMiddleware:
-    """ASGI middleware writing one access-log line per request (after its last byte)."""
+@contextmanager
+def access_logged(method: str, path: str, headers: Mapping[str, str]) -> Iterator[AccessEntry]:
+    """Open a request's entry (`current_entry()` within), and write its line on leaving.
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    The caller notes the response's `status` and `request_id` in it as they go out (the
+    gateway's guard, `cortex.gateway.guard`); a request that ends with no response started is
+    logged 499 (the client left).
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in _QUIET_PATHS:
-            await self.app(scope, receive, send)
-            return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        entry = AccessEntry(scope["method"], scope["path"], key_id=key_id(request_key(headers)))
-        started = time.perf_counter()
-
-        async def sending(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                entry.status = int(message["status"])
-                for name, value in message.get("headers", []):
-                    if name.lower() == b"x-request-id":
-                        entry.request_id = value.decode("latin-1")
-            await send(message)
-
-        token = _entry.set(entry)
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            _entry.reset(token)
-            entry.duration_ms = round((time.perf_counter() - started) * 1000.0, 1)
-            if entry.status is None:
-                entry.status = 499  # the client left before an answer started
-            log.info(entry.line(), extra={"access": asdict(entry)})
+    Args:
+        method: the request's method.
+        path: its path.
+        headers: its headers, names lower-cased (for the key's id).
+    """
+    entry = AccessEntry(method, path, key_id=key_id(request_key(headers)))
+    started = time.perf_counter()
+    token = _entry.set(entry)
+    try:
+        yield entry
+    finally:
+        _entry.reset(token)
+        entry.duration_ms = round((time.perf_counter() - started) * 1000.0, 1)
+        if entry.status is None:
+            entry.status = 499  # the client left before an answer started
+        log.info(entry.line(), extra={"access": entry.as_dict()})
 
 
 class JSONFormatter(logging.Formatter):

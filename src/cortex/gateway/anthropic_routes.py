@@ -8,16 +8,14 @@ retries a 529); `message_start` carries the prompt's exact token count.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from cortex.fleet import Chunk
 from cortex.gateway.metrics import RequestRecord
 from cortex.gateway.pipeline import Adapter, Exchange, Pipeline
-from cortex.gateway.relay import translated_bytes
+from cortex.gateway.relay import Relay, TranslatedRelay
 from cortex.protocol import anthropic as A
 from cortex.translate import (
     AnthropicStreamTranslator,
@@ -40,11 +38,9 @@ class MessagesExchange(Exchange):
     def reply(self, result: dict[str, Any]) -> dict[str, Any]:
         return openai_response_to_anthropic(result, request=self.request).model_dump(mode="json")
 
-    def relay(
-        self, batches: AsyncIterator[list[Chunk]], record: RequestRecord, prompt_tokens: int | None
-    ) -> AsyncIterator[bytes]:
+    def relay(self, record: RequestRecord, prompt_tokens: int | None) -> Relay:
         translator = AnthropicStreamTranslator(self.request, input_tokens=prompt_tokens)
-        return translated_bytes(batches, record, translator, "anthropic")
+        return TranslatedRelay(record, translator)
 
 
 MESSAGES = Adapter("anthropic", "anthropic", MessagesExchange)

@@ -11,13 +11,15 @@ in the client's dialect (`gateway/error_handlers.py`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cortex import __version__
 from cortex.config import AuthConfig, LimitsConfig
@@ -68,6 +70,25 @@ def _probe_routes(fleet: Fleet) -> list[Route]:
     ]
 
 
+class _Inference:
+    """`POST` to an inference route goes straight to its pipeline endpoint, past Starlette's
+    router and exception layer (each one more wrapper around every relayed token's `send`);
+    the pipeline answers its errors itself. Anything else (another method, a trailing slash)
+    takes the router, where the same endpoints are registered."""
+
+    def __init__(self, app: ASGIApp, routes: Mapping[str, ASGIApp]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self.routes.get(scope["path"])
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_gateway_app(
     fleet: Fleet,
     *,
@@ -112,36 +133,37 @@ def create_gateway_app(
         max_body_mb=max_body_mb,
         budgets=budgets,
     )
-    endpoint = pipeline.endpoint
+    inference = {
+        "/v1/chat/completions": pipeline.endpoint(CHAT_COMPLETIONS),
+        "/v1/completions": pipeline.endpoint(COMPLETIONS),
+        "/v1/embeddings": pipeline.endpoint(EMBEDDINGS),
+        "/v1/messages": pipeline.endpoint(MESSAGES),
+        "/v1/responses": pipeline.endpoint(responses_adapter(pipeline.commit_after_s)),
+    }
     admin_api = admin.AdminAPI(fleet, models_path=models_path)
     routes = [
         *_probe_routes(fleet),
         *catalogue_routes(fleet),
-        Route("/v1/chat/completions", endpoint(CHAT_COMPLETIONS), methods=["POST"]),
-        Route("/v1/completions", endpoint(COMPLETIONS), methods=["POST"]),
-        Route("/v1/embeddings", endpoint(EMBEDDINGS), methods=["POST"]),
+        *(Route(path, app, methods=["POST"]) for path, app in inference.items()),
         budgets_route(budgets),
-        Route("/v1/messages", endpoint(MESSAGES), methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens_endpoint(pipeline), methods=["POST"]),
-        Route(
-            "/v1/responses",
-            endpoint(responses_adapter(pipeline.commit_after_s)),
-            methods=["POST"],
-        ),
         *admin_api.routes(),
         *Dashboard(admin_api, metrics).routes(),
     ]
     keyring = KeyRing(auth.keys if auth else (), auth.admin_keys if auth else ())
     app = Starlette(
         routes=routes,
-        middleware=gateway_middleware(
-            keyring,
-            limits=limits,
-            cors_origins=cors_origins,
-            max_body_bytes=int(max_body_mb * 1024 * 1024),
-            drain=drain,
-            limiter=limiter,
-        ),
+        middleware=[
+            *gateway_middleware(
+                keyring,
+                limits=limits,
+                cors_origins=cors_origins,
+                max_body_bytes=int(max_body_mb * 1024 * 1024),
+                drain=drain,
+                limiter=limiter,
+            ),
+            Middleware(_Inference, routes=inference),
+        ],
         exception_handlers=exception_handlers(),
         lifespan=admin.fleet_lifespan(fleet) if manage_fleet else None,
     )

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 from pydantic import SecretStr
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.responses import JSONResponse, Response
 
 from cortex.errors import AuthenticationError, Dialect
 
-__all__ = ["AuthMiddleware", "KeyRing", "dialect_of", "request_key"]
+__all__ = ["KeyRing", "dialect_of", "request_key"]
 
 OPEN_PATHS = frozenset({"/health", "/ui"})
 OPEN_PREFIXES = ("/ui/",)
@@ -43,6 +42,30 @@ class KeyRing:
     def required(self, admin: bool) -> list[bytes]:
         """The keys a route accepts (empty when it is open)."""
         return (self.admin_keys or self.keys) if admin else self.keys
+
+    def refusal(self, path: str, headers: Mapping[str, str]) -> Response | None:
+        """The 401 answer (in the client's dialect) to a request to `path` without an accepted
+        key; None when the route is open or the key opens it.
+
+        Args:
+            path: the request's path.
+            headers: its headers, names lower-cased.
+        """
+        admin = path.startswith("/admin")
+        if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES) or not self.required(admin):
+            return None
+        if self.accepts(request_key(headers), admin=admin):
+            return None
+        what = "an admin key" if admin and self.admin_keys else "an API key"
+        error = AuthenticationError(
+            f"this route needs {what}: send `Authorization: Bearer <key>` or `x-api-key: <key>`"
+        )
+        dialect = dialect_of(path, headers)
+        return JSONResponse(
+            error.to_dialect(dialect),
+            status_code=error.status_for(dialect),
+            headers={"www-authenticate": "Bearer"},
+        )
 
     def accepts(self, given: str | None, *, admin: bool) -> bool:
         """Whether `given` opens a route (of the admin kind or not)."""
@@ -83,45 +106,3 @@ def dialect_of(path: str, headers: MutableMapping[str, str] | Any) -> Dialect:
     if path.startswith("/v1/models") and "anthropic-version" in headers:
         return "anthropic"
     return "openai"
-
-
-class AuthMiddleware:
-    """ASGI middleware refusing requests without an accepted key (401 in their dialect)."""
-
-    def __init__(self, app: ASGIApp, keyring: KeyRing) -> None:
-        self.app = app
-        self.keyring = keyring
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        admin = path.startswith("/admin")
-        if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES) or not self.keyring.required(admin):
-            await self.app(scope, receive, send)
-            return
-        headers = _Headers(scope)
-        if self.keyring.accepts(request_key(headers), admin=admin):
-            await self.app(scope, receive, send)
-            return
-        what = "an admin key" if admin and self.keyring.admin_keys else "an API key"
-        error = AuthenticationError(
-            f"this route needs {what}: send `Authorization: Bearer <key>` or `x-api-key: <key>`"
-        )
-        dialect = dialect_of(path, headers)
-        response = JSONResponse(
-            error.to_dialect(dialect),
-            status_code=error.status_for(dialect),
-            headers={"www-authenticate": "Bearer"},
-        )
-        await response(scope, receive, send)
-
-
-class _Headers(dict[str, str]):
-    """The request headers of an ASGI scope, lower-cased (the last value wins)."""
-
-    def __init__(self, scope: Scope) -> None:
-        super().__init__(
-            (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
-        )

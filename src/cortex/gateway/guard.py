@@ -7,58 +7,205 @@
   before the keys, so that a browser's preflight (which carries no key) is answered;
 - API keys (`cortex.gateway.auth`) on every route but `/health`;
 - per-key limits (`cortex.gateway.limits`): requests in flight and rate, 429 with Retry-After;
-- body size: 413 before a body over `max_body_mb` is read whole.
+- body size (`cortex.jsonbody.BodyLimitMiddleware`): 413 before a body over `max_body_mb` is
+  read whole.
+
+All but CORS and the body size are one ASGI middleware, `Guard`: it reads the headers once
+and wraps `send` once, so a relayed token passes through one wrapper rather than one per layer
+(with CORS on, a second `Guard` behind Starlette's `CORSMiddleware` checks keys and limits).
+Each check answers a refusal itself, in the client's dialect, through the access log.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
+import anyio
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.responses import Response
-from starlette.types import Scope
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cortex.config import LimitsConfig
-from cortex.drain import Drain, DrainMiddleware
-from cortex.errors import Dialect, OverloadedError
-from cortex.gateway.access_log import AccessLogMiddleware
-from cortex.gateway.auth import AuthMiddleware, KeyRing, dialect_of
-from cortex.gateway.limits import KeyLimiter, Limiter, LimitsMiddleware
+from cortex.drain import Drain
+from cortex.errors import CortexError, Dialect, OverloadedError
+from cortex.gateway.access_log import QUIET_PATHS, AccessEntry, access_logged
+from cortex.gateway.auth import KeyRing, dialect_of
+from cortex.gateway.limits import KeyLimiter, Limiter, identity
 from cortex.gateway.relay import error_event, error_response
 from cortex.jsonbody import BodyLimitMiddleware
 from cortex.translate.sse import encode_sse
 
-__all__ = ["gateway_middleware"]
+__all__ = ["Guard", "gateway_middleware"]
 
 _EXPOSED = ["retry-after", "request-id", "x-request-id"]
+_DRAIN_EXEMPT = frozenset({"/metrics"})  # served as usual while draining, not counted
 
 
 def _stopping() -> OverloadedError:
     return OverloadedError("the gateway is shutting down; retry in a moment", retry_after_s=5)
 
 
-def _dialect(scope: Scope) -> Dialect:
-    return dialect_of(scope["path"], _ScopeHeaders(scope))
+def _headers(scope: Scope) -> dict[str, str]:
+    """The request headers, names lower-cased (the last value wins)."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-def _refusal(scope: Scope) -> Response:
-    return error_response(_stopping(), _dialect(scope))
+class Guard:
+    """The access log, drain, keys and limits around the app, in one ASGI middleware.
+
+    Args:
+        app: the app.
+        log: write the access log.
+        drain: the server's drain (None: none).
+        keyring: the API and admin keys (None: keys are not checked here).
+        limiter: per-key limits (None, or not active: none).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        log: bool = True,
+        drain: Drain | None = None,
+        keyring: KeyRing | None = None,
+        limiter: Limiter | None = None,
+    ) -> None:
+        self.app = app
+        self.log = log
+        self.drain = drain
+        self.keyring = keyring
+        self.limiter = limiter if limiter is not None and limiter.active else None
+        self.keyed = bool(keyring and keyring.keys)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        headers = _headers(scope)
+        if not self.log or path in QUIET_PATHS:
+            await self._drained(scope, receive, send, headers, None)
+            return
+        with access_logged(scope["method"], path, headers) as entry:
+            await self._drained(scope, receive, send, headers, entry)
+
+    async def _drained(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[str, str],
+        entry: AccessEntry | None,
+    ) -> None:
+        drain = self.drain
+        if drain is None or scope["path"] in _DRAIN_EXEMPT:
+            if entry is not None:
+                send = _logging(send, entry)
+            await self._checked(scope, receive, send, headers)
+            return
+        if drain.draining:
+            sending = _logging(send, entry) if entry is not None else send
+            await _refusal(scope, headers)(scope, receive, sending)
+            return
+        started = sse = ended = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started, sse, ended
+            if message["type"] == "http.response.start":
+                started = True
+                for name, value in message.get("headers") or ():
+                    name = name.lower()
+                    if name == b"content-type":
+                        sse = value.startswith(b"text/event-stream")
+                    elif name == b"x-request-id" and entry is not None:
+                        entry.request_id = value.decode("latin-1")
+                if entry is not None:
+                    entry.status = int(message["status"])
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                ended = True
+            await send(message)
+
+        with anyio.CancelScope() as cancel:
+            drain.enter(cancel)
+            try:
+                await self._checked(scope, receive, tracked, headers)
+            finally:
+                drain.leave(cancel)
+        if not cancel.cancelled_caught or ended:
+            return
+        # Cut at the drain timeout: end the exchange properly rather than drop the connection.
+        with contextlib.suppress(OSError, RuntimeError):
+            if not started:
+                await _refusal(scope, headers)(scope, receive, tracked)
+            elif sse:
+                body = _cut_event(scope, headers)
+                await tracked({"type": "http.response.body", "body": body, "more_body": False})
+            else:
+                await tracked({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _checked(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
+    ) -> None:
+        """Keys, then limits, then the app."""
+        keyring = self.keyring
+        if keyring is not None:
+            refusal = keyring.refusal(scope["path"], headers)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        limiter = self.limiter
+        if limiter is None or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        who = identity(scope, headers, keyed=self.keyed)
+        try:
+            await limiter.enter(who)
+        except CortexError as exc:  # over a limit, or a shared state away (503)
+            dialect = dialect_of(scope["path"], headers)
+            response = JSONResponse(
+                exc.to_dialect(dialect), status_code=exc.status_for(dialect), headers=exc.headers()
+            )
+            await response(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            await limiter.leave(who)
 
 
-def _cut_event(scope: Scope) -> bytes:
+def _logging(send: Send, entry: AccessEntry) -> Send:
+    """`send`, noting the response's status and request id in the access-log entry."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            entry.status = int(message["status"])
+            for name, value in message.get("headers") or ():
+                if name.lower() == b"x-request-id":
+                    entry.request_id = value.decode("latin-1")
+        await send(message)
+
+    return sending
+
+
+def _refusal(scope: Scope, headers: dict[str, str]) -> Response:
+    """The answer to a request that comes while the gateway drains."""
+    if scope["path"] == "/health":
+        return JSONResponse({"status": "draining"}, status_code=503)
+    return error_response(_stopping(), dialect_of(scope["path"], headers))
+
+
+def _cut_event(scope: Scope, headers: dict[str, str]) -> bytes:
     error = _stopping()
     if scope["path"].startswith("/v1/responses"):
         body = {"type": "error", "code": "server_shutting_down", "message": error.message}
         return encode_sse(body)
-    return error_event(error, _dialect(scope))
+    return error_event(error, dialect_of(scope["path"], headers))
 
 
-class _ScopeHeaders(dict[str, str]):
-    def __init__(self, scope: Scope) -> None:
-        super().__init__(
-            (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
-        )
+def _body_dialect(scope: Scope) -> Dialect:
+    return dialect_of(scope["path"], _headers(scope))
 
 
 def gateway_middleware(
@@ -81,26 +228,23 @@ def gateway_middleware(
         limiter: the limits, when kept elsewhere than in this process (Redis); None: a
             `KeyLimiter` of `limits`.
     """
-    stack: list[Middleware] = [Middleware(AccessLogMiddleware)]  # sees every answer, refusals too
-    if drain is not None:
-        stack.append(
-            Middleware(DrainMiddleware, drain=drain, refusal=_refusal, cut_event=_cut_event)
-        )
-    if cors_origins:
-        stack.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=list(cors_origins),
-                allow_methods=["GET", "POST", "HEAD", "OPTIONS"],
-                allow_headers=["*"],
-                expose_headers=_EXPOSED,
-                max_age=600,
-            )
-        )
-    stack.append(Middleware(AuthMiddleware, keyring=keyring))
     if limiter is None:
         limiter = KeyLimiter(limits or LimitsConfig())
-    if limiter.active:
-        stack.append(Middleware(LimitsMiddleware, limiter=limiter, keyed=bool(keyring.keys)))
-    stack.append(Middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, dialect=_dialect))
+    if cors_origins:
+        cors = Middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "HEAD", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=_EXPOSED,
+            max_age=600,
+        )
+        stack = [
+            Middleware(Guard, drain=drain),
+            cors,
+            Middleware(Guard, log=False, keyring=keyring, limiter=limiter),
+        ]
+    else:
+        stack = [Middleware(Guard, drain=drain, keyring=keyring, limiter=limiter)]
+    stack.append(Middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, dialect=_body_dialect))
     return stack

@@ -12,18 +12,17 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 from cortex.config import LimitsConfig
-from cortex.errors import CortexError, RateLimitError
-from cortex.gateway.auth import dialect_of, request_key
+from cortex.errors import RateLimitError
+from cortex.gateway.auth import request_key
 
-__all__ = ["KeyLimiter", "Limiter", "LimitsMiddleware"]
+__all__ = ["KeyLimiter", "Limiter", "identity"]
 
 _MAX_KEYS = 10_000  # buckets kept before idle ones are forgotten
 
@@ -87,11 +86,11 @@ class KeyLimiter:
         bucket.in_flight += 1
 
     async def enter(self, who: str) -> None:
-        """`acquire`, as the middleware calls it (a shared limiter does I/O here)."""
+        """`acquire`, as the guard calls it (a shared limiter does I/O here)."""
         self.acquire(who)
 
     async def leave(self, who: str) -> None:
-        """`release`, as the middleware calls it."""
+        """`release`, as the guard calls it."""
         self.release(who)
 
     def release(self, who: str) -> None:
@@ -115,8 +114,14 @@ class KeyLimiter:
                 del self._buckets[who]
 
 
-def _identity(scope: Scope, headers: dict[str, str], keyed: bool) -> str:
-    """Who a request counts against: its key's hash, or its address when keys are off."""
+def identity(scope: Scope, headers: Mapping[str, str], *, keyed: bool) -> str:
+    """Who a request counts against: its key's hash, or its address when keys are off.
+
+    Args:
+        scope: the request's ASGI scope (its client address).
+        headers: its headers, names lower-cased.
+        keyed: whether API keys are configured.
+    """
     key = request_key(headers) if keyed else None
     if key:
         return "key:" + hashlib.sha256(key.encode()).hexdigest()[:32]
@@ -124,21 +129,10 @@ def _identity(scope: Scope, headers: dict[str, str], keyed: bool) -> str:
     return f"addr:{client[0] if client else 'unknown'}"
 
 
-def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-
-
-async def _refuse(error: CortexError, scope: Scope, receive: Receive, send: Send) -> None:
-    dialect = dialect_of(scope["path"], _headers(scope))
-    response = JSONResponse(
-        error.to_dialect(dialect), status_code=error.status_for(dialect), headers=error.headers()
-    )
-    await response(scope, receive, send)
-
-
 class Limiter(Protocol):
-    """Per-key limits as the middleware uses them: `KeyLimiter` (this process) or
-    `cortex.gateway.shared_limits.RedisLimiter` (shared by several gateways)."""
+    """Per-key limits as the gateway's guard (`gateway/guard.py`) uses them: `KeyLimiter`
+    (this process) or `cortex.gateway.shared_limits.RedisLimiter` (shared by several
+    gateways)."""
 
     @property
     def active(self) -> bool:
@@ -152,35 +146,3 @@ class Limiter(Protocol):
     async def leave(self, who: str) -> None:
         """Count a request ending."""
         ...
-
-
-class LimitsMiddleware:
-    """ASGI middleware applying a `Limiter` to the API routes (`/v1/*`).
-
-    Sits behind the auth middleware, so only accepted keys get a bucket.
-
-    Args:
-        app: the app.
-        limiter: the limits.
-        keyed: whether API keys are configured (else clients count by address).
-    """
-
-    def __init__(self, app: ASGIApp, limiter: Limiter, *, keyed: bool) -> None:
-        self.app = app
-        self.limiter = limiter
-        self.keyed = keyed
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
-            await self.app(scope, receive, send)
-            return
-        who = _identity(scope, _headers(scope), self.keyed)
-        try:
-            await self.limiter.enter(who)
-        except CortexError as exc:  # over a limit, or a shared state away (503)
-            await _refuse(exc, scope, receive, send)
-            return
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            await self.limiter.leave(who)

@@ -1,19 +1,17 @@
 """The OpenAI front door: `POST /v1/chat/completions` and `POST /v1/completions`.
 
 The body goes to the node as it came (the node speaks OpenAI); the stream is passed through
-without re-encoding (`relay.openai_bytes`), the usage chunk kept only when the client asked for
+without re-encoding (`relay.OpenAIRelay`), the usage chunk kept only when the client asked for
 it (the gateway always asks the node for it, to count tokens).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-from cortex.fleet import Chunk
 from cortex.gateway.metrics import RequestRecord
 from cortex.gateway.pipeline import Adapter, Exchange
-from cortex.gateway.relay import openai_bytes
+from cortex.gateway.relay import OpenAIRelay, Relay
 
 __all__ = ["CHAT_COMPLETIONS", "COMPLETIONS", "OpenAIExchange"]
 
@@ -31,10 +29,8 @@ class OpenAIExchange(Exchange):
             body["stream_options"] = {**options, "include_usage": True}
         super().__init__(body, stream=stream, path=path)
 
-    def relay(
-        self, batches: AsyncIterator[list[Chunk]], record: RequestRecord, prompt_tokens: int | None
-    ) -> AsyncIterator[bytes]:
-        return openai_bytes(batches, record, include_usage=self.include_usage)
+    def relay(self, record: RequestRecord, prompt_tokens: int | None) -> Relay:
+        return OpenAIRelay(record, include_usage=self.include_usage)
 
 
 def _chat(body: dict[str, Any]) -> Exchange:

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from cortex.errors import (
     CortexError,
@@ -40,16 +41,16 @@ from cortex.errors import (
     ModelNotFoundError,
     RequestTooLargeError,
 )
-from cortex.fleet import Chunk, Fleet, Lease, Route
+from cortex.fleet import Fleet, Lease, Route
 from cortex.gateway.auth import request_key
 from cortex.gateway.budgets import Budgets, Spend, estimate_prompt_tokens, estimate_tokens
 from cortex.gateway.context import fit_to_context
 from cortex.gateway.metrics import GatewayMetrics, RequestRecord
-from cortex.gateway.relay import SSEResponse, error_response, stream_response
+from cortex.gateway.relay import Relay, SSEResponse, error_response, stream_response
 from cortex.gateway.state import NoState
 from cortex.jsonbody import parse_json_object
 
-__all__ = ["Adapter", "Answer", "Exchange", "Pipeline", "request_ids"]
+__all__ = ["Adapter", "Answer", "Endpoint", "Exchange", "Pipeline", "request_ids"]
 
 log = logging.getLogger("cortex.gateway")
 
@@ -88,10 +89,8 @@ class Exchange:
         """The node's whole OpenAI reply in the client's dialect."""
         return result
 
-    def relay(
-        self, batches: AsyncIterator[list[Chunk]], record: RequestRecord, prompt_tokens: int | None
-    ) -> AsyncIterator[bytes]:
-        """The node's stream as the client's SSE bytes (`gateway/relay.py`)."""
+    def relay(self, record: RequestRecord, prompt_tokens: int | None) -> Relay:
+        """How the node's stream becomes the client's SSE bytes (`gateway/relay.py`)."""
         raise NotImplementedError
 
     def frame(self, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -193,13 +192,9 @@ class Pipeline:
 
     # -- the path -----------------------------------------------------------------------------
 
-    def endpoint(self, adapter: Adapter) -> Callable[[Request], Awaitable[Answer]]:
-        """The Starlette endpoint of an inference route through `adapter`."""
-
-        async def endpoint(request: Request) -> Answer:
-            return await self.handle(request, adapter)
-
-        return endpoint
+    def endpoint(self, adapter: Adapter) -> Endpoint:
+        """The ASGI app of an inference route through `adapter`."""
+        return Endpoint(self, adapter)
 
     async def handle(self, request: Request, adapter: Adapter) -> Answer:
         """Answer one inference request, whole or streamed."""
@@ -274,20 +269,54 @@ class Pipeline:
                 chat, count = await self.fit(
                     held.lease, exchange.chat, envelope, exact=exchange.exact_count
                 )
+                relay = exchange.relay(record, count)
                 batches = self.fleet.stream_batches(
                     chat, path=exchange.path, route=held.route, lease=held.lease
                 )
-                async for data in exchange.relay(batches, record, count):
-                    sent = True
-                    yield data
+                # The one loop of a relayed token: node batch in, client bytes out.
+                try:
+                    async for batch in batches:
+                        data = relay.feed(batch)
+                        if data:
+                            sent = True
+                            yield data
+                    tail = relay.finish()
+                    if tail:
+                        yield tail
+                    record.status = 200
+                except CortexError as exc:
+                    record.status = exc.status_for(envelope)
+                    if not sent:
+                        raise
+                    yield relay.fail(exc)
             await spend.settle(_used(record))
         except CortexError:
             await spend.settle(_used(record) if sent else 0)
             raise
         finally:  # a client gone mid-stream: no final usage; the prompt and what was streamed
-            used = _used(record) if record.completion_tokens else None
-            with anyio.CancelScope(shield=True):  # the stream's scope is cancelled by now
-                await spend.settle(used or spend.prompt_estimate + record.streamed_tokens)
+            if spend.reservation is not None:  # (nothing to settle for a key without budget)
+                used = _used(record) if record.completion_tokens else None
+                with anyio.CancelScope(shield=True):  # the stream's scope is cancelled by now
+                    await spend.settle(used or spend.prompt_estimate + record.streamed_tokens)
+
+
+class Endpoint:
+    """An inference route as a plain ASGI app: the pipeline through one adapter.
+
+    Not a Starlette request/response endpoint: the pipeline answers every error itself, so the
+    exception-handling wrapper Starlette puts around each `send` of such an endpoint would be
+    one more layer per relayed token for nothing.
+    """
+
+    __slots__ = ("adapter", "pipeline")
+
+    def __init__(self, pipeline: Pipeline, adapter: Adapter) -> None:
+        self.pipeline = pipeline
+        self.adapter = adapter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answer = await self.pipeline.handle(Request(scope, receive), self.adapter)
+        await answer(scope, receive, send)
 
 
 def _used(record: RequestRecord) -> int | None:

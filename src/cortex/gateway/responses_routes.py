@@ -15,10 +15,9 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from cortex.errors import CortexError
-from cortex.fleet import Chunk
 from cortex.gateway.metrics import RequestRecord
 from cortex.gateway.pipeline import Adapter, Exchange
-from cortex.gateway.relay import translated_bytes
+from cortex.gateway.relay import Relay, TranslatedRelay
 from cortex.translate.responses_api import (
     openai_response_to_responses,
     parse_responses_request,
@@ -52,10 +51,8 @@ class ResponsesExchange(Exchange):
     def reply(self, result: dict[str, Any]) -> dict[str, Any]:
         return openai_response_to_responses(result, request=self.request).model_dump(mode="json")
 
-    def relay(
-        self, batches: AsyncIterator[list[Chunk]], record: RequestRecord, prompt_tokens: int | None
-    ) -> AsyncIterator[bytes]:
-        return translated_bytes(batches, record, self.translator, "openai")
+    def relay(self, record: RequestRecord, prompt_tokens: int | None) -> Relay:
+        return TranslatedRelay(record, self.translator)
 
     async def frame(self, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """The stream, opened early with `response.created` when the node is slow to start, so
