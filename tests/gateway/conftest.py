@@ -91,6 +91,18 @@ async def local() -> AsyncIterator[Local]:
 
 
 @contextmanager
+def engine_neuron(
+    tmp_path_factory: pytest.TempPathFactory, name: str, **config: Any
+) -> Iterator[NeuronProcess]:
+    """A real engine neuron process on the CPU, node `name`, with these neuron.toml keys
+    (`preload`, `models_dirs`, `kv_cache_mb`...); stopped on exit."""
+    workdir = tmp_path_factory.mktemp(name)
+    node_config = {"name": name, "device": "cpu", **config}
+    with start_neuron_process(node_config, harness="engine", workdir=workdir) as node:
+        yield node
+
+
+@contextmanager
 def gateway_over(
     name: str, node: NeuronProcess, models: Iterable[str] = (), *, timeout_s: float = 180.0
 ) -> Iterator[GatewayProcess]:

@@ -16,10 +16,10 @@ import openai
 import pytest
 
 from cortex.neuron.catalogue import DEFAULT_MODEL_ID, default_gguf_path
-from cortex.testing import GatewayProcess, NeuronProcess, start_neuron_process
+from cortex.testing import GatewayProcess, NeuronProcess
 
 from ..engine.test_bert import SENTENCES, minilm_dir, reference
-from .conftest import gateway_over, openai_client
+from .conftest import engine_neuron, gateway_over, openai_client
 
 pytestmark = [
     pytest.mark.e2e,
@@ -44,9 +44,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NeuronProcess]:
         if entry.name != "README.md":
             (models / MATRYOSHKA / entry.name).symlink_to(entry)
     (models / MATRYOSHKA / "README.md").write_text(MATRYOSHKA_CARD)
-    config = {"name": "embed-node", "device": "cpu", "models_dirs": [str(models)]}
-    workdir = tmp_path_factory.mktemp("embed-node")
-    with start_neuron_process(config, harness="engine", workdir=workdir) as node:
+    with engine_neuron(tmp_path_factory, "embed-node", models_dirs=[str(models)]) as node:
         yield node
 
 

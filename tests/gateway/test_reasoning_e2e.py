@@ -20,11 +20,11 @@ import httpx
 import openai
 import pytest
 
-from cortex.testing import GatewayProcess, NeuronProcess, start_neuron_process
+from cortex.testing import GatewayProcess, NeuronProcess
 
 from ..captured import CLAUDE_CODE_BODY
 from ..neuron.reasoning_model import CODER_TEMPLATE, write_reasoning_model
-from .conftest import anthropic_client, gateway_over, openai_client
+from .conftest import anthropic_client, engine_neuron, gateway_over, openai_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -39,15 +39,13 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NeuronProcess]:
     models = tmp_path_factory.mktemp("reasoning-models")
     write_reasoning_model(models / MODEL)
     write_reasoning_model(models / "coder", template=CODER_TEMPLATE)
-    config = {
-        "name": "thinking-node",
-        "device": "cpu",
-        "models_dirs": [str(models)],
-        "preload": [MODEL, "coder"],
-        "kv_cache_mb": 16,
-    }
-    workdir = tmp_path_factory.mktemp("thinking-node")
-    with start_neuron_process(config, harness="engine", workdir=workdir) as node:
+    with engine_neuron(
+        tmp_path_factory,
+        "thinking-node",
+        models_dirs=[str(models)],
+        preload=[MODEL, "coder"],
+        kv_cache_mb=16,
+    ) as node:
         yield node
 
 

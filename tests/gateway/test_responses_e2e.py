@@ -12,9 +12,9 @@ import openai
 import pytest
 
 from cortex.neuron.catalogue import DEFAULT_MODEL_ID, default_gguf_path
-from cortex.testing import GatewayProcess, NeuronProcess, start_neuron_process
+from cortex.testing import GatewayProcess, NeuronProcess
 
-from .conftest import gateway_over, openai_client
+from .conftest import engine_neuron, gateway_over, openai_client
 
 pytestmark = [
     pytest.mark.e2e,
@@ -38,9 +38,7 @@ WEATHER_TOOL: Any = {
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NeuronProcess]:
-    config = {"name": "engine-node", "device": "cpu", "preload": [MODEL]}
-    workdir = tmp_path_factory.mktemp("responses-node")
-    with start_neuron_process(config, harness="engine", workdir=workdir) as node:
+    with engine_neuron(tmp_path_factory, "engine-node", preload=[MODEL]) as node:
         yield node
 
 

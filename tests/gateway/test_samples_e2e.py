@@ -17,9 +17,9 @@ import openai
 import pytest
 
 from cortex.neuron.catalogue import DEFAULT_MODEL_ID, default_gguf_path
-from cortex.testing import GatewayProcess, NeuronProcess, start_neuron_process
+from cortex.testing import GatewayProcess, NeuronProcess
 
-from .conftest import gateway_over, openai_client
+from .conftest import engine_neuron, gateway_over, openai_client
 
 pytestmark = [
     pytest.mark.e2e,
@@ -41,9 +41,7 @@ SAMPLING: Any = {"temperature": 1.0, "max_tokens": 10}
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NeuronProcess]:
-    config = {"name": "n-node", "device": "cpu", "preload": [MODEL], "kv_cache_mb": 64}
-    workdir = tmp_path_factory.mktemp("n-node")
-    with start_neuron_process(config, harness="engine", workdir=workdir) as node:
+    with engine_neuron(tmp_path_factory, "n-node", preload=[MODEL], kv_cache_mb=64) as node:
         yield node
 
 

@@ -19,9 +19,9 @@ import openai
 import pytest
 
 from cortex.neuron.catalogue import DEFAULT_MODEL_ID, default_gguf_path
-from cortex.testing import GatewayProcess, NeuronProcess, start_neuron_process
+from cortex.testing import GatewayProcess, NeuronProcess
 
-from .conftest import anthropic_client, gateway_over, openai_client
+from .conftest import anthropic_client, engine_neuron, gateway_over, openai_client
 
 pytestmark = [
     pytest.mark.e2e,
@@ -81,9 +81,7 @@ def _valid(text: str, schema: dict[str, Any]) -> Any:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NeuronProcess]:
-    config = {"name": "json-node", "device": "cpu", "preload": [MODEL], "kv_cache_mb": 64}
-    workdir = tmp_path_factory.mktemp("json-node")
-    with start_neuron_process(config, harness="engine", workdir=workdir) as node:
+    with engine_neuron(tmp_path_factory, "json-node", preload=[MODEL], kv_cache_mb=64) as node:
         yield node
 
 

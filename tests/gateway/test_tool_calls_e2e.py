@@ -17,9 +17,9 @@ import anthropic
 import pytest
 
 from cortex.neuron.catalogue import DEFAULT_MODEL_ID, default_gguf_path
-from cortex.testing import GatewayProcess, NeuronProcess, start_neuron_process
+from cortex.testing import GatewayProcess, NeuronProcess
 
-from .conftest import anthropic_client, gateway_over
+from .conftest import anthropic_client, engine_neuron, gateway_over
 
 pytestmark = [
     pytest.mark.e2e,
@@ -46,9 +46,7 @@ GREEDY: Any = {"temperature": 0.0}
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NeuronProcess]:
-    config = {"name": "tools-node", "device": "cpu", "preload": [MODEL], "kv_cache_mb": 64}
-    workdir = tmp_path_factory.mktemp("tools-node")
-    with start_neuron_process(config, harness="engine", workdir=workdir) as node:
+    with engine_neuron(tmp_path_factory, "tools-node", preload=[MODEL], kv_cache_mb=64) as node:
         yield node
 
 
