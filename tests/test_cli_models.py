@@ -4,20 +4,27 @@ tiny random checkpoints."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from rich.console import Console
 
-from cortex.testing import free_port
+from cortex.cli_models import pull_on_node
+from cortex.testing import free_port, start_gateway_process, start_neuron_process
 from cortex.testing.checkpoints import tiny_gguf_bytes, tiny_llama_files
 from cortex.testing.hub import StandInHub
+
+from .faults.servers import ADMIN, ADMIN_KEY, fake_neuron, gateway_config
 
 
 def _write(folder: Path, files: dict[str, bytes]) -> Path:
@@ -130,3 +137,38 @@ def test_serve_a_hub_id_and_a_models_dir_then_load(hub: StandInHub, tmp_path: Pa
     finally:
         process.terminate()
         process.wait(30)
+
+
+@pytest.mark.e2e
+def test_pull_on_a_node_draws_the_bytes_it_reports(tmp_path: Path) -> None:
+    with StandInHub(chunk_delay_s=0.3) as hub:  # ~110 KB in 64 KB chunks: a pull of seconds
+        hub.add("org/tiny", tiny_llama_files(shards=2))
+        env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "0"}
+        neuron = start_neuron_process(fake_neuron("a", ["m1"]), env=env)
+        try:
+            gateway = start_gateway_process(gateway_config({"a": neuron}, poll_interval_s=0.5))
+            screen = io.StringIO()
+            console = Console(file=screen, width=160, color_system=None)
+            try:
+                with ThreadPoolExecutor(1) as pool:
+                    pulled = pool.submit(
+                        pull_on_node, "org/tiny", "a", gateway.url, ADMIN_KEY, console=console
+                    )
+                    seen: list[dict[str, Any]] = []
+                    while not pulled.done():  # what the bar reads: the node's pull, polled
+                        status = httpx.get(f"{gateway.url}/admin/status", headers=ADMIN).json()
+                        seen += status["nodes"][0]["pulls"]
+                        time.sleep(0.05)
+                said = screen.getvalue()
+                missing = pull_on_node("org/missing", "a", gateway.url, ADMIN_KEY, console=console)
+            finally:
+                gateway.stop()
+        finally:
+            neuron.stop()
+    assert pulled.result() == 0, said
+    assert "pulled org/tiny on a" in said and "a: org/tiny" in said and "kB" in said
+    midway = [p for p in seen if 0 < p.get("bytes", 0) < p.get("total_bytes", 0)]
+    assert midway and midway[0]["source"] == "hf:org/tiny"
+    assert midway[0]["phase"] == "pulling" and 0 < midway[0]["fraction"] < 1
+    assert missing == 1
+    assert "error 404" in screen.getvalue() and "no model org/missing" in screen.getvalue()

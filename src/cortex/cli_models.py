@@ -2,7 +2,8 @@
 and `cortex load` with progress bars (rich: phase, bytes, speed and time left).
 
 `cortex pull ORG/NAME[:QUANT]` downloads into the Hugging Face cache with a bar per file and
-one in total; `cortex serve` takes a folder, a `.gguf`, or a hub id (pulled first, with the
+one in total (with `--node`, a node of the fleet pulls it and one bar draws the bytes it
+reports); `cortex serve` takes a folder, a `.gguf`, or a hub id (pulled first, with the
 same bars) plus `--models-dir`, `--device` and `--memory-mb`: everything a neuron.toml says, for
 the one-machine case; `cortex load` follows the load on the gateway (`pulling`, `importing`,
 `loading`, `warming`) and exits 1 with the node's error when it fails. Nothing here imports
@@ -283,23 +284,62 @@ def main_pull(args: argparse.Namespace) -> int:
 
 
 def pull_on_node(
-    model: str, node: str, url: str, admin_key: str | None, *, console: Console | None = None
+    model: str,
+    node: str,
+    url: str,
+    admin_key: str | None,
+    *,
+    console: Console | None = None,
+    poll_s: float = 0.25,
 ) -> int:
-    """`cortex pull MODEL --node NODE`: the node pulls it (`POST /admin/models/pull`); 0 when
+    """`cortex pull MODEL --node NODE`: the node pulls it (`POST /admin/models/pull`) while a bar
+    draws its bytes, speed and time left (from the node's pull in `/admin/status`); 0 when
     pulled, 1 with the node's error, 2 when the gateway cannot be reached."""
     console = console or Console(stderr=True)
     source = model if model.startswith("hf:") else f"hf:{model}"
     headers = {"authorization": f"Bearer {admin_key}"} if admin_key else {}
-    try:
-        with console.status(f"{node} is pulling {model}..."):
-            response = httpx.post(
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["response"] = httpx.post(
                 url.rstrip("/") + "/admin/models/pull",
                 json={"source": source, "node": node},
                 headers=headers,
                 timeout=None,  # a pull takes as long as the bytes take
             )
-    except httpx.TransportError as exc:
-        console.print(f"[red]error:[/red] cannot reach the gateway at {url}: {exc}")
+        except httpx.HTTPError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    bars = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[file]}"),
+        console=console,
+    )
+    with bars, httpx.Client(timeout=5.0, headers=headers) as http:
+        task = bars.add_task(f"{node}: {model}", total=None, file="")
+        while thread.is_alive():
+            thread.join(poll_s)
+            progress = _pulling(http, url, node, source)
+            done, total = (progress or {}).get("bytes"), (progress or {}).get("total_bytes")
+            if isinstance(done, int) and isinstance(total, int) and total > 0:
+                file = (progress or {}).get("file")
+                bars.update(task, completed=done, total=total, file=file or "")
+        response: httpx.Response | None = outcome.get("response")
+        if response is not None and response.status_code < 400:
+            total = bars.tasks[0].total
+            bars.update(task, completed=total or 0, total=total, file="")
+        else:
+            bars.update(task, visible=False)
+    if response is None:
+        reason = outcome.get("error")
+        console.print(f"[red]error:[/red] cannot reach the gateway at {url}: {reason}")
         return 2
     try:
         data = response.json()
@@ -313,6 +353,22 @@ def pull_on_node(
     entry = data.get("model") or {}
     console.print(f"pulled [bold]{entry.get('id', model)}[/bold] on {node}")
     return 0
+
+
+def _pulling(http: httpx.Client, url: str, node: str, source: str) -> dict[str, Any] | None:
+    """`node`'s pull of `source` as the gateway last saw it in `/admin/status` (None: none)."""
+    try:
+        data = http.get(url.rstrip("/") + "/admin/status").json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    wanted = source.removeprefix("hf:")
+    for entry in data.get("nodes", []) if isinstance(data, dict) else []:
+        if not isinstance(entry, dict) or entry.get("name") != node:
+            continue
+        for pull in entry.get("pulls") or ():
+            if isinstance(pull, dict) and str(pull.get("source", "")).removeprefix("hf:") == wanted:
+                return pull
+    return None
 
 
 def main_serve_target(args: argparse.Namespace) -> tuple[list[Path], str | None] | int:

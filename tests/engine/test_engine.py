@@ -132,6 +132,7 @@ async def test_preemption_under_a_small_kv_budget_keeps_outputs(
         assert [token_ids(events) for events in results] == expected
         assert small.stats().preemptions > 0
         assert small.stats().kv_blocks_used == 0
+        assert small.stats().queue_time.count == 4  # each request once, preempted or not
     finally:
         small.close()
 

@@ -397,6 +397,10 @@ async def test_metrics_count_requests_tokens_batches_and_loads(neuron: Neuron) -
     assert 'cortex_neuron_queue_depth{model="small"} 0.0' in lines
     assert 'cortex_neuron_time_to_first_token_seconds_count{model="medium"} 1.0' in lines
     assert "cortex_neuron_memory_used_bytes 4.194304e+08" in lines
+    # The fake never preempts; its queue time is the wait for a slot (none here).
+    assert 'cortex_neuron_preemptions_total{model="medium"} 0.0' in lines
+    assert 'cortex_neuron_queue_time_seconds_count{model="medium"} 1.0' in lines
+    assert 'cortex_neuron_queue_time_seconds_bucket{le="+Inf",model="medium"} 1.0' in lines
 
 
 async def test_two_apps_keep_separate_metrics(make_neuron: NeuronFactory) -> None:

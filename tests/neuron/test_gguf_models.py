@@ -98,9 +98,10 @@ async def test_a_gguf_is_imported_on_first_load_and_served(
         progress = harness.model("Tiny-F32").progress
         if progress and (not phases or phases[-1] != progress["phase"]):
             phases.append(progress["phase"])
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(0)  # every phase awaits a thread: this loop sees each one
     assert (await load).state == "loaded"
-    assert phases[0] == "importing"
+    # (The registry says `loading` until the opener reports its own first phase.)
+    assert phases[-3:] == ["importing", "loading", "warming"]
     # the folder is named for the import's dtype, which the device policy picks for this CPU
     assert [*(tmp_path / "home" / "models").glob("tiny-f32*/model.safetensors")]
     request = GenerateRequest(

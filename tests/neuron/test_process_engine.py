@@ -84,6 +84,8 @@ def test_admin_routes_refuse_without_the_token(node: NeuronProcess) -> None:
 
 def test_chat_through_the_openai_sdk_streamed_and_not(node: NeuronProcess) -> None:
     load(node.url)
+    queued = f'cortex_neuron_queue_time_seconds_count{{model="{MODEL}"}}'
+    before = metric(node.url, queued)
     client = openai.OpenAI(base_url=f"{node.url}/v1", api_key=TOKEN, max_retries=0)
     reply = client.chat.completions.create(
         model=MODEL,
@@ -110,6 +112,9 @@ def test_chat_through_the_openai_sdk_streamed_and_not(node: NeuronProcess) -> No
         model=MODEL, prompt="The capital of France is", max_tokens=3, temperature=0
     )
     assert "Paris" in completion.choices[0].text
+    assert metric(node.url, queued) == before + 3  # each request's wait for a first step
+    exposition = httpx.get(f"{node.url}/metrics", headers=ADMIN).text.splitlines()
+    assert f'cortex_neuron_preemptions_total{{model="{MODEL}"}} 0.0' in exposition
 
 
 def test_a_tool_history_renders_on_a_template_without_tools(node: NeuronProcess) -> None:

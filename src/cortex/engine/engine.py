@@ -8,9 +8,10 @@ import gc
 import itertools
 import secrets
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,6 +24,7 @@ from cortex.engine.device import (
     measured_policy,
     release_host_memory,
 )
+from cortex.engine.histogram import LatencyHistogram
 from cortex.engine.output import RequestOutput, TokenEvent, Usage
 from cortex.engine.quant import describe_quant
 from cortex.engine.runner import ModelRunner, kv_bytes_per_token, kv_cache_blocks
@@ -55,6 +57,8 @@ class EngineStats:
         block_size: tokens per block.
         preemptions: sequences preempted since start.
         cuda_graphs: decode batch sizes replayed as CUDA graphs (empty on CPU or eager).
+        queue_time: since start, each request's wait from its submission to the first step
+            that scheduled it (a preempted request's wait to be scheduled again not counted).
     """
 
     running: int
@@ -66,6 +70,7 @@ class EngineStats:
     block_size: int
     preemptions: int
     cuda_graphs: tuple[int, ...] = ()
+    queue_time: LatencyHistogram = field(default_factory=LatencyHistogram)
 
 
 @dataclass
@@ -76,6 +81,7 @@ class _Request:
     output: RequestOutput
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[TokenEvent | BaseException]
+    submitted_at: float = field(default_factory=time.monotonic)
 
     @property
     def key(self) -> int:
@@ -159,6 +165,7 @@ class Engine:
         # Worker-thread state: only the worker touches scheduler, runner and _requests.
         self._requests: dict[int, _Request] = {}
         self._preemptions = 0
+        self._queue_time = LatencyHistogram()  # immutable: each step's snapshot shares it
         # Shared state, guarded by _cond.
         self._cond = threading.Condition()
         self._arrivals = itertools.count()
@@ -368,6 +375,7 @@ class Engine:
             block_size=blocks.block_size,
             preemptions=self._preemptions,
             cuda_graphs=tuple(self._runner.graph_batch_sizes) if self._runner else (),
+            queue_time=self._queue_time,
         )
 
     # -- the worker thread ------------------------------------------------------------------
@@ -418,10 +426,22 @@ class Engine:
             if aborted is not None:
                 self._scheduler.finish(aborted.seq, "cancelled")
 
+    def _count_queue_times(self, admitted: list[EngineSequence]) -> None:
+        """Count the wait of each request scheduled for the first time (once per request, not
+        per step; a preempted one coming back waited for blocks, not in the queue)."""
+        now, histogram = time.monotonic(), self._queue_time
+        for seq in admitted:
+            request = self._requests.get(seq.arrival)
+            if request is not None and seq.num_preemptions == 0:
+                histogram = histogram.observe(now - request.submitted_at)
+        self._queue_time = histogram
+
     def _step(self) -> dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]]:
         """Run one step; returns the events to deliver, grouped by event loop."""
         out = self._scheduler.schedule()
         self._preemptions += len(out.preempted)
+        if out.admitted:
+            self._count_queue_times(out.admitted)
         # The head of the queue always fits an empty cache (checked at submit), so a step
         # with work is never empty.
         assert not out.is_empty and self._runner is not None

@@ -102,6 +102,7 @@ class _Neuron:
                 "requests": {"running": stats.running, "waiting": stats.waiting},
                 "load_cycles": stats.load_cycles,
                 "loads_started": stats.loads_started,
+                "pulls": list(stats.pulls),
             },
             volatile=("uptime_s", "devices"),
         )

@@ -7,7 +7,9 @@ engine `TokenEvent`s into `GenerationEvent`s (a reasoning model's thought and to
 out of the text; a `thinking_token_budget` enforced). Weights load in the dtype the device
 policy measured fast (`cortex.engine.device.measured_policy`: bfloat16 on CUDA; on CPU by its
 flags and a short probe), shown with the quantization and resident MB in `/models`; GGUF files
-are imported to safetensors on first load, the import's progress visible in `/models`.
+are imported to safetensors on first load, the import's progress visible in `/models`. A load's
+last phase, `warming`, generates two tokens (`warm_up`) so the first request finds the kernels
+compiled.
 """
 
 from __future__ import annotations
@@ -52,13 +54,20 @@ if TYPE_CHECKING:
     from cortex.engine.output import TokenEvent
     from cortex.engine.sampling import SamplingParams
 
-__all__ = ["EngineHarness", "EngineRunner", "quant_bytes_per_weight", "resolve_device"]
+__all__ = [
+    "EngineHarness",
+    "EngineRunner",
+    "quant_bytes_per_weight",
+    "resolve_device",
+    "warm_up",
+]
 
 logger = logging.getLogger(__name__)
 
 _MB = 1024 * 1024
 _UNKNOWN = object()  # a runner's thought markers before the tokenizer is asked
 _FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "cancelled": "cancelled"}
+_WARM_UP_TEXT = "A first request, so that the next one finds the kernels ready."
 
 
 def resolve_device(device: str) -> str:
@@ -109,9 +118,17 @@ class EngineRunner:
         )
 
     def usage(self) -> ModelUsage:
-        """The engine's running and waiting requests and KV cache use."""
+        """The engine's running and waiting requests, KV cache use, preemptions and queue
+        times (its warm-up's included), and the chats folded."""
         stats = self.engine.stats()
-        return ModelUsage(stats.running, stats.waiting, stats.kv_usage, self.template_folds)
+        return ModelUsage(
+            stats.running,
+            stats.waiting,
+            stats.kv_usage,
+            self.template_folds,
+            preemptions=stats.preemptions,
+            queue_time=stats.queue_time,
+        )
 
     async def close(self) -> None:
         """Stop the engine and free its memory (on a thread: it joins the worker)."""
@@ -487,6 +504,11 @@ class EngineHarness(RegistryHarness):
         assert folder is not None
         progress("loading", None)
         engine = await anyio.to_thread.run_sync(in_own_thread, self._engine, spec, folder)
+        try:
+            await warm_up(engine, progress)
+        except BaseException:
+            await anyio.to_thread.run_sync(engine.close)
+            raise
         return EngineRunner(engine, spec.generation_config or read_generation_config(folder))
 
     def _engine(self, spec: ModelSpec, folder: Path) -> Engine:
@@ -573,6 +595,31 @@ class EngineHarness(RegistryHarness):
             progress("importing", _written_fraction(out, expected))
             await asyncio.wait([task], timeout=0.25)
         return Path(await task)
+
+
+async def warm_up(engine: Engine, progress: ProgressCallback) -> None:
+    """Generate two tokens once, before the model is `loaded`: phase `warming`, fraction 0, then
+    0.5 and 1 as the tokens come.
+
+    A fresh engine's first steps are its slowest: Triton compiles its kernels on first use (on
+    CUDA), and memory and caches meet the weights for the first time. One prefill and one
+    decode step here mean the first client's request does not pay for them. The warm-up is a
+    request like any other (it shows in the engine's queue time).
+
+    Raises:
+        Exception: the engine cannot generate (the load then fails with it).
+    """
+    from cortex.engine.sampling import SamplingParams
+
+    progress("warming", 0.0)
+    ids = engine.tokenizer.encode(_WARM_UP_TEXT, add_special_tokens=True)
+    prompt = [i for i in ids if 0 <= i < engine.vocab_size][: engine.context_length - 2] or [0]
+    params = SamplingParams(temperature=0.0, max_tokens=2, ignore_eos=True)
+    tokens = 0
+    async for event in engine.generate(prompt, params, request_id="warm-up"):
+        if event.token_id is not None:
+            tokens += 1
+            progress("warming", tokens / params.max_tokens)
 
 
 def quant_bytes_per_weight(quant: str | None) -> float | None:

@@ -259,7 +259,7 @@ class RegistryHarness:
             lease.release()
 
     def stats(self) -> HarnessStats:
-        """Requests, KV use, memory and load counters over every loaded model."""
+        """Requests, KV use, memory and load counters over every loaded model; pulls running."""
         loads: dict[str, ModelUsage] = {
             model_id: runner.usage() for model_id, runner in self.registry.runners().items()
         }
@@ -279,6 +279,13 @@ class RegistryHarness:
                 for model_id, load in loads.items()
                 if load.template_folds
             },
+            preemptions={model_id: load.preemptions for model_id, load in loads.items()},
+            queue_time={
+                model_id: load.queue_time
+                for model_id, load in loads.items()
+                if load.queue_time is not None
+            },
+            pulls=tuple(self.registry.pulls()),
         )
 
     def devices(self) -> list[Device]:

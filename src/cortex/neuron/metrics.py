@@ -6,10 +6,16 @@ requests, memory) are read from the harness when `/metrics` is scraped.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from cortex.build_info import register_process_metrics
@@ -36,7 +42,9 @@ class NeuronMetrics:
     `cortex_neuron_kv_cache_usage_ratio{model}`, `cortex_neuron_queue_depth{model}`,
     `cortex_neuron_running_requests{model}`, `cortex_neuron_memory_used_bytes`,
     `cortex_neuron_memory_free_bytes`, `cortex_neuron_load_cycles_total`,
-    `cortex_neuron_template_folds_total{model}`; and
+    `cortex_neuron_template_folds_total{model}`, `cortex_neuron_preemptions_total{model}`,
+    `cortex_neuron_queue_time_seconds{model}` (a request's wait for its first scheduled step;
+    these three since the model loaded); and
     `cortex_neuron_inter_token_latency_seconds{model}`,
     `cortex_neuron_prefix_cache_queries_total{model}` / `..._hits_total{model}` (prompt tokens
     looked up in the prefix cache, and those found: their ratio is the hit rate),
@@ -117,6 +125,11 @@ class NeuronMetrics:
         return bytes(generate_latest(self.registry))
 
 
+def _le(bound: float) -> str:
+    """A bucket's `le` label as prometheus_client writes its own histograms' (`1.0`, `+Inf`)."""
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
+
+
 class _HarnessCollector(Collector):
     """Gauges read from the harness at scrape time."""
 
@@ -167,6 +180,25 @@ class _HarnessCollector(Collector):
         for model, count in sorted(stats.template_folds.items()):
             folds.add_metric([model], count)
         yield folds
+        preemptions = CounterMetricFamily(
+            "cortex_neuron_preemptions",
+            "Running requests the engine preempted (their KV blocks taken back, recomputed "
+            "later), since the model loaded.",
+            labels=["model"],
+        )
+        for model, count in sorted(stats.preemptions.items()):
+            preemptions.add_metric([model], count)
+        yield preemptions
+        queue_time = HistogramMetricFamily(
+            "cortex_neuron_queue_time_seconds",
+            "Seconds from a request's arrival at the engine to its first scheduled step, since "
+            "the model loaded.",
+            labels=["model"],
+        )
+        for model, histogram in sorted(stats.queue_time.items()):
+            buckets = [(_le(bound), count) for bound, count in histogram.cumulative()]
+            queue_time.add_metric([model], buckets, sum_value=histogram.sum_s)
+        yield queue_time
         yield CounterMetricFamily(
             "cortex_neuron_load_cycles",
             "Load/unload cycles completed since start.",

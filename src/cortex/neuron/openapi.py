@@ -102,8 +102,14 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
             "error": _nullable(_STRING),
             "progress": {
                 "type": "object",
-                "description": "While loading: the phase and the fraction done (null if unknown).",
-                "properties": {"phase": _STRING, "fraction": _nullable(_NUMBER)},
+                "description": "While loading: the phase (pulling, importing, loading, "
+                "warming) and the fraction done (null if unknown); a pull adds its bytes.",
+                "properties": {
+                    "phase": _STRING,
+                    "fraction": _nullable(_NUMBER),
+                    "bytes": _INTEGER,
+                    "total_bytes": _INTEGER,
+                },
             },
             "generation_config": {"type": "object", "description": "The model's defaults."},
             "kind": {
@@ -207,6 +213,22 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
             },
             "load_cycles": _INTEGER,
             "loads_started": _INTEGER,
+            "pulls": {
+                "type": "array",
+                "description": "Pulls running on their own (`POST /models/pull`) and their bytes.",
+                "items": {
+                    "type": "object",
+                    "required": ["source", "phase", "fraction"],
+                    "properties": {
+                        "source": _STRING,
+                        "phase": _STRING,
+                        "fraction": _nullable(_NUMBER),
+                        "bytes": _INTEGER,
+                        "total_bytes": _INTEGER,
+                        "file": _STRING,
+                    },
+                },
+            },
         },
     },
     "Usage": {

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
@@ -146,6 +147,10 @@ class ModelRegistry:
         self._puller = puller
         self._sizer = sizer or (lambda spec, quant: replace(spec, quant=quant))
         self._pulled: dict[str, ModelSpec] = {}
+        # Pulls running on their own, by a key of each: their source and progress. Progress
+        # comes from the download's thread, which replaces an entry whole, never mutating one.
+        self._pulls: dict[int, dict[str, Any]] = {}
+        self._pull_keys = itertools.count()
         self._records: dict[str, _Record] = {}
         self._listeners: list[Callable[[LoadEvent], None]] = []
         self.load_cycles = 0
@@ -352,8 +357,15 @@ class ModelRegistry:
         for listener in self._listeners:
             listener(event)
 
+    def pulls(self) -> list[dict[str, Any]]:
+        """The pulls of `pull` running now: each its `source` and progress (`phase`, `fraction`,
+        and from the download `bytes`, `total_bytes`, `file`). A pull on load shows as its
+        model's `progress` instead."""
+        return [dict(entry) for entry in list(self._pulls.values())]
+
     async def pull(self, source: str, model_id: str | None = None) -> ModelEntry:
-        """Pull a model from `source` without loading it; its entry (`available`) once pulled.
+        """Pull a model from `source` without loading it; its entry (`available`) once pulled,
+        its progress in `pulls()` meanwhile.
 
         Args:
             source: `hf:ORG/NAME[:QUANT]` (or without `hf:`).
@@ -368,10 +380,17 @@ class ModelRegistry:
         if model_id is not None:
             check_model_id(model_id)
 
-        def progress(phase: str, fraction: float | None, /, **facts: Any) -> None:
-            pass  # a pull on its own is followed by the caller, not in /models
+        key = next(self._pull_keys)
+        self._pulls[key] = {"source": source, "phase": "pulling", "fraction": None}
 
-        spec = await self._puller(model_id or "", source, progress)
+        def progress(phase: str, fraction: float | None, /, **facts: Any) -> None:
+            if key in self._pulls:
+                self._pulls[key] = {"source": source, "phase": phase, "fraction": fraction, **facts}
+
+        try:
+            spec = await self._puller(model_id or "", source, progress)
+        finally:
+            del self._pulls[key]
         self._pulled[spec.id] = spec
         self.refresh()
         return self._entry(self._records[spec.id])

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from cortex.engine.histogram import LatencyHistogram
+
 __all__ = [
     "FinishReason",
     "GenerateRequest",
@@ -255,6 +257,11 @@ class HarnessStats:
         loads_started: loads begun since start (coalesced loads count once).
         template_folds: per loaded model, chats its template refused until their system turns
             were folded (see `EngineRunner`).
+        preemptions: per loaded model, requests its engine preempted (since it loaded).
+        queue_time: per loaded model, its requests' waits for a first scheduled step (since
+            it loaded).
+        pulls: the pulls running on their own (`ModelRegistry.pull`): each its `source` and
+            progress (`phase`, `fraction`, `bytes`, `total_bytes`, `file`).
     """
 
     running: int
@@ -268,6 +275,9 @@ class HarnessStats:
     load_cycles: int
     loads_started: int
     template_folds: dict[str, int] = field(default_factory=dict)
+    preemptions: dict[str, int] = field(default_factory=dict)
+    queue_time: dict[str, LatencyHistogram] = field(default_factory=dict)
+    pulls: tuple[dict[str, Any], ...] = ()
 
 
 class ProgressCallback(Protocol):
@@ -318,13 +328,16 @@ class ModelPrecision:
 
 @dataclass(frozen=True)
 class ModelUsage:
-    """How busy a loaded model is: requests running (its batch) and waiting, KV cache use 0..1,
-    and how many chats its template refused until their layout was folded (since it loaded)."""
+    """How busy a loaded model is: requests running (its batch) and waiting, KV cache use 0..1;
+    since it loaded, how many chats its template refused until their layout was folded, how
+    many requests were preempted, and how long requests waited for a first scheduled step."""
 
     running: int
     waiting: int
     kv_usage: float
     template_folds: int = 0
+    preemptions: int = 0
+    queue_time: LatencyHistogram | None = None
 
 
 class LoadedModel(Protocol):

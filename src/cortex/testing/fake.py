@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from cortex.config import FakeModel, NeuronConfig
+from cortex.engine.histogram import LatencyHistogram
 from cortex.errors import ContextLengthExceededError, CortexError, OverloadedError
 from cortex.neuron.gpus import cpu_device
 from cortex.neuron.harness import RegistryHarness
@@ -81,6 +82,7 @@ class FakeRunner:
         self._waiting = 0
         self._tokens_held = 0
         self._freed = asyncio.Event()
+        self.queue_time = LatencyHistogram()  # waits for a slot under `max_running`
         self.closed = False
 
     @property
@@ -98,9 +100,13 @@ class FakeRunner:
         return ModelPrecision("float32", self.quant, self.model.memory_mb)
 
     def usage(self) -> ModelUsage:
-        """Running and waiting requests; KV use as tokens held over the context window."""
+        """Running and waiting requests; KV use as tokens held over the context window; the
+        waits for a slot as queue times (it never preempts)."""
         return ModelUsage(
-            self._running, self._waiting, min(1.0, self._tokens_held / self.context_length)
+            self._running,
+            self._waiting,
+            min(1.0, self._tokens_held / self.context_length),
+            queue_time=self.queue_time,
         )
 
     async def close(self) -> None:
@@ -167,8 +173,10 @@ class FakeRunner:
             self._freed.set()
 
     async def _admit(self) -> None:
+        arrived = time.monotonic()
         if self.max_running is None or self._running < self.max_running:
             self._running += 1
+            self.queue_time = self.queue_time.observe(time.monotonic() - arrived)
             return
         if self.max_waiting is not None and self._waiting >= self.max_waiting:
             raise OverloadedError(
@@ -182,6 +190,7 @@ class FakeRunner:
         finally:
             self._waiting -= 1
         self._running += 1
+        self.queue_time = self.queue_time.observe(time.monotonic() - arrived)
 
     def reply_text(self, request: GenerateRequest) -> str:
         """The whole reply the fake gives to `request` (before `max_tokens` and stop strings)."""
