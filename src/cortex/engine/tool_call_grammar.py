@@ -244,8 +244,10 @@ def tool_call_grammar(
         opening = _lark(syntax.opening) if syntax.opening else ""
         block = f"{opening} call {more} {closing}"
         # Plain text, or calls only: text may not hide a call the grammar does not check.
-        start = f"start: {block}" if required else f"start: TEXT | {block}"
-        rules.append(f"TEXT: /(?s:.*)/ & ~/{syntax.text_excluded}/")
+        start = f"start: {block}"
+        if not required:
+            start = f"start: TEXT | {block}"
+            rules.append(f"TEXT: /(?s:.*)/ & ~/{syntax.text_excluded}/")
     text = llguidance.LLMatcher.grammar_from_lark("\n".join([start, *rules]))
     check_grammar(text, "tools")
     return Grammar(text, "tool_calls")
