@@ -207,3 +207,19 @@ async def test_aclose_unloads_everything() -> None:
     await harness.aclose(drain_timeout_s=1)
     assert {e.state for e in harness.models()} == {"available"}
     assert harness.stats().memory_used_mb == 0
+
+
+async def test_queue_time_counts_each_request_once_and_preemptions_are_reported() -> None:
+    harness = FakeHarness(MODELS, memory_mb=1000, tokens_per_s=200, max_running=1)
+    await harness.load("a")
+
+    async def ask() -> None:
+        async for _ in harness.generate(chat("a", max_tokens=3)):
+            pass
+
+    await asyncio.gather(ask(), ask())  # the second waits for the first's slot
+    stats = harness.stats()
+    assert stats.queue_time["a"].count == 2
+    assert stats.preemptions == {"a": 0}  # the fake never preempts; the engine's are counted
+    await harness.unload("a")
+    assert harness.stats().queue_time == {}  # only loaded models report
