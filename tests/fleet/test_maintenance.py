@@ -110,7 +110,12 @@ async def test_drain_under_steady_load_fails_no_request(
         ModelProfile(id="m2", nodes=["a", "b"]),  # idle, unpinned: simply unloaded
     ]
     fleet_ = await make_fleet(nodes, profiles)
-    await until(lambda: "m1" in loaded(nodes["a"]))
+    # The pin loads m1 on the first allowed node up: a, unless a busy machine let b answer its
+    # first poll first. The drain below starts from m1 on a only.
+    await until(lambda: "m1" in loaded(nodes["a"]) | loaded(nodes["b"]))
+    if "m1" not in loaded(nodes["a"]):
+        await fleet_.load("m1", "a")
+        await fleet_.unload("m1", "b")
     await fleet_.load("m2", "a")
     counts: Counter[str] = Counter()
     served_by: Counter[str] = Counter()
