@@ -280,8 +280,8 @@ class ResponsesStreamTranslator:
             return
         call.arguments += arguments
         if self._live is not None and call.name and self._live_call_whole():
-            pending = [value for kind, value in self._held if kind == "function_call"]
-            if pending == [call]:  # calls one after another: the next one streams live
+            waiting = [value for kind, value in self._held if kind == "function_call"]
+            if waiting == [call]:  # calls one after another: the next one streams live
                 self._hand_over(call, events)
                 return
         # The first call goes live once its arguments start (its name is whole by then).
