@@ -1,11 +1,16 @@
 """The gateway's CPU per request and per relayed token, from its own /proc counters.
 
-One fake neuron streams at 20,000 tok/s; a `cortex-gateway` relays sequential streamed chats of
-8 and of 128 content tokens, alternating round by round. Per token is the slope between the two
-lengths, per request the intercept. With `--baseline-src DIR` (the `src/` of another checkout,
-e.g. from `git archive`) a gateway of that code runs in the same rounds, for a paired comparison.
+One fake neuron streams at 20,000 tok/s (`--token-rate`); a `cortex-gateway` relays sequential
+streamed chats of 8 and of 128 content tokens, alternating round by round. Per token is the
+slope between the two lengths, per request the intercept. At a rate close to what the gateway
+can relay, events pile up while it is busy and are read and written together, which makes a
+token cheaper the slower the gateway is; at a lower rate (2,000 tok/s here) every token is its
+own read and write, for both gateways alike. With `--baseline-src DIR` (the `src/` of another
+checkout, e.g. from `git archive`) a gateway of that code runs in the same rounds, for a paired
+comparison.
 
     python benchmarks/bench_gateway_cpu.py [--requests 300] [--rounds 3] [--baseline-src DIR]
+        [--token-rate 20000]
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ def run(client: httpx.Client, url: str, tokens: int, requests: int) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    fake = {"tokens_per_s": 20000.0, "models": [{"id": MODEL, "context_length": 8192}]}
+    fake = {"tokens_per_s": args.token_rate, "models": [{"id": MODEL, "context_length": 8192}]}
     neuron = start_neuron_process({"name": "bench", "fake": fake, "preload": [MODEL]})
     variants = [("this", None)] + ([("baseline", args.baseline_src)] if args.baseline_src else [])
     gateways = {name: start_gateway(neuron.url, src) for name, src in variants}
@@ -101,7 +106,10 @@ def main(args: argparse.Namespace) -> None:
             f"| {name} | {short * 1e3:.3f} | {long * 1e3:.3f} | {token * 1e6:.1f} | "
             f"{request * 1e3:.3f} |"
         )
-    print(f"\nload average {os.getloadavg()[0]:.1f}; medians of {args.rounds} rounds")
+    print(
+        f"\nload average {os.getloadavg()[0]:.1f}; medians of {args.rounds} rounds; the fake at "
+        f"{args.token_rate:,.0f} tok/s"
+    )
     print("command: python benchmarks/bench_gateway_cpu.py " + " ".join(sys.argv[1:]))
 
 
@@ -110,4 +118,11 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=300, help="streams per length and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline-src", help="src/ of another checkout, run alongside")
+    parser.add_argument(
+        "--token-rate",
+        type=float,
+        default=20000.0,
+        help="the fake's tok/s per stream (at a rate the gateway keeps up with, every token "
+        "is one read and one write: the per-token cost without batching)",
+    )
     main(parser.parse_args())

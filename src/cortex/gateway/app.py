@@ -5,8 +5,9 @@ front door: `openai_routes` (`/v1/chat/completions`, `/v1/completions`), `anthro
 (`/v1/messages`, `/v1/messages/count_tokens`), `responses_routes` (`/v1/responses`). Beside
 them: the catalogue (`/v1/models`), `/health`, the `HEAD /` and `/api/hello` probes,
 `/openapi.json`, the admin API (`gateway/admin.py`) and the dashboard (`gateway/dashboard.py`).
-Keys, limits, CORS, body size and drain are middleware (`gateway/guard.py`); errors are answered
-in the client's dialect (`gateway/error_handlers.py`).
+Access log, drain, keys and limits are one middleware, with CORS and the body size beside it
+(`gateway/guard.py`); a `POST` to an inference route then goes straight to its pipeline endpoint
+(`_Inference`). Errors are answered in the client's dialect (`gateway/error_handlers.py`).
 """
 
 from __future__ import annotations
