@@ -288,3 +288,49 @@ def test_two_gateways_share_the_request_rate_limit_through_redis(
     finally:
         for gateway in gateways:
             gateway.stop()
+
+
+@pytest.mark.e2e
+def test_two_gateways_share_the_concurrency_limit_through_redis(redis: Redis) -> None:
+    slow = {  # 4000 tokens at 20 tok/s: the first stream is surely still running
+        "name": "a",
+        "memory_mb": 2000.0,
+        "fake": {"tokens_per_s": 20.0, "models": [{"id": "m1", "memory_mb": 400.0}]},
+    }
+    neuron = start_neuron_process(slow)
+    config = {
+        "gateway": {"poll_interval_s": 0.5},
+        "auth": {"keys": [KEY]},
+        "limits": {"concurrent_requests": 1},
+        "state": {"redis_url": f"redis://127.0.0.1:{redis.port}/0"},
+        "neurons": [{"name": "a", "endpoint": neuron.url}],
+    }
+    gateways: list[GatewayProcess] = []
+    try:
+        gateways = [start_gateway_process(config) for _ in range(2)]
+        body = {"model": "m1", "messages": ASK, "max_tokens": 4000, "stream": True}
+        body["ignore_eos"] = True
+        headers = {"authorization": f"Bearer {KEY}"}
+        url = f"{gateways[0].url}/v1/chat/completions"
+        with httpx.stream("POST", url, json=body, headers=headers, timeout=30) as response:
+            assert response.status_code == 200
+            # Held by a name: a dropped line iterator is collected and closes the connection.
+            lines = response.iter_lines()
+            assert next(lines).startswith("data: ")  # the stream runs on the first gateway
+            # The second gateway counts it: this key's one slot is taken.
+            with pytest.raises(openai.RateLimitError) as caught:
+                _oai(gateways[1]).chat.completions.create(model="m1", messages=ASK, max_tokens=2)
+            assert "in flight" in caught.value.message
+        # The client left: its slot is given back, and the second gateway serves the key again.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                _oai(gateways[1]).chat.completions.create(model="m1", messages=ASK, max_tokens=2)
+                break
+            except openai.RateLimitError:
+                assert time.monotonic() < deadline, "the slot was never given back"
+                time.sleep(0.1)
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+        neuron.stop()
