@@ -21,6 +21,7 @@ import pytest
 from cortex.neuron.catalogue import DEFAULT_MODEL_ID, default_gguf_path
 from cortex.testing import GatewayProcess, NeuronProcess
 
+from ..schemas import ARRAYS, ENUMS, NESTED
 from .conftest import anthropic_client, engine_neuron, gateway_over, openai_client
 
 pytestmark = [
@@ -33,43 +34,10 @@ MODEL = DEFAULT_MODEL_ID
 GREEDY: Any = {"temperature": 0.0}
 
 
-def _closed(properties: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": list(properties),
-        "additionalProperties": False,
-    }
-
-
-NAME = {"type": "string", "maxLength": 16}
 SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
-    "nested": (
-        "Describe a person and where they live, as JSON.",
-        _closed({"person": _closed({"name": NAME, "address": _closed({"city": NAME})})}),
-    ),
-    "enums": (
-        "Is 'I love this film' positive or negative? Answer as JSON.",
-        _closed(
-            {
-                "sentiment": {"enum": ["positive", "negative", "neutral"]},
-                "confidence": {"type": "string", "enum": ["low", "medium", "high"]},
-            }
-        ),
-    ),
-    "arrays": (
-        "List three colours and three numbers, as JSON.",
-        _closed(
-            {
-                "colours": {"type": "array", "items": NAME, "minItems": 1, "maxItems": 3},
-                "numbers": {
-                    "type": "array",
-                    "items": {"type": "integer", "minimum": 0, "maximum": 999},
-                    "maxItems": 3,
-                },
-            }
-        ),
-    ),
+    "nested": ("Describe a person and where they live, as JSON.", NESTED),
+    "enums": ("Is 'I love this film' positive or negative? Answer as JSON.", ENUMS),
+    "arrays": ("List three colours and three numbers, as JSON.", ARRAYS),
 }
 
 

