@@ -3,7 +3,9 @@
 #   1. the kernel tests with the Triton kernels compiled (not interpreted), GPU tests included;
 #   2. every kernel's timings against copy/matmul peaks (benchmarks/bench_kernels.py);
 #   3. end-to-end decode tok/s and TTFT of the default model, decode in CUDA graphs, beside
-#      transformers (benchmarks/bench_engine.py --batched --device cuda, the engine engineers' script).
+#      transformers (benchmarks/bench_engine.py --batched --device cuda, the engine engineers' script);
+#   4. batch-1 decode held as bfloat16, int8 and int4 through the Triton weight-only matmul, with
+#      the memory-bandwidth fraction each implies (benchmarks/bench_quant_decode.py, issue 14).
 # Each step has its own time limit; a failing step is reported and the next one still runs.
 # Logs go to $OUT (default /tmp/cortex-gpu-check); the exit status is non-zero if any step
 # failed.
@@ -55,6 +57,8 @@ else
     step engine-e2e 150 env TRITON_INTERPRET=0 \
         "$PY" benchmarks/bench_engine.py --batched --device cuda --dtype bfloat16 --repeats 2
 fi
+
+step quant-decode 150 env TRITON_INTERPRET=0 "$PY" benchmarks/bench_quant_decode.py --device cuda
 
 echo
 if [ "${#FAILED[@]}" -gt 0 ]; then

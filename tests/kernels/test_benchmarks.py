@@ -53,6 +53,8 @@ def test_gpu_check_lists_its_steps_in_a_dry_run(tmp_path: Path) -> None:
         "kernel-tests",
         "kernel-timings",
         "engine-e2e",
+        "quant-decode",
     ]
     assert "CORTEX_KERNELS=triton TRITON_INTERPRET=0" in result.stdout
     assert "benchmarks/bench_engine.py --batched --device cuda" in result.stdout
+    assert "benchmarks/bench_quant_decode.py --device cuda" in result.stdout
