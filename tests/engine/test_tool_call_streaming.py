@@ -19,12 +19,13 @@ from cortex.engine.tool_calls import (
     QWEN3_XML,
     Item,
     ToolCall,
-    ToolCallArguments,
     ToolCallFormat,
     ToolCallStart,
 )
 from cortex.engine.tool_calls.call_stream import CallHead, read_head
 from cortex.engine.tool_calls.json_stream import JsonPrefix
+
+from .tool_items import calls
 
 NAMES = {"get_weather", "write_file"}
 
@@ -36,20 +37,6 @@ def run(fmt: ToolCallFormat, deltas: list[str], prefill: str = "") -> tuple[list
     for delta in deltas:
         items += parser.feed(delta)
     return items + parser.finish(), parser.cut_calls
-
-
-def calls(items: list[Item]) -> list[tuple[str, str, int]]:
-    """Each call's name, its arguments as the pieces concatenate, and how many pieces."""
-    out: list[list[Any]] = []
-    for item in items:
-        if isinstance(item, ToolCallStart):
-            out.append([item.name, "", 0])
-        elif isinstance(item, ToolCallArguments):
-            out[-1][1] += item.text
-            out[-1][2] += 1
-        elif isinstance(item, ToolCall):
-            out.append([item.name, item.arguments, 1])
-    return [(name, arguments, pieces) for name, arguments, pieces in out]
 
 
 def text(items: list[Item]) -> str:

@@ -14,6 +14,8 @@ from cortex.engine.tool_calls import HERMES, LLAMA3_JSON, ChatPrompter, parse_to
 from cortex.engine.tool_calls.prompt import ToolChoice
 from cortex.errors import InvalidRequestError
 
+from .tool_items import calls
+
 WEATHER: dict[str, Any] = {
     "type": "function",
     "function": {
@@ -109,8 +111,8 @@ def test_required_and_named_tool_choice_are_said_and_start_the_call(smollm2: Cha
     assert named.text.endswith(named.prefill)
     parser = named.parser()
     assert parser is not None
-    calls = parser.feed("{}}\n</tool_call>") + parser.finish()
-    assert [(c.name, c.arguments) for c in calls if not isinstance(c, str)] == [("get_time", "{}")]
+    items = parser.feed("{}}\n</tool_call>") + parser.finish()
+    assert [(name, arguments) for name, arguments, _ in calls(items)] == [("get_time", "{}")]
 
 
 def test_allowed_tools_narrow_the_offer(smollm2: ChatPrompter) -> None:
@@ -191,7 +193,7 @@ def test_a_final_assistant_message_is_continued_and_primes_the_parser(
     parser = chat.parser()
     assert parser is not None
     items = parser.feed('Paris"}}\n</tool_call>') + parser.finish()
-    assert [(c.name, c.arguments) for c in items if not isinstance(c, str)] == [
+    assert [(name, arguments) for name, arguments, _ in calls(items)] == [
         ("get_weather", '{"city": "Paris"}')
     ]
 
