@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 import torch
 
+from cortex.engine.device import read_cpu_features
 from cortex.engine.kernels.metadata import AttentionMetadata
 from cortex.engine.models.kv_cache import PagedKVCache
 
@@ -36,13 +36,6 @@ def meta_for(tables: list[list[int]], lens: list[int]) -> AttentionMetadata:
         max_seqlen_q=1,
         max_seqlen_k=max(lens),
     )
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def main() -> None:
@@ -84,8 +77,9 @@ def main() -> None:
                         paged.attend(layer, q, k, k)
                     elapsed = time.perf_counter() - start
                     best[(name, lean)] = min(best.get((name, lean), float("inf")), elapsed)
+    cpu = read_cpu_features().model_name or "unknown CPU"
     print(
-        f"# {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"# {cpu}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{args.dtype}, best of {args.rounds}, load average {load:.1f} -> {os.getloadavg()[0]:.1f}"
     )
     print("| 30 layers of decode attention | reference ms | lean ms | lean speed-up |")

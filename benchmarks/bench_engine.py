@@ -51,7 +51,7 @@ from typing import Any
 
 import torch
 
-from cortex.engine.device import measured_policy
+from cortex.engine.device import measured_policy, read_cpu_features
 from cortex.engine.gguf import default_model_dir
 from cortex.engine.models import Llama, LlamaConfig, load_model
 from cortex.engine.models.llama import MLP, Attention, linear
@@ -134,17 +134,6 @@ def make_tiny(kind: str, model_dir: Path) -> None:
 
 def has_tokenizer(model_dir: Path) -> bool:
     return (model_dir / "tokenizer.json").is_file()
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), for the table's header."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def load_ours(model_dir: Path, dtype: torch.dtype, quant: str | None = None) -> Llama:
@@ -529,8 +518,9 @@ def print_table(
             f"model {args.model}: {model.architecture}, {model.parameters / 1e6:.1f}M parameters, "
             f"{model.active_parameters / 1e6:.1f}M active"
         )
+    cpu = read_cpu_features().model_name or "unknown CPU"
     print(
-        f"{cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{cpu}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}, "
         f"{new_tokens} decode tokens, best of {args.repeats}"
     )

@@ -22,9 +22,7 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,17 +34,11 @@ from cortex.fleet.transport import StreamingASGITransport
 from cortex.gateway import create_gateway_app
 from cortex.testing import (
     FakeNodeClient,
+    GatewayProcess,
     NeuronProcess,
-    free_port,
+    start_gateway_process,
     start_neuron_process,
-    toml_dumps,
 )
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_neurons(nodes: int, models: int) -> list[NeuronProcess]:
@@ -64,56 +56,31 @@ def start_neurons(nodes: int, models: int) -> list[NeuronProcess]:
         return list(pool.map(one, range(nodes)))
 
 
-def start_gateway(
-    neurons: list[NeuronProcess], src: str | None
-) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+def start_gateway(neurons: list[NeuronProcess], src: str | None) -> GatewayProcess:
+    """A gateway polling `neurons` every second; with `src`, another checkout's code runs it."""
     config = {
-        "gateway": {
-            "listen": f"127.0.0.1:{port}",
-            "metrics_listen": f"127.0.0.1:{free_port()}",
-            "poll_interval_s": 1.0,
-        },
+        "gateway": {"poll_interval_s": 1.0},
         "neurons": [{"name": f"n{i}", "endpoint": n.url} for i, n in enumerate(neurons)],
     }
-    path = Path(tempfile.mkdtemp(prefix="scale-")) / "cortex.toml"
-    path.write_text(toml_dumps(config))
-    env = {**os.environ, **({"PYTHONPATH": src} if src else {})}
-    command = [sys.executable, "-m", "cortex", "serve", "--config", str(path)]
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            health = httpx.get(f"{url}/health").json()
-            if health["nodes_up"] == len(neurons):
-                return process, url
-        except (httpx.TransportError, ValueError, KeyError):
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("cortex-gateway did not start")
+    env = {"PYTHONPATH": str(Path(src).resolve())} if src else None
+    return start_gateway_process(config, env=env)
 
 
-def measure(
-    process: subprocess.Popen[bytes], url: str, idle_s: float, requests: int
-) -> list[float]:
+def measure(gateway: GatewayProcess, idle_s: float, requests: int) -> list[float]:
     """[idle % of a core, /v1/models p50 ms, warm chat p50 ms]."""
     time.sleep(2.0)  # the first polls, the warm-up
-    before, started = cpu_s(process.pid), time.monotonic()
+    before, started = gateway.cpu_s(), time.monotonic()
     time.sleep(idle_s)
-    idle = 100.0 * (cpu_s(process.pid) - before) / (time.monotonic() - started)
+    idle = 100.0 * (gateway.cpu_s() - before) / (time.monotonic() - started)
     chat = {"model": "m0", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
     listing, answer = [], []
     with httpx.Client(timeout=60) as client:
         for _ in range(requests):
             t = time.perf_counter()
-            client.get(f"{url}/v1/models").raise_for_status()
+            client.get(f"{gateway.url}/v1/models").raise_for_status()
             listing.append(time.perf_counter() - t)
             t = time.perf_counter()
-            client.post(f"{url}/v1/chat/completions", json=chat).raise_for_status()
+            client.post(f"{gateway.url}/v1/chat/completions", json=chat).raise_for_status()
             answer.append(time.perf_counter() - t)
     return [idle, statistics.median(listing) * 1e3, statistics.median(answer) * 1e3]
 
@@ -183,12 +150,8 @@ def main(args: argparse.Namespace) -> None:
             rows: dict[str, list[list[float]]] = {name: [] for name, _ in variants}
             for _ in range(args.rounds):
                 for name, src in variants:
-                    process, url = start_gateway(neurons, src)
-                    try:
-                        rows[name].append(measure(process, url, args.idle_s, args.requests))
-                    finally:
-                        process.terminate()
-                        process.wait(30)
+                    with start_gateway(neurons, src) as gateway:
+                        rows[name].append(measure(gateway, args.idle_s, args.requests))
             for name, _ in variants:
                 cells = [statistics.median(column) for column in zip(*rows[name], strict=True)]
                 print(

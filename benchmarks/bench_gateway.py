@@ -22,16 +22,14 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from cortex.testing import free_port, start_neuron_process, toml_dumps
+from cortex.testing import GatewayProcess, start_gateway_process, start_neuron_process
 
 MODEL = "bench"
 
@@ -103,35 +101,10 @@ def _add(whole: Series, part: Series) -> None:
     whole.cpu_s += part.cpu_s
 
 
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def start_gateway(neuron_url: str, src: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    config = {
-        "gateway": {"listen": f"127.0.0.1:{port}", "metrics_listen": f"127.0.0.1:{free_port()}"},
-        "neurons": [{"name": "bench", "endpoint": neuron_url}],
-    }
-    path = Path(tempfile.mkdtemp(prefix="bench-")) / "cortex.toml"
-    path.write_text(toml_dumps(config))
-    command = [sys.executable, "-m", "cortex", "serve", "--config", str(path)]
-    env = {**os.environ, **({"PYTHONPATH": src} if src else {})}
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health").json()["nodes_up"] == 1:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("cortex-gateway did not start")
+def start_gateway(neuron_url: str, src: str | None = None) -> GatewayProcess:
+    """A gateway over the benchmark's neuron; with `src`, another checkout's code runs it."""
+    env = {"PYTHONPATH": str(Path(src).resolve())} if src else None
+    return start_gateway_process({"neurons": [{"name": "bench", "endpoint": neuron_url}]}, env=env)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -154,11 +127,11 @@ async def main(args: argparse.Namespace) -> None:
                 d = Series()
                 await round_of(neuron.url, concurrency, per_round, args.tokens, d)
                 _add(direct, d)
-                for name, (process, url) in gateways.items():
+                for name, gateway in gateways.items():
                     g = Series()
-                    before = cpu_s(process.pid)
-                    await round_of(url, concurrency, per_round, args.tokens, g)
-                    g.cpu_s = cpu_s(process.pid) - before
+                    before = gateway.cpu_s()
+                    await round_of(gateway.url, concurrency, per_round, args.tokens, g)
+                    g.cpu_s = gateway.cpu_s() - before
                     paired[name].append(
                         [pct(g.ttft_s, q) - pct(d.ttft_s, q) for q in (0.5, 0.99)]
                         + [pct(g.total_s, q) - pct(d.total_s, q) for q in (0.5, 0.99)]
@@ -170,9 +143,8 @@ async def main(args: argparse.Namespace) -> None:
             }
             rows.append((concurrency, direct, through, added))
     finally:
-        for process, _ in gateways.values():
-            process.terminate()
-            process.wait(30)
+        for gateway in gateways.values():
+            gateway.stop()
         neuron.stop()
     ms = 1000.0
     print(

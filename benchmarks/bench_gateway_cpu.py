@@ -18,50 +18,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
 import httpx
+from bench_gateway import start_gateway  # the sibling script
 
-from cortex.testing import free_port, start_neuron_process, toml_dumps
+from cortex.testing import start_neuron_process
 
 MODEL = "bench"
 SHORT, LONG = 8, 128  # content tokens: the fake says 7 words, then echoes the prompt's
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def start_gateway(neuron_url: str, src: str | None) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    config = {
-        "gateway": {"listen": f"127.0.0.1:{port}", "metrics_listen": f"127.0.0.1:{free_port()}"},
-        "neurons": [{"name": "bench", "endpoint": neuron_url}],
-    }
-    path = Path(tempfile.mkdtemp(prefix="cpu-")) / "cortex.toml"
-    path.write_text(toml_dumps(config))
-    env = {**os.environ, **({"PYTHONPATH": src} if src else {})}
-    command = [sys.executable, "-m", "cortex", "serve", "--config", str(path)]
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health").json()["nodes_up"] == 1:
-                return process, url
-        except (httpx.TransportError, ValueError, KeyError):
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("cortex-gateway did not start")
 
 
 def run(client: httpx.Client, url: str, tokens: int, requests: int) -> None:
@@ -81,19 +46,18 @@ def main(args: argparse.Namespace) -> None:
     per: dict[tuple[str, int], list[float]] = {}
     try:
         with httpx.Client(timeout=60) as client:
-            for _, url in gateways.values():
-                run(client, url, SHORT, 30)  # warm up
+            for gateway in gateways.values():
+                run(client, gateway.url, SHORT, 30)  # warm up
             for _ in range(args.rounds):
-                for name, (process, url) in gateways.items():
+                for name, gateway in gateways.items():
                     for tokens in (SHORT, LONG):
-                        before = cpu_s(process.pid)
-                        run(client, url, tokens, args.requests)
-                        spent = (cpu_s(process.pid) - before) / args.requests
+                        before = gateway.cpu_s()
+                        run(client, gateway.url, tokens, args.requests)
+                        spent = (gateway.cpu_s() - before) / args.requests
                         per.setdefault((name, tokens), []).append(spent)
     finally:
-        for process, _ in gateways.values():
-            process.terminate()
-            process.wait(30)
+        for gateway in gateways.values():
+            gateway.stop()
         neuron.stop()
     print("| gateway | CPU ms / 8-token stream | CPU ms / 128-token stream "
           "| CPU µs / token | CPU ms / request (no tokens) |")  # fmt: skip

@@ -22,9 +22,7 @@ import asyncio
 import json
 import os
 import re
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +31,12 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from cortex.testing import NeuronProcess, free_port, start_neuron_process, toml_dumps
+from cortex.testing import (
+    GatewayProcess,
+    NeuronProcess,
+    start_gateway_process,
+    start_neuron_process,
+)
 
 KEY = "sk-load"
 TEXT = " ".join(f"w{i}" for i in range(24))  # the fake echoes it: 31 tokens per reply
@@ -178,41 +181,26 @@ async def chaos(node: NeuronProcess, config: dict[str, Any], duration_s: float) 
     return await asyncio.to_thread(start_neuron_process, config, port=port)
 
 
-def start_gateway(neurons: dict[str, str], models: list[dict[str, Any]]) -> tuple[Any, str]:
-    folder = Path(tempfile.mkdtemp(prefix="load-"))
-    (folder / "models.toml").write_text(toml_dumps({"models": models}))
-    port = free_port()
+def start_gateway(
+    neurons: dict[str, str], models: list[dict[str, Any]]
+) -> tuple[GatewayProcess, str]:
+    """A keyed gateway over `neurons` with these model profiles, and its URL."""
     config = {
-        "models_config": str(folder / "models.toml"),
-        "gateway": {
-            "listen": f"127.0.0.1:{port}",
-            "metrics_listen": f"127.0.0.1:{free_port()}",
-            "poll_interval_s": 1.0,
-            "request_timeout_s": 30.0,
-        },
+        "gateway": {"poll_interval_s": 1.0, "request_timeout_s": 30.0},
         "auth": {"keys": [KEY]},
         "neurons": [{"name": n, "endpoint": url} for n, url in neurons.items()],
     }
-    (folder / "cortex.toml").write_text(toml_dumps(config))
-    command = [sys.executable, "-m", "cortex", "serve", "--config", str(folder / "cortex.toml")]
-    log = (folder / "gateway.log").open("wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            health = httpx.get(f"{url}/health").json()
-            if health["nodes_up"] == len(neurons):
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"cortex-gateway did not start; see {folder / 'gateway.log'}")
+    gateway = start_gateway_process(config, models)
+    return gateway, gateway.url
 
 
 async def phase(
-    name: str, gateway: Any, gateway_target: Target, direct: Target, clients: int, duration_s: float
+    name: str,
+    gateway: GatewayProcess,
+    gateway_target: Target,
+    direct: Target,
+    clients: int,
+    duration_s: float,
 ) -> tuple[Run, Run]:
     """A warm-up through the gateway (it warms the neurons too), the direct peer run (a quarter
     of the time), then the gateway run with its RSS sampled each second."""
@@ -265,9 +253,8 @@ def fake_fleet(args: argparse.Namespace) -> tuple[dict[str, NeuronProcess], dict
 PROFILES = [{"id": "m1", "nodes": ["a", "b"]}, {"id": "m2", "nodes": ["b", "a"]}]
 
 
-def stop_all(gateway: Any, nodes: list[NeuronProcess]) -> None:
-    gateway.terminate()
-    gateway.wait(60)
+def stop_all(gateway: GatewayProcess, nodes: list[NeuronProcess]) -> None:
+    gateway.stop(60)
     for node in nodes:
         node.stop()
 

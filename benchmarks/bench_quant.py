@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from cortex.engine.device import read_cpu_features
 from cortex.engine.gguf import default_gguf_path, default_model_dir, import_gguf
 from cortex.engine.models import Llama, load_model
 from cortex.engine.models.llama import linear
@@ -47,17 +48,6 @@ CHATS = [
         {"role": "user", "content": "Write a short story about a dragon who learns to bake bread."},
     ],
 ]
-
-
-def cpu_name() -> str:
-    """The CPU model, from /proc/cpuinfo when there is one."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def perplexity(model: Llama, ids: list[int]) -> float:
@@ -106,7 +96,8 @@ def main() -> None:
     tokenizer = Tokenizer.from_dir(folder)
     ids = tokenizer.encode(TEXT.read_text())
     prompts = [tokenizer.apply_chat_template(chat) for chat in CHATS]
-    print(f"CPU: {cpu_name()}, {args.threads} threads, torch {torch.__version__}")
+    cpu = read_cpu_features().model_name or platform.machine()
+    print(f"CPU: {cpu}, {args.threads} threads, torch {torch.__version__}")
     print(f"text: {TEXT.name}, {len(ids)} tokens; greedy: 32 tokens of 3 chats")
     reference: list[list[int]] = []
     base_ppl = bf16_bytes = None

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from cortex.engine import Engine
+from cortex.engine.device import read_cpu_features
 from cortex.engine.gguf import default_model_dir
 from cortex.engine.sampling import SamplingParams
 from cortex.engine.tokenizer import Tokenizer
@@ -71,7 +72,8 @@ def main() -> None:
     device = torch.device(args.device)
     model_dir = args.model or default_model_dir(progress=False)
     prompt = Tokenizer.from_dir(model_dir).encode(TEXT * 12)[:PROMPT_TOKENS]
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    cpu = read_cpu_features().model_name or "CPU"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
     peak = copy_bandwidth(device)
     print(f"# {name}, torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}")
     print(f"# device-to-device copy: {peak / 1e9:.0f} GB/s (read + write)")

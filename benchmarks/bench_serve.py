@@ -29,7 +29,6 @@ import json
 import os
 import random
 import shlex
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,9 @@ from pathlib import Path
 
 import httpx
 
+from cortex.engine.device import read_cpu_features
+from cortex.testing import free_port
+
 TEXT = (
     "The history of bread goes back at least 30,000 years. Early people ground grains into "
     "flour, mixed it with water and baked flat cakes on hot stones. Leavened bread came later, "
@@ -47,22 +49,6 @@ TEXT = (
     "piece of old dough to start the next batch. "
 )
 END_TOKENS = (0, 1, 2)  # SmolLM2: <|endoftext|>, <|im_start|>, <|im_end|>
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 @dataclass
@@ -209,7 +195,8 @@ def main() -> None:
 
     tokenizer = Tokenizer.from_dir(default_model_dir(progress=False))
     print(f"# python {' '.join(shlex.quote(a) for a in sys.argv)}")
-    print(f"# {cpu_model()}, {os.cpu_count()} CPUs, {args.threads} threads per server")
+    cpu = read_cpu_features().model_name or "unknown CPU"
+    print(f"# {cpu}, {os.cpu_count()} CPUs, {args.threads} threads per server")
     print(f"# load average at start: {os.getloadavg()[0]:.1f}; {args.gguf.name}")
     phases = ["decode", "ttft128", "ttft1024", "concurrent"]
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:

@@ -192,7 +192,7 @@ class HTTPNodeClient:
         pool: httpx.AsyncClient | None = None,
     ) -> Any:
         if self._lean is not None:
-            status, content = await self._lean_call(method, path, body, timeout_s)
+            status, content, _ = await self._lean_exchange(method, path, body, timeout_s)
             return self._answer(status, content, path)
         timeout = (
             httpx.Timeout(timeout_s, connect=min(timeout_s, self.timeouts.connect_s))
@@ -215,17 +215,6 @@ class HTTPNodeClient:
             return json.loads(content)
         except ValueError as exc:
             raise UpstreamError(f"node {self.name!r} sent invalid JSON for {path}") from exc
-
-    async def _lean_call(
-        self,
-        method: str,
-        path: str,
-        body: Mapping[str, Any] | None,
-        timeout_s: float | None,
-        headers: Mapping[str, str] | None = None,
-    ) -> tuple[int, bytes]:
-        status, content, _ = await self._lean_exchange(method, path, body, timeout_s, headers)
-        return status, content
 
     async def _lean_exchange(
         self,

@@ -7,7 +7,7 @@ requests, memory) are read from the harness when `/metrics` is scraped.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import (
@@ -130,6 +130,14 @@ def _le(bound: float) -> str:
     return "+Inf" if math.isinf(bound) else repr(float(bound))
 
 
+def _per_model_counter(name: str, documentation: str, counts: Mapping[str, int]) -> Metric:
+    """A counter family with one sample per model."""
+    family = CounterMetricFamily(name, documentation, labels=["model"])
+    for model, count in sorted(counts.items()):
+        family.add_metric([model], count)
+    return family
+
+
 class _HarnessCollector(Collector):
     """Gauges read from the harness at scrape time."""
 
@@ -171,24 +179,18 @@ class _HarnessCollector(Collector):
             "Memory left for another model.",
             value=stats.memory_free_mb * mb,
         )
-        folds = CounterMetricFamily(
+        yield _per_model_counter(
             "cortex_neuron_template_folds",
             "Chats a model's template refused until their system turns were folded, since it "
             "loaded.",
-            labels=["model"],
+            stats.template_folds,
         )
-        for model, count in sorted(stats.template_folds.items()):
-            folds.add_metric([model], count)
-        yield folds
-        preemptions = CounterMetricFamily(
+        yield _per_model_counter(
             "cortex_neuron_preemptions",
             "Running requests the engine preempted (their KV blocks taken back, recomputed "
             "later), since the model loaded.",
-            labels=["model"],
+            stats.preemptions,
         )
-        for model, count in sorted(stats.preemptions.items()):
-            preemptions.add_metric([model], count)
-        yield preemptions
         queue_time = HistogramMetricFamily(
             "cortex_neuron_queue_time_seconds",
             "Seconds from a request's arrival at the engine to its first scheduled step, since "

@@ -71,6 +71,11 @@ class ServerProcess:
                 self.process.kill()
         return self.process.wait()
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the process has used so far (Linux `/proc`)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def kill(self) -> int:
         """SIGKILL at once; the exit code."""
         if self.process.poll() is None:
@@ -176,6 +181,7 @@ def start_gateway_process(
     nodes_up: int | None = None,
     args: Sequence[str] = (),
     python: str = sys.executable,
+    env: Mapping[str, str] | None = None,
     startup_timeout_s: float = 120.0,
 ) -> GatewayProcess:
     """Start `cortex-gateway` on free ports of 127.0.0.1 and wait until its `/health` sees
@@ -188,6 +194,7 @@ def start_gateway_process(
         nodes_up: how many nodes must be up before it counts as started.
         args: more command-line flags (`--log-level debug`...).
         python: the interpreter to run it under (another virtual environment's).
+        env: extra environment variables (`PYTHONPATH` to run another checkout's `src/`).
         startup_timeout_s: how long to wait.
 
     Raises:
@@ -219,7 +226,7 @@ def start_gateway_process(
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=folder,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
     gateway = GatewayProcess(
         process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}", log_path
