@@ -210,6 +210,24 @@ def run_ours(model: Llama) -> Run:
     return run
 
 
+def run_eager(model: Llama) -> Run:
+    """`run_ours` with the fused CPU decode step off (`CORTEX_CPU_FUSED=0`): the eager step."""
+    fused = run_ours(model)
+
+    def run(ids: list[int], n: int) -> list[float]:
+        before = os.environ.get("CORTEX_CPU_FUSED")
+        os.environ["CORTEX_CPU_FUSED"] = "0"
+        try:
+            return fused(ids, n)
+        finally:
+            if before is None:
+                del os.environ["CORTEX_CPU_FUSED"]
+            else:
+                os.environ["CORTEX_CPU_FUSED"] = before
+
+    return run
+
+
 def run_hf(model: Any) -> Run:
     def run(ids: list[int], n: int) -> list[float]:
         stamps = _Stamps()
@@ -348,6 +366,11 @@ def main() -> None:
     parser.add_argument(
         "--engine", action="store_true", help="also time `Engine` at batch 1 (own process)"
     )
+    parser.add_argument(
+        "--eager-step",
+        action="store_true",
+        help="add Llama.generate with the fused CPU decode step off (CORTEX_CPU_FUSED=0)",
+    )
     parser.add_argument("--peer-python", help="an interpreter with llama-cpp-python")
     parser.add_argument("--gguf", type=Path, help="the peer's GGUF (default: the default model's)")
     parser.add_argument("--serve-engine", action="store_true", help=argparse.SUPPRESS)
@@ -439,6 +462,8 @@ def main() -> None:
                     timings.setdefault((engine, "load"), []).append(seconds)
             ours = load_ours(model_dir, dtype, held)
             runners: dict[str, Run] = {"cortex": run_ours(ours)}
+            if args.eager_step:
+                runners["cortex, eager step"] = run_eager(ours)
             if quant == "none":
                 runners["transformers"] = run_hf(load_hf(model_dir, dtype))
             closers = []
@@ -470,7 +495,7 @@ def main() -> None:
                     stats[f"decode_{length}_tok_s"] = 1 / gap
                 rows[(engine, peer_label if engine == "llama.cpp" else label)] = stats
             ceiling = 1e3 / weight_pass_ms(ours, max(3, args.repeats))
-            for engine in ("cortex", "cortex Engine"):
+            for engine in ("cortex", "cortex, eager step", "cortex Engine"):
                 if (engine, label) in rows:
                     decode = rows[(engine, label)][f"decode_{PROMPT_LENGTHS[0]}_tok_s"]
                     rows[(engine, label)]["ceiling_tok_s"] = ceiling
@@ -547,6 +572,8 @@ def print_table(
             continue
         if engine == "cortex" and ("transformers", label) in rows:
             ratios("cortex / transformers", stats, rows[("transformers", label)], label)
+        if engine == "cortex" and ("cortex, eager step", label) in rows:
+            ratios("fused / eager step", stats, rows[("cortex, eager step", label)], label)
         if engine == "cortex Engine" and ("cortex", label) in rows:
             ratios("Engine / Llama.generate", stats, rows[("cortex", label)], label)
         if engine.startswith("cortex") and peer is not None:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from cortex.engine import kernels
+from cortex.engine.kernels.cpu_decode import DecodeLayout
 from cortex.engine.kernels.metadata import AttentionMetadata
 
 __all__ = ["ContiguousKVCache", "KVCache", "NoCache", "PagedKVCache", "window_mask"]
@@ -44,6 +45,10 @@ class KVCache(Protocol):
         Returns:
             (tokens, heads, head_dim).
         """
+        ...
+
+    def decode_layout(self, tokens: int) -> DecodeLayout | None:
+        """Where a fused decode step of `tokens` new tokens finds its keys, or None: run eagerly."""
         ...
 
 
@@ -108,6 +113,10 @@ class NoCache:
         mask = window_mask(torch.arange(tokens, device=q.device), tokens, window)
         return _attention(q, k.transpose(0, 1), v.transpose(0, 1), mask, causal=False)
 
+    def decode_layout(self, tokens: int) -> DecodeLayout | None:
+        """See `KVCache.decode_layout`: a whole sequence is never a decode step."""
+        return None
+
 
 class ContiguousKVCache:
     """Keys and values of one sequence in one preallocated tensor per layer.
@@ -170,6 +179,26 @@ class ContiguousKVCache:
             mask = window_mask(torch.arange(self.start, end, device=q.device), end, None)
         causal = tokens > 1 and self.start == 0
         return _attention(q, keys[:, :end], values[:, :end], mask, causal=causal)
+
+    def decode_layout(self, tokens: int) -> DecodeLayout | None:
+        """See `KVCache.decode_layout`: one token at `start`, after keys 0..start - 1."""
+        if tokens != 1 or self.keys.device.type != "cpu" or self.start >= self.max_tokens:
+            return None
+        return DecodeLayout(
+            owner=self,
+            views=self._row_views,
+            store_rows=torch.tensor([self.start]),
+            key_start=torch.zeros(1, dtype=torch.int64),
+            key_len=torch.tensor([self.start + 1]),
+            block_table=_NO_TABLE,
+            block_size=0,
+        )
+
+    def _row_views(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        # (kv_heads, max_tokens, head_dim) per layer, seen as (rows, kv_heads, head_dim).
+        keys = [layer.transpose(0, 1) for layer in self.keys]
+        values = [layer.transpose(0, 1) for layer in self.values]
+        return keys, values
 
 
 class _DecodePlan:
@@ -312,3 +341,36 @@ class PagedKVCache:
         if self.meta.is_decode:
             return kernels.decode_attention(q, k_cache, v_cache, self.meta, window=window)
         return kernels.prefill_attention(q, k_cache, v_cache, self.meta, window=window)
+
+    def decode_layout(self, tokens: int) -> DecodeLayout | None:
+        """See `KVCache.decode_layout`: CPU decode steps on the torch kernels, every slot real."""
+        meta = self.meta
+        k_cache = self.kv_caches[0][0]
+        if (
+            not meta.is_decode
+            or k_cache.is_cuda
+            or kernels.backend_for(k_cache) != "torch"
+            or not bool((meta.slot_mapping >= 0).all())
+            or not bool((meta.seq_lens > 0).all())
+        ):
+            return None
+        caches = self.kv_caches
+
+        def row_views() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+            # (num_blocks, block_size, kv_heads, head_dim) seen as (rows, kv_heads, head_dim).
+            keys = [k.view(-1, *k.shape[2:]) for k, _ in caches]
+            values = [v.view(-1, *v.shape[2:]) for _, v in caches]
+            return keys, values
+
+        return DecodeLayout(
+            owner=caches,
+            views=row_views,
+            store_rows=meta.slot_mapping,
+            key_start=_NO_TABLE,
+            key_len=meta.seq_lens,
+            block_table=meta.block_tables,
+            block_size=k_cache.shape[1],
+        )
+
+
+_NO_TABLE = torch.empty(0, dtype=torch.int64)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cortex.engine.device import DtypePolicy
+from cortex.engine.kernels.cpu_decode import FusedDecoder
 from cortex.engine.kernels.metadata import AttentionMetadata
 from cortex.engine.models.config import LlamaConfig
 from cortex.engine.models.kv_cache import ContiguousKVCache, KVCache, NoCache, PagedKVCache
@@ -266,6 +267,8 @@ class Llama(nn.Module):
         self.rope_table: torch.Tensor  # (positions, 2, head_dim // 2): cos, sin
         self.register_buffer("rope_table", table, persistent=False)
         self.policy: DtypePolicy | None = None  # set by `apply_policy`
+        self._fused: FusedDecoder | None = None  # built at the first CPU decode step
+        self._fused_tried = False
 
     def make_block(
         self, config: LlamaConfig, layer: int, *, device: torch.device | str, dtype: torch.dtype
@@ -292,6 +295,7 @@ class Llama(nn.Module):
             if isinstance(module, Attention | MLP):
                 module.policy = policy
         self.policy = policy
+        self._fused, self._fused_tried = None, False  # rebuilt for the new policy
 
     # -- the forward pass -------------------------------------------------------------------
 
@@ -313,10 +317,30 @@ class Llama(nn.Module):
             x = embed.embedding(input_ids)  # (tokens, hidden_size)
         else:
             x = F.embedding(input_ids, embed)
+        fused = self._fused_decoder(x)
+        if fused is not None and fused.applies(x.shape[0]):
+            layout = cache.decode_layout(x.shape[0])
+            if layout is not None:  # a decode step: every block in one call
+                return fused.step(x, rope, layout)
         cos, sin = rope[:, 0], rope[:, 1]
         for block in self.layers:
             x = block(x, cos, sin, cache)
         return self.norm(x)  # type: ignore[no-any-return]
+
+    @property
+    def fused_decoder(self) -> FusedDecoder | None:
+        """The fused CPU decode step once a CPU decode step has built it; None otherwise."""
+        return self._fused
+
+    def _fused_decoder(self, x: torch.Tensor) -> FusedDecoder | None:
+        """The fused CPU decode step of this model (`cortex.engine.kernels.cpu_decode`), built
+        once; None on other devices or where it does not apply."""
+        if x.device.type != "cpu" or not x.shape[0]:
+            return None
+        if not self._fused_tried:
+            self._fused_tried = True
+            self._fused = FusedDecoder.for_model(self)
+        return self._fused
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """LM head: (N, hidden_size) -> (N, vocab_size) float32."""

@@ -1,0 +1,321 @@
+"""A decode step on CPU in one call: every block of a Llama-family model, fused in C++.
+
+At one row per sequence the weight matmuls are a small part of a CPU decode step's Python and
+dispatch cost: each block also runs two RMSNorms, the rotation, two K/V stores, attention, the
+activation and two residual adds, some twenty torch calls of a few microseconds each. The
+C++ next to this file (`cpu_decode.cpp`) runs the whole stack of blocks in one call: torch's
+own kernels for the matmuls (the same ones the eager path calls, so quantized weights stay as
+they are), plain loops for the rest, and the eager path's rounding at each step.
+
+It is built on first use with the machine's C++ compiler against the installed torch (about
+15 seconds, once: the library is kept under `$CORTEX_HOME/kernels`, keyed by the source, torch's
+version and the CPU) and loaded with `torch.ops.load_library`. Without a compiler, or when the
+build fails, decode stays on the eager path and the reason is logged once. `CORTEX_CPU_FUSED=0`
+turns it off (the eager path is what the fused one is tested against).
+
+What it covers: decode steps (one new token per sequence) of models whose blocks are Llama's
+(`Attention` or Qwen3's, a SwiGLU `MLP`) with float, int8 or int4 weights, on CPU, with the
+kernels on their torch path (`CORTEX_KERNELS` unset, `auto` or `torch`). Everything else runs
+eagerly.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "DecodeLayout",
+    "FusedDecoder",
+    "build_library",
+    "fused_decode_enabled",
+    "load_library",
+]
+
+logger = logging.getLogger(__name__)
+
+_SOURCE = Path(__file__).with_name("cpu_decode.cpp")
+_LIBRARY_NAME = "cortex_cpu"  # the TORCH_LIBRARY namespace in the C++
+
+# Projection kinds, as `Kind` in the C++.
+_LINEAR, _MV, _INT8, _INT4 = 0, 1, 2, 3
+_QKV, _O, _GATE_UP, _DOWN = 0, 1, 2, 3
+
+
+def fused_decode_enabled() -> bool:
+    """Whether `CORTEX_CPU_FUSED` allows the fused step (anything but `0`, `off`, `false`)."""
+    return os.environ.get("CORTEX_CPU_FUSED", "1").strip().lower() not in ("0", "off", "false")
+
+
+def _kernels_dir() -> Path:
+    home = os.environ.get("CORTEX_HOME")
+    root = Path(home).expanduser() if home else Path.home() / ".cache" / "cortex"
+    return root / "kernels"
+
+
+def _build_key(compiler: str) -> str:
+    """What the built library depends on: the source, torch, the compiler and the CPU."""
+    from cortex.engine.device import read_cpu_features
+
+    cpu = read_cpu_features()
+    digest = hashlib.sha256(_SOURCE.read_bytes())
+    for part in (torch.__version__, compiler, sys.version, cpu.model_name, *sorted(cpu.flags)):
+        digest.update(part.encode())
+    return digest.hexdigest()[:16]
+
+
+def _compile_command(compiler: str, source: Path, target: Path) -> list[str]:
+    from torch.utils import cpp_extension
+
+    torch_lib = Path(torch.__file__).parent / "lib"
+    abi = int(torch.compiled_with_cxx11_abi())
+    return [
+        compiler,
+        "-O3",
+        "-std=c++20",
+        "-shared",
+        "-fPIC",
+        "-march=native",
+        "-DNDEBUG",
+        f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+        *(f"-I{path}" for path in cpp_extension.include_paths()),
+        str(source),
+        "-o",
+        str(target),
+        f"-L{torch_lib}",
+        f"-Wl,-rpath,{torch_lib}",
+        "-lc10",
+        "-ltorch_cpu",
+    ]
+
+
+def build_library(compiler: str | None = None) -> Path:
+    """The compiled library's path, building it first if this machine has none yet.
+
+    Args:
+        compiler: the C++ compiler; None: `$CXX`, else `c++` or `g++` on the PATH.
+
+    Raises:
+        RuntimeError: no C++ compiler, or the build failed (with the compiler's last lines).
+    """
+    if compiler is None:
+        compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or ""
+    if not compiler:
+        raise RuntimeError("no C++ compiler (set CXX, or install g++)")
+    folder = _kernels_dir() / f"cpu_decode-{_build_key(compiler)}"
+    library = folder / "cpu_decode.so"
+    if library.is_file():
+        return library
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "build.lock", "w") as lock:  # one build per machine at a time
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if library.is_file():  # another process built it while we waited
+            return library
+        logger.info("building the fused CPU decode kernel (once, about 15 s)")
+        with tempfile.NamedTemporaryFile(dir=folder, suffix=".so", delete=False) as tmp:
+            partial = Path(tmp.name)
+        try:
+            try:
+                done = subprocess.run(
+                    _compile_command(compiler, _SOURCE, partial),
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+            except OSError as error:  # not there, not executable
+                raise RuntimeError(f"{compiler} failed: {error}") from error
+            if done.returncode != 0:
+                tail = "\n".join(done.stderr.strip().splitlines()[-8:])
+                raise RuntimeError(f"{compiler} failed ({done.returncode}):\n{tail}")
+            partial.replace(library)
+        finally:
+            partial.unlink(missing_ok=True)
+    return library
+
+
+@functools.cache
+def load_library() -> str | None:
+    """Build (once) and load the fused decode library; None when it loaded, else why not."""
+    try:
+        torch.ops.load_library(str(build_library()))  # type: ignore[no-untyped-call]
+    except (RuntimeError, OSError) as error:
+        logger.warning("fused CPU decode unavailable, decoding eagerly: %s", error)
+        return str(error)
+    return None
+
+
+@dataclass(frozen=True)
+class DecodeLayout:
+    """Where a decode step's keys and values live, as the fused step reads them.
+
+    Attributes:
+        owner: the caches' owner; the step re-binds its views only when this object changes.
+        views: builds per-layer (keys, values), each (rows, kv_heads, head_dim) views.
+        store_rows: (n,) int64 cache row of each sequence's new key and value.
+        key_start: (n,) int64 first row of each sequence's keys (with no block table).
+        key_len: (n,) int64 each sequence's keys, the new one included.
+        block_table: (n, blocks) int32/int64 or an empty tensor: key `t` of sequence `r` is
+            at row `block_table[r, t // block_size] * block_size + t % block_size`.
+        block_size: rows per block (0 without a block table).
+    """
+
+    owner: object
+    views: Callable[[], tuple[list[torch.Tensor], list[torch.Tensor]]]
+    store_rows: torch.Tensor
+    key_start: torch.Tensor
+    key_len: torch.Tensor
+    block_table: torch.Tensor
+    block_size: int
+
+
+_EMPTY = torch.empty(0)
+
+
+class FusedDecoder:
+    """A model's blocks handed to the C++ step once, then run per decode step.
+
+    Build with `FusedDecoder.for_model`, which says None where the fused step does not apply.
+
+    Attributes:
+        steps: decode steps run fused so far.
+    """
+
+    def __init__(self, stack: Any, max_float_rows: int | None) -> None:
+        self._stack = stack
+        self._owner: object = None
+        self._max_float_rows = max_float_rows
+        self.steps = 0  # decode steps run fused so far
+
+    @classmethod
+    def for_model(cls, model: torch.nn.Module) -> FusedDecoder | None:
+        """The fused decoder of `model` (a `Llama` or `Qwen3`), or None where it cannot run.
+
+        None when the model is not on CPU, its blocks are not plain Llama/Qwen3 ones (MoE,
+        say), its dtype is not float32/bfloat16/float16, or the library did not build.
+        """
+        from cortex.engine.models.llama import MLP, Attention, Llama, RMSNorm, TransformerBlock
+        from cortex.engine.models.qwen3 import Qwen3Attention
+        from cortex.engine.quant import QuantizedWeight
+
+        if not isinstance(model, Llama) or model.device.type != "cpu":
+            return None
+        if model.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            return None
+        blocks = list(model.layers)
+        for block in blocks:
+            if not isinstance(block, TransformerBlock) or type(block.mlp) is not MLP:
+                return None
+            if type(block.attn) not in (Attention, Qwen3Attention):
+                return None
+        if load_library() is not None:
+            return None
+        config = model.config
+        stack = torch.classes.cortex_cpu.DecodeStack(
+            config.hidden_size,
+            config.num_heads,
+            config.num_kv_heads,
+            config.head_dim,
+            float(config.rms_norm_eps),
+        )
+        policy = model.policy
+        row_kernel = "mv" if policy is None else policy.row_kernel
+        float_kind = _MV if row_kernel == "mv" and model.dtype in _MV_DTYPES else _LINEAR
+
+        def projection(index: int, which: int, weight: Any, bias: torch.Tensor | None) -> None:
+            bias_t = _EMPTY if bias is None else bias
+            if isinstance(weight, QuantizedWeight):
+                weight.prepare()
+                kind = _INT8 if weight.spec.bits == 8 else _INT4
+                stack.set_projection(
+                    index,
+                    which,
+                    kind,
+                    weight.qweight,
+                    weight.scales,
+                    bias_t,
+                    weight.group_size or 0,
+                    weight.out_features,
+                )
+            else:
+                out_features = weight.shape[0]
+                stack.set_projection(
+                    index, which, float_kind, weight, _EMPTY, bias_t, 0, out_features
+                )
+
+        for index, block in enumerate(blocks):
+            assert isinstance(block, TransformerBlock)
+            attn, mlp = block.attn, block.mlp
+            assert isinstance(attn, Attention) and isinstance(mlp, MLP)
+            q_norm = attn.q_norm.weight if isinstance(attn, Qwen3Attention) else _EMPTY
+            k_norm = attn.k_norm.weight if isinstance(attn, Qwen3Attention) else _EMPTY
+            window = attn.window if attn.window is not None else -1
+            norms = (block.input_norm.weight, block.post_attention_norm.weight)
+            stack.add_layer(*norms, q_norm, k_norm, window)
+            projection(index, _QKV, attn.qkv_weight, attn.qkv_bias)
+            projection(index, _O, attn.o_weight, attn.o_bias)
+            projection(index, _GATE_UP, mlp.gate_up_weight, mlp.gate_up_bias)
+            projection(index, _DOWN, mlp.down_weight, mlp.down_bias)
+        assert isinstance(model.norm, RMSNorm)
+        stack.set_final_norm(model.norm.weight)
+        # Several float rows are prefill-shaped for the dtype policy (widened matmuls): eager.
+        float_rows = None
+        if any(not isinstance(w, QuantizedWeight) for w in _matrices(blocks)):
+            float_rows = policy.prefill_min_rows if policy is not None else None
+        return cls(stack, float_rows)
+
+    def applies(self, rows: int) -> bool:
+        """Whether a decode step of `rows` sequences runs fused (the switch and the policy)."""
+        if not fused_decode_enabled():
+            return False
+        return self._max_float_rows is None or rows < self._max_float_rows
+
+    def step(self, x: torch.Tensor, rope: torch.Tensor, layout: DecodeLayout) -> torch.Tensor:
+        """Every block and the final norm for (n, hidden) embeddings of n new tokens.
+
+        Args:
+            x: (n, hidden) in the model's dtype.
+            rope: (n, 2, head_dim // 2), the rotary table's rows at the tokens' positions.
+            layout: where the keys are; the new tokens' keys and values are stored there.
+
+        Returns:
+            (n, hidden), normalised, as `Llama.hidden_states` returns it.
+        """
+        if layout.owner is not self._owner:
+            keys, values = layout.views()
+            self._stack.bind_caches(keys, values)
+            self._owner = layout.owner
+        self.steps += 1
+        out: torch.Tensor = self._stack.step(
+            x,
+            rope,
+            layout.store_rows,
+            layout.key_start,
+            layout.key_len,
+            layout.block_table,
+            layout.block_size,
+        )
+        return out
+
+
+_MV_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def _matrices(blocks: list[Any]) -> list[Any]:
+    return [
+        w
+        for b in blocks
+        for w in (b.attn.qkv_weight, b.attn.o_weight, b.mlp.gate_up_weight, b.mlp.down_weight)
+    ]
