@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from cortex.engine.kernels import cpu_decode
 from cortex.engine.models.config import SUPPORTED_MODEL_TYPES, LlamaConfig
 from cortex.engine.models.llama import Llama
 from cortex.engine.models.moe import Qwen3Moe, quantize_experts
@@ -96,4 +97,8 @@ def load_model(
     swap_in_quantized(model, model._weight_slots(), specs)
     model.load_weights(entries)
     prepare_model(model)
+    if model.device.type == "cpu":
+        # Build the fused decode step's library now (once per machine, ~15 s), not in the
+        # first request's first decode step.
+        cpu_decode.load_library()
     return model.eval()
