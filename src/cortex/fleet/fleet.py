@@ -383,6 +383,7 @@ class Fleet:
         path: str = "/v1/chat/completions",
         route: Route | None = None,
         lease: Lease | None = None,
+        resolved: bool = False,
     ) -> dict[str, Any]:
         """Run one non-streamed OpenAI request (chat by default) wherever its model is served.
 
@@ -393,8 +394,9 @@ class Fleet:
             path: `/v1/chat/completions` or `/v1/completions`.
             route: filled in with where it went (optional).
             lease: a lease already held for it (from `acquire`), used for the first attempt.
+            resolved: `body` has its sampling fields resolved already (`Fleet.sampling`).
         """
-        request, route = self._prepared(body, route, lease, stream=False)
+        request, route = self._prepared(body, route, lease, stream=False, resolved=resolved)
         return await dispatch.complete(self, path, request, route, lease=lease)
 
     def stream(
@@ -420,19 +422,26 @@ class Fleet:
         path: str = "/v1/chat/completions",
         route: Route | None = None,
         lease: Lease | None = None,
+        resolved: bool = False,
     ) -> AsyncIterator[list[Chunk]]:
         """As `stream`, but the events that arrived together come as one list (for relays)."""
-        request, route = self._prepared(body, route, lease, stream=True)
+        request, route = self._prepared(body, route, lease, stream=True, resolved=resolved)
         return dispatch.stream_batches(self, path, request, route, lease=lease)
 
     def _prepared(
-        self, body: Mapping[str, Any], route: Route | None, lease: Lease | None, *, stream: bool
+        self,
+        body: Mapping[str, Any],
+        route: Route | None,
+        lease: Lease | None,
+        *,
+        stream: bool,
+        resolved: bool = False,
     ) -> tuple[dict[str, Any], Route]:
         """The request with its sampling resolved, and the route it will fill in."""
         model = lease.model if lease is not None else self.resolve(str(body.get("model", "")))
         route = route if route is not None else Route(model)
         route.model = model
-        request = self.sampling(model, body)
+        request = dict(body) if resolved else self.sampling(model, body)
         if stream:
             request["stream"] = True
         return request, route

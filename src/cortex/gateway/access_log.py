@@ -15,6 +15,7 @@ one process never share one. `JSONFormatter` turns every log record into one JSO
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -45,7 +46,12 @@ _entry: ContextVar[AccessEntry | None] = ContextVar("cortex_access_entry", defau
 
 def key_id(key: str | None) -> str | None:
     """Which key a request used, without the key: 12 hex digits of its SHA-256."""
-    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:12] if key else None
+    return _key_id(key) if key else None
+
+
+@functools.lru_cache(maxsize=1024)  # a client sends its key with every request
+def _key_id(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
 def current_entry() -> AccessEntry | None:
@@ -76,17 +82,15 @@ class AccessEntry:
 
     def line(self) -> str:
         """The plain-text form: the method and path, then `key=value` pairs."""
-        pairs = " ".join(
-            f"{k}={_plain(getattr(self, k))}" for k in _FIELDS[2:] if getattr(self, k) is not None
-        )
-        return f"{self.method} {self.path} {pairs}"
+        parts = [self.method, self.path]
+        for name in _FIELDS[2:]:
+            value = getattr(self, name)
+            if value is not None:
+                parts.append(f"{name}={value:.1f}" if type(value) is float else f"{name}={value}")
+        return " ".join(parts)
 
 
 _FIELDS = tuple(field.name for field in fields(AccessEntry))  # method and path first
-
-
-def _plain(value: Any) -> str:
-    return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
 @contextmanager

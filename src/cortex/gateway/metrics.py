@@ -114,6 +114,26 @@ class GatewayMetrics(FleetObserver):
         register_process_metrics(r)
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
         """The last requests (no prompt text): what the dashboard lists."""
+        self._series: dict[tuple[str, str], _Series] = {}
+        self._answered: dict[tuple[str, str, str, int], Any] = {}
+
+    def series(self, model: str, node: str) -> _Series:
+        """The per-request series of (model, node), bound once: a label lookup costs about as
+        much as the observation itself, and a request makes eight. Labels are bounded (a model
+        no node knows is `unknown`), so the cache is too."""
+        key = (model, node)
+        bound = self._series.get(key)
+        if bound is None:
+            bound = self._series[key] = _Series(self, model, node)
+        return bound
+
+    def answered(self, model: str, node: str, dialect: str, status: int) -> Any:
+        """The `cortex_requests_total` child of one answer's labels (bound once)."""
+        key = (model, node, dialect, status)
+        child = self._answered.get(key)
+        if child is None:
+            child = self._answered[key] = self.requests.labels(model, node, dialect, str(status))
+        return child
 
     def exposition(self) -> bytes:
         """The metrics in the Prometheus text format."""
@@ -133,6 +153,29 @@ class GatewayMetrics(FleetObserver):
     def on_node(self, node: str, up: bool) -> None:
         """Set the node's up gauge."""
         self.node_up.labels(node).set(1 if up else 0)
+
+
+class _Series:
+    """The series one request writes, bound to its (model, node)."""
+
+    __slots__ = (
+        "completion",
+        "duration",
+        "inflight",
+        "prompt",
+        "queue_time",
+        "tokens_per_second",
+        "ttft",
+    )
+
+    def __init__(self, metrics: GatewayMetrics, model: str, node: str) -> None:
+        self.duration = metrics.request_duration.labels(model, node)
+        self.ttft = metrics.time_to_first_token.labels(model, node)
+        self.tokens_per_second = metrics.tokens_per_second.labels(model, node)
+        self.prompt = metrics.tokens.labels(model, node, "prompt")
+        self.completion = metrics.tokens.labels(model, node, "completion")
+        self.queue_time = metrics.queue_time.labels(model, node)
+        self.inflight = metrics.inflight.labels(model, node)
 
 
 class RequestRecord:
@@ -204,18 +247,19 @@ class RequestRecord:
             return
         m, model, node = self.metrics, self.model, self.node
         m.recent.append(self._summary(end))
-        m.requests.labels(model, node, self.dialect, str(self.status)).inc()
-        m.request_duration.labels(model, node).observe(end - self.started)
+        m.answered(model, node, self.dialect, self.status).inc()
+        series = m.series(model, node)
+        series.duration.observe(end - self.started)
         if self.first_token_at is not None:
-            m.time_to_first_token.labels(model, node).observe(self.first_token_at - self.started)
+            series.ttft.observe(self.first_token_at - self.started)
             completion = self.completion_tokens or self.streamed_tokens
             window = end - self.first_token_at
             if completion > 0 and window > 0:
-                m.tokens_per_second.labels(model, node).observe(completion / window)
+                series.tokens_per_second.observe(completion / window)
         if self.prompt_tokens:
-            m.tokens.labels(model, node, "prompt").inc(self.prompt_tokens)
+            series.prompt.inc(self.prompt_tokens)
         if self.completion_tokens:
-            m.tokens.labels(model, node, "completion").inc(self.completion_tokens)
+            series.completion.inc(self.completion_tokens)
 
     def _summary(self, end: float) -> dict[str, Any]:
         ttft = self.first_token_at - self.started if self.first_token_at is not None else None
@@ -247,8 +291,9 @@ class RequestRecord:
         if self.metrics is None:
             return lambda: None
         waited = time.perf_counter() - self.started
-        self.metrics.queue_time.labels(self.model, self.node).observe(waited)
-        gauge = self.metrics.inflight.labels(self.model, self.node)
+        series = self.metrics.series(self.model, self.node)
+        series.queue_time.observe(waited)
+        gauge = series.inflight
         gauge.inc()
         return gauge.dec
 

@@ -24,13 +24,13 @@ usable; it is logged with its traceback.
 from __future__ import annotations
 
 import logging
-import uuid
+import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import anyio
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
@@ -162,7 +162,27 @@ class Pipeline:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
             raise RequestTooLargeError(f"the body is over {self.max_body_bytes} bytes")
-        raw = await request.body()
+        # Read straight from `receive` (Starlette's `body()` runs a generator per request).
+        receive = request.receive
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        raw: bytes = message.get("body", b"")
+        if message.get("more_body"):
+            pieces = [raw]
+            size = len(raw)
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    raise ClientDisconnect()
+                piece = message.get("body", b"")
+                size += len(piece)
+                if size > self.max_body_bytes:
+                    raise RequestTooLargeError(f"the body is over {self.max_body_bytes} bytes")
+                pieces.append(piece)
+                if not message.get("more_body"):
+                    break
+            raw = b"".join(pieces)
         if len(raw) > self.max_body_bytes:
             raise RequestTooLargeError(f"the body is over {self.max_body_bytes} bytes")
         return parse_json_object(raw)
@@ -198,7 +218,7 @@ class Pipeline:
 
     async def handle(self, request: Request, adapter: Adapter) -> Answer:
         """Answer one inference request, whole or streamed."""
-        rid = uuid.uuid4().hex
+        rid = f"{random.getrandbits(128):032x}"  # as unique as a uuid4, without a syscall
         record = RequestRecord(self.metrics, adapter.name)
         envelope = adapter.envelope
         try:
@@ -239,7 +259,11 @@ class Pipeline:
             if exchange.fits:
                 chat, _ = await self.fit(held.lease, chat, envelope)
             result = await self.fleet.complete(
-                chat, path=exchange.path, route=held.route, lease=held.lease
+                chat,
+                path=exchange.path,
+                route=held.route,
+                lease=held.lease,
+                resolved=exchange.fits,
             )
             record.usage(result.get("usage"))
             answer = exchange.reply(result)
@@ -271,7 +295,7 @@ class Pipeline:
                 )
                 relay = exchange.relay(record, count)
                 batches = self.fleet.stream_batches(
-                    chat, path=exchange.path, route=held.route, lease=held.lease
+                    chat, path=exchange.path, route=held.route, lease=held.lease, resolved=True
                 )
                 # The one loop of a relayed token: node batch in, client bytes out.
                 try:
