@@ -15,7 +15,7 @@ from cortex.fleet.clients import (
     Timeouts,
     in_process_client,
 )
-from cortex.fleet.dispatch import Chunk, Route
+from cortex.fleet.dispatch import Batch, Chunk, Route
 from cortex.fleet.events import FleetObserver
 from cortex.fleet.fleet import Fleet
 from cortex.fleet.ledger import Lease
@@ -32,6 +32,7 @@ from cortex.fleet.state import (
 )
 
 __all__ = [
+    "Batch",
     "CatalogueEntry",
     "Chunk",
     "DeviceInfo",

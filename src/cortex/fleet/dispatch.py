@@ -12,8 +12,15 @@ stream with an error event in the client's dialect).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Mapping
-from contextlib import aclosing
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterator,
+    Mapping,
+)
+from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -33,7 +40,7 @@ from cortex.translate.sse import SSEDecoder
 if TYPE_CHECKING:
     from cortex.fleet.ledger import Lease
 
-__all__ = ["Chunk", "Nodes", "Route", "complete", "stream", "stream_batches"]
+__all__ = ["Batch", "Chunk", "Nodes", "Route", "complete", "stream", "stream_batches"]
 
 RETRYABLE = (UpstreamError, OverloadedError, NotFoundError, ConflictError, InsufficientMemoryError)
 """Errors that say "not this node, not now" rather than "not this request"."""
@@ -315,68 +322,133 @@ def stream_batches(
     route: Route,
     *,
     lease: Lease | None = None,
-) -> AsyncGenerator[list[Chunk], None]:
-    """As `stream`, but the events that arrived together come as one list (relays write them
-    in one go: fewer writes under load)."""
+) -> AsyncGenerator[Batch, None]:
+    """As `stream`, but the events that arrived together come as one `Batch` (relays write
+    them in one go, and may pass their bytes on as they came)."""
 
-    async def attempt(lease: Lease) -> AsyncGenerator[list[Chunk], None]:
-        async with (
-            lease.client.stream(path, _body_for(lease, body)) as raw,
-            aclosing(_batches(raw, lease.node, nodes.touch)) as batches,
-        ):
-            async for batch in batches:
-                yield batch
+    def attempt(lease: Lease) -> AsyncGenerator[Batch, None]:
+        return _batches(lease.client.stream(path, _body_for(lease, body)), lease.node, nodes.touch)
 
     return _failover(nodes, route, lease, attempt)
 
 
+class Batch:
+    """Events of a node's stream that arrived together: `head`, parsed, then `raw`, the rest
+    as the node sent them.
+
+    `raw` holds whole `data: ...` events and nothing else (what neurons and most servers send),
+    `count` of them, split out only if the events are iterated: a relay may pass them on as
+    they came. Events that came any other way are all in `head`.
+
+    Args:
+        node: the node that sent them.
+        head: the events parsed (`Chunk`).
+        raw: the rest, unsplit (None: none).
+        count: how many events `raw` holds.
+    """
+
+    __slots__ = ("_events", "count", "head", "node", "raw")
+
+    def __init__(
+        self,
+        node: str,
+        head: list[Chunk] | None = None,
+        *,
+        raw: bytes | None = None,
+        count: int = 0,
+    ) -> None:
+        self.node = node
+        self.head = head or []
+        self.raw = raw
+        self.count = count if raw is not None else 0
+        self._events: list[Chunk] | None = None if raw is not None else self.head
+
+    @property
+    def events(self) -> list[Chunk]:
+        """Every event, those of `raw` split out and wrapped on first use."""
+        if self._events is None:
+            rest = [Chunk(data, self.node) for data in _split_events(self.raw or b"")]
+            self._events = self.head + rest
+        return self._events
+
+    def __iter__(self) -> Iterator[Chunk]:
+        return iter(self.events)
+
+    def __len__(self) -> int:
+        return len(self.head) + self.count
+
+    def __repr__(self) -> str:
+        return f"Batch({len(self)} events from {self.node!r})"
+
+
 async def _batches(
-    raw: AsyncIterator[bytes], node: str, touch: Callable[[str], None]
-) -> AsyncGenerator[list[Chunk], None]:
-    """A node's SSE bytes as lists of events, the first one held until a token (or the end)
-    comes; an error event before it, or an end without it, raises (so failover may move on)."""
+    stream: AbstractAsyncContextManager[AsyncIterator[bytes]],
+    node: str,
+    touch: Callable[[str], None],
+) -> AsyncGenerator[Batch, None]:
+    """A node's SSE bytes (the answer of `stream`, entered here) as batches of events, the
+    first one held until a token (or the end) comes; an error event before it, or an end
+    without it, raises (so failover may move on). Whole `data:` events after the first token
+    stay unsplit (`Batch.raw`)."""
     decoder: SSEDecoder | None = None
     started = False
     held: list[Chunk] = []
-    async for piece in raw:
-        touch(node)
-        datas = _whole_data_events(piece) if decoder is None else None
-        if datas is None:  # anything unusual: the full SSE parser from now on
-            decoder = decoder or SSEDecoder()
-            datas = [e.data for e in decoder.feed(piece)]
-        batch = [Chunk(data, node) for data in datas]
-        if started:
-            if batch:
-                yield batch
-            continue
-        for i, chunk in enumerate(batch):
+    async with stream as raw:
+        async for piece in raw:
+            touch(node)
+            count = _whole_events(piece) if decoder is None else 0
+            if started and count:
+                yield Batch(node, raw=piece, count=count)
+                continue
+            if count:  # before the first token: parsed one by one up to it, the rest unsplit
+                at = 0
+                while at < len(piece) and not started:
+                    end = piece.index(b"\n\n", at)
+                    chunk = Chunk(piece[at + 6 : end].decode("utf-8", "replace"), node)
+                    at, count = end + 2, count - 1
+                    if isinstance(chunk.payload, dict) and "error" in chunk.payload:
+                        raise _stream_error(chunk.payload)
+                    held.append(chunk)
+                    started = chunk.done or _starts_reply(chunk)
+                if started:
+                    rest = piece[at:] if count else None
+                    yield Batch(node, held, raw=rest, count=count)
+                continue
+            decoder = decoder or SSEDecoder()  # anything unusual: the full SSE parser from now on
+            batch = [Chunk(event.data, node) for event in decoder.feed(piece)]
             if started:
-                # The rest of the piece passes as it came, unparsed, like every later piece
-                # (it may end with `[DONE]`: a short reply read in one piece).
-                held.extend(batch[i:])
-                break
-            if isinstance(chunk.payload, dict) and "error" in chunk.payload:
-                raise _stream_error(chunk.payload)
-            held.append(chunk)
-            started = chunk.done or _starts_reply(chunk)
-        if started:
-            yield held
+                if batch:
+                    yield Batch(node, batch)
+                continue
+            for i, chunk in enumerate(batch):
+                if started:
+                    held.extend(batch[i:])  # the rest of the piece goes with it
+                    break
+                if isinstance(chunk.payload, dict) and "error" in chunk.payload:
+                    raise _stream_error(chunk.payload)
+                held.append(chunk)
+                started = chunk.done or _starts_reply(chunk)
+            if started:
+                yield Batch(node, held)
     if not started:
         raise UpstreamError(f"node {node!r} ended the stream without a reply")
     tail = [Chunk(e.data, node) for e in (decoder.finish() if decoder is not None else [])]
     if tail:
-        yield tail
+        yield Batch(node, tail)
 
 
-def _whole_data_events(piece: bytes) -> list[str] | None:
-    """The data of `piece` when it is whole `data: ...` events and nothing else (what neurons
-    and most servers send, one event per write); None for anything else (a split event, CRLF,
-    comments, `event:` lines), which the full SSE parser then handles."""
-    if not piece.endswith(b"\n\n") or b"\r" in piece:
-        return None
-    out = []
-    for block in piece[:-2].split(b"\n\n"):
-        if not block.startswith(b"data: ") or b"\n" in block:
-            return None
-        out.append(block[6:].decode("utf-8", "replace"))
-    return out
+def _whole_events(piece: bytes) -> int:
+    """How many events `piece` holds when it is whole `data: ...` events and nothing else (one
+    line each, LF line ends), else 0: a split event, CRLF, comments, `event:` lines, which the
+    full SSE parser then handles. Counted in C: each of the k events starts with `data: ` (at
+    the start or after a blank line) and ends with a blank line, so a piece of k such starts
+    that ends with a blank line and holds 2k line ends holds nothing else."""
+    if not piece.endswith(b"\n\n") or not piece.startswith(b"data: ") or b"\r" in piece:
+        return 0
+    count = piece.count(b"\n\ndata: ") + 1
+    return count if piece.count(b"\n") == 2 * count else 0
+
+
+def _split_events(piece: bytes) -> list[str]:
+    """The data of a piece of whole `data: ...` events (`_whole_events`)."""
+    return [block[6:].decode("utf-8", "replace") for block in piece[:-2].split(b"\n\n")]

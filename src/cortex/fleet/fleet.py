@@ -30,7 +30,7 @@ from cortex.fleet import dispatch, placement
 from cortex.fleet.build import clients_from_config
 from cortex.fleet.catalogue import Catalogue, CatalogueEntry
 from cortex.fleet.clients import NodeClient
-from cortex.fleet.dispatch import Chunk, Route
+from cortex.fleet.dispatch import Batch, Chunk, Route
 from cortex.fleet.events import FleetObserver
 from cortex.fleet.ledger import Lease, Ledger
 from cortex.fleet.lifecycle import Lifecycle
@@ -316,10 +316,14 @@ class Fleet:
             return lease
 
     def _place(self, model: str, excluded: Collection[str]) -> Plan:
-        """Placement over the nodes that hold or could hold the model, and first over only its
-        own entries there: routing to a loaded copy (nearly every request) costs the same
-        whatever else the fleet holds; a load is planned over those nodes whole."""
+        """Placement over the nodes that hold or could hold the model: routing to a loaded copy
+        (nearly every request) is read from the ledger (`Ledger.least_busy`), joining a load
+        from a view of only the model's own entries, so either costs the same whatever else the
+        fleet holds; a load is planned over those nodes whole."""
         model_id = self._polled().resolve(model) or model
+        node = self.ledger.least_busy(model_id, excluded)
+        if node is not None:
+            return Plan(model_id, node, "route", reason="loaded there; least busy such node")
         narrow = self.ledger.snapshot(model=model_id, narrow=True)
         try:
             decision = placement.plan(narrow, model, self.strategy, exclude=excluded)
@@ -423,8 +427,8 @@ class Fleet:
         route: Route | None = None,
         lease: Lease | None = None,
         resolved: bool = False,
-    ) -> AsyncIterator[list[Chunk]]:
-        """As `stream`, but the events that arrived together come as one list (for relays)."""
+    ) -> AsyncIterator[Batch]:
+        """As `stream`, but the events that arrived together come as one `Batch` (for relays)."""
         request, route = self._prepared(body, route, lease, stream=True, resolved=resolved)
         return dispatch.stream_batches(self, path, request, route, lease=lease)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from cortex.fleet.clients import NodeClient
@@ -111,6 +111,36 @@ class Ledger:
         free = snap.memory_free_mb + freed if snap.memory_free_mb is not None else None
         self.nodes[node] = replace(snap, models=models, memory_free_mb=free)
         self.changed_at[node] = time.monotonic()
+
+    # -- routing ----------------------------------------------------------------------------------
+
+    def least_busy(self, model: str, exclude: Collection[str] = ()) -> str | None:
+        """The node placement routes `model` to when a copy is loaded (its first rule: the
+        least busy healthy node where it is loaded, one being drained only when no other has
+        it; then the profile's order, then cortex.toml's), read from the ledger without
+        building a view; None when no node has it loaded (placement decides the rest).
+
+        This is every warm request's decision, so it costs only the nodes that hold the model.
+        """
+        policy = self.policy(model)
+        best: tuple[bool, int, int, int] | None = None
+        chosen: str | None = None
+        for order, (name, node) in enumerate(self.nodes.items()):
+            entry = node.models.get(model)
+            if (
+                entry is None
+                or entry.state != "loaded"
+                or not node.up
+                or name in exclude
+                or (model, name) in self.evicting
+            ):
+                continue
+            ours = sum(n for (_, held_on), n in self.in_flight.items() if held_on == name)
+            busy = max(node.in_flight, ours) + node.waiting
+            rank = (name in self.draining, busy, policy.preference(name), order)
+            if best is None or rank < best:
+                best, chosen = rank, name
+        return chosen
 
     # -- the view ---------------------------------------------------------------------------------
 

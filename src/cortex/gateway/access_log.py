@@ -116,7 +116,12 @@ def access_logged(method: str, path: str, headers: Mapping[str, str]) -> Iterato
         entry.duration_ms = round((time.perf_counter() - started) * 1000.0, 1)
         if entry.status is None:
             entry.status = 499  # the client left before an answer started
-        log.info(entry.line(), extra={"access": entry.as_dict()})
+        if log.isEnabledFor(logging.INFO):
+            # Straight to the handlers: a line per request need not find its caller's frame.
+            extra = {"access": entry.as_dict()}
+            log.handle(
+                log.makeRecord(log.name, logging.INFO, "", 0, entry.line(), (), None, extra=extra)
+            )
 
 
 class JSONFormatter(logging.Formatter):

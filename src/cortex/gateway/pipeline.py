@@ -46,7 +46,7 @@ from cortex.gateway.auth import request_key
 from cortex.gateway.budgets import Budgets, Spend, estimate_prompt_tokens, estimate_tokens
 from cortex.gateway.context import fit_to_context
 from cortex.gateway.metrics import GatewayMetrics, RequestRecord
-from cortex.gateway.relay import Relay, SSEResponse, error_response, stream_response
+from cortex.gateway.relay import Relay, SSEResponse, error_response
 from cortex.gateway.state import NoState
 from cortex.jsonbody import parse_json_object
 
@@ -228,11 +228,11 @@ class Pipeline:
             spend = await self._reserve(request, exchange)
             if exchange.stream:
                 events = self._streamed(record, model, exchange, envelope, spend)
-                return await stream_response(
+                return SSEResponse(
                     exchange.frame(events),
                     envelope,
-                    commit_after_s=self.commit_after_s,
                     interval_s=self.keepalive_s,
+                    commit_after_s=self.commit_after_s,
                     headers=request_ids(rid),
                 )
             try:
