@@ -200,14 +200,14 @@ def test_the_switch_turns_the_fused_step_off(
 
 
 def test_a_failed_build_names_the_compiler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CORTEX_HOME", str(tmp_path))
+    monkeypatch.setenv("CORTEX_KERNEL_CACHE", str(tmp_path))
     with pytest.raises(RuntimeError, match="false failed"):
         build_library(compiler="false")
-    assert not list((tmp_path / "kernels").glob("*/cpu_decode.so"))
+    assert not list(tmp_path.glob("*/cpu_decode.so"))
     with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
         build_library(compiler="")
-    # The real build lands where CORTEX_HOME says, and a second call reuses it.
+    # The real build lands where CORTEX_KERNEL_CACHE says, and a second call reuses it.
     built = build_library()
-    assert built.is_file() and built.parent.parent == tmp_path / "kernels"
+    assert built.is_file() and built.parent.parent == tmp_path
     assert build_library() == built
     assert cpu_decode.load_library() is None  # this process's library is loaded

@@ -8,10 +8,11 @@ own kernels for the matmuls (the same ones the eager path calls, so quantized we
 they are), plain loops for the rest, and the eager path's rounding at each step.
 
 It is built on first use with the machine's C++ compiler against the installed torch (about
-15 seconds, once: the library is kept under `$CORTEX_HOME/kernels`, keyed by the source, torch's
-version and the CPU) and loaded with `torch.ops.load_library`. Without a compiler, or when the
-build fails, decode stays on the eager path and the reason is logged once. `CORTEX_CPU_FUSED=0`
-turns it off (the eager path is what the fused one is tested against).
+15 seconds, once: the library is kept in `kernel_cache_dir()`, keyed by the source, torch's
+version, the compiler and the CPU) and loaded with `torch.ops.load_library`. Without a
+compiler, or when the build fails, decode stays on the eager path and the reason is logged
+once. `CORTEX_CPU_FUSED=0` turns it off (the eager path is what the fused one is tested
+against).
 
 What it covers: decode steps (one new token per sequence) of models whose blocks are Llama's
 (`Attention` or Qwen3's, a SwiGLU `MLP`) with float, int8 or int4 weights, on CPU, with the
@@ -42,6 +43,7 @@ __all__ = [
     "FusedDecoder",
     "build_library",
     "fused_decode_enabled",
+    "kernel_cache_dir",
     "load_library",
 ]
 
@@ -60,10 +62,18 @@ def fused_decode_enabled() -> bool:
     return os.environ.get("CORTEX_CPU_FUSED", "1").strip().lower() not in ("0", "off", "false")
 
 
-def _kernels_dir() -> Path:
-    home = os.environ.get("CORTEX_HOME")
-    root = Path(home).expanduser() if home else Path.home() / ".cache" / "cortex"
-    return root / "kernels"
+def kernel_cache_dir() -> Path:
+    """Where built kernels are kept: `$CORTEX_KERNEL_CACHE`, else the user's cache folder
+    (`$XDG_CACHE_HOME/cortex/kernels`, `~/.cache/cortex/kernels`).
+
+    Not under `$CORTEX_HOME` (the models' home): a process pointed at another models folder
+    reuses the machine's build, as torch's own extensions do.
+    """
+    chosen = os.environ.get("CORTEX_KERNEL_CACHE")
+    if chosen:
+        return Path(chosen).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME")
+    return (Path(cache) if cache else Path.home() / ".cache") / "cortex" / "kernels"
 
 
 def _build_key(compiler: str) -> str:
@@ -115,7 +125,7 @@ def build_library(compiler: str | None = None) -> Path:
         compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or ""
     if not compiler:
         raise RuntimeError("no C++ compiler (set CXX, or install g++)")
-    folder = _kernels_dir() / f"cpu_decode-{_build_key(compiler)}"
+    folder = kernel_cache_dir() / f"cpu_decode-{_build_key(compiler)}"
     library = folder / "cpu_decode.so"
     if library.is_file():
         return library
