@@ -32,9 +32,10 @@ from cortex.engine.kernels.quant_reference import dequantize_int4, dequantize_in
 from cortex.errors import CortexError
 
 __all__ = [
-    "DEFAULT_GROUP_SIZE",
+    "BULK_GROUP_SIZE",
     "GROUP_SIZES",
     "QUANT_MODES",
+    "SENSITIVE_GROUP_SIZE",
     "QuantError",
     "QuantMode",
     "QuantRows",
@@ -55,17 +56,28 @@ __all__ = [
 QuantMode = Literal["none", "bf16", "int8", "int4"]
 QUANT_MODES: Final = ("none", "bf16", "int8", "int4")
 GROUP_SIZES: Final = (32, 64, 128)
-DEFAULT_GROUP_SIZE: Final = 32
-"""int4's group size when none is named (`"int4"`); `"int4-g64"` and `"int4-g128"` pick others.
+SENSITIVE_GROUP_SIZE: Final = 32
+BULK_GROUP_SIZE: Final = 64
+"""`int4` (no group size named) mixes two group sizes by how much a matrix's error costs.
 
-Measured on SmolLM2-135M (`benchmarks/bench_quant.py`): perplexity +5.5% at group 32, +53% at
-64 (its embedding, which is also the LM head, suffers most), so 32 is the default."""
-
+Group 32 (`SENSITIVE_GROUP_SIZE`) for the embedding and LM head, q/k/v, down_proj, and every
+matrix of the first and last layer; group 64 (`BULK_GROUP_SIZE`) for o_proj and gate/up of the
+other layers, and for MoE experts (one layout per layer's experts); group 32 wherever the
+width is no multiple of 64. Measured on SmolLM2-135M (`benchmarks/bench_quant.py`, min/max
+rounding, one kind of matrix at group 64 and the rest at 32): perplexity +18 points for q/k/v,
++11 for down_proj, +4 for gate/up, +1 for o_proj; the embedding (also the LM head) costs +5.5
+at group 32 alone. The mix holds about 0.6 bytes a weight (0.30x bfloat16), where group 32
+everywhere takes 0.625 (0.31x) and group 64 0.5625 (0.28x, +53% perplexity)."""
 _INT4_SPELLING = re.compile(r"int4(?:-g(\d+))?")
 # bfloat16 activations are what torch's packed CPU kernels are fast with (3-9x float32's speed).
 _CPU_KERNEL_DTYPE = torch.bfloat16
 # torch's CPU int4 packing interleaves rows in blocks of 64.
 _CPU_INT4_BLOCK_N = 64
+# The int4 search's grids: 14, 15, 16 steps over each group's [min, max], each refitted once.
+# Weights are quantized per chunk of this many, so the temporaries stay in cache.
+_INT4_SEARCH_STEPS: Final = (14.0, 15.0, 16.0)
+_INT4_CHUNK: Final = 2**16
+_MIN_SCALE: Final = 2**-24
 
 
 class QuantError(CortexError):
@@ -77,19 +89,32 @@ class QuantError(CortexError):
 
 @dataclass(frozen=True)
 class QuantSpec:
-    """How weights are stored: `bits` 8 (per channel) or 4 (group-wise, `group_size` 32/64/128)."""
+    """How weights are stored: `bits` 8 (per channel) or 4 (group-wise, `group_size` 32/64/128).
+
+    `QuantSpec(4)` without a group size is the `int4` setting's mix (`BULK_GROUP_SIZE`), which
+    `quant_specs` resolves to a group size per matrix; a stored matrix always has one.
+    """
 
     bits: Literal[4, 8]
     group_size: int | None = None
 
     def __str__(self) -> str:
-        return "int8" if self.bits == 8 else f"int4-g{self.group_size}"
+        if self.bits == 8:
+            return "int8"
+        return f"int4-g{self.group_size}" if self.group_size else "int4"
+
+    @property
+    def bytes_per_weight(self) -> float:
+        """Resident bytes a weight takes: int8 one (and a scale per row), int4 half a byte and
+        a 16-bit scale and min per group (about 0.6 for the `int4` mix)."""
+        if self.bits == 8:
+            return 1.0
+        return 0.5 + 4 / self.group_size if self.group_size else 0.6
 
     def check_shape(self, name: str, out_features: int, in_features: int) -> None:
         """Raise `QuantError` naming `name` when a `(out, in)` matrix cannot take this layout."""
         if self.bits == 4:
-            group = self.group_size
-            assert group is not None
+            group = self.group_size or SENSITIVE_GROUP_SIZE
             if in_features % group:
                 raise QuantError(
                     f"quant={str(self)!r}: {name} has {in_features} input features, not a "
@@ -101,8 +126,9 @@ class QuantSpec:
 def parse_quant(value: str | None) -> tuple[QuantMode, QuantSpec | None]:
     """The mode and the integer layout (None for none/bf16) a `quant` setting names.
 
-    Accepts `none`, `bf16`, `int8`, `int4` (group size 32), `int4-g32`, `int4-g64`, `int4-g128`;
-    None means `none`.
+    Accepts `none`, `bf16`, `int8`, `int4` (group sizes 32 and 64 by matrix, see
+    `BULK_GROUP_SIZE`), `int4-g32`, `int4-g64`, `int4-g128` (that group size everywhere); None
+    means `none`.
 
     Raises:
         QuantError: any other value (the message names the key `quant`).
@@ -114,7 +140,9 @@ def parse_quant(value: str | None) -> tuple[QuantMode, QuantSpec | None]:
         return "int8", QuantSpec(8)
     match = _INT4_SPELLING.fullmatch(text)
     if match:
-        group = int(match.group(1) or DEFAULT_GROUP_SIZE)
+        if match.group(1) is None:
+            return "int4", QuantSpec(4)
+        group = int(match.group(1))
         if group in GROUP_SIZES:
             return "int4", QuantSpec(4, group)
     raise QuantError(
@@ -141,20 +169,123 @@ def pack_int4(q: torch.Tensor) -> torch.Tensor:
 
 
 def quantize_int4(
-    weight: torch.Tensor, group_size: int
+    weight: torch.Tensor, group_size: int, *, search: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Group-wise asymmetric int4: `(qweight uint8 (out, in/2), scales, mins float16 (out, in/g))`.
 
-    Each group of `group_size` inputs maps its [min, max] onto 0..15; scale and min are
-    rounded to float16 first, so dequantizing with the stored values is what was quantized to.
+    With `search` (the default), each group takes the scale and min of least weighted squared
+    error among a few candidates (`_int4_search`); without, its [min, max] maps onto 0..15.
+    Either way the scale and min are rounded to float16 before the codes are chosen, so
+    dequantizing with the stored values is what was quantized to, and the result depends on
+    the weights alone (no randomness, no calibration data).
     """
     out_features, in_features = weight.shape
-    w = weight.float().reshape(out_features, in_features // group_size, group_size)
-    low, high = w.amin(dim=2), w.amax(dim=2)
-    scales = ((high - low) / 15).clamp_min(2**-24).half()
-    mins = low.half()
-    q = torch.round((w - mins.float()[..., None]) / scales.float()[..., None]).clamp_(0, 15)
-    return pack_int4(q.reshape(out_features, in_features)), scales, mins
+    groups = in_features // group_size
+    q = torch.empty(out_features, in_features, dtype=torch.uint8, device=weight.device)
+    scales = torch.empty(out_features, groups, dtype=torch.float16, device=weight.device)
+    mins = torch.empty_like(scales)
+    # Rows in chunks of about _INT4_CHUNK weights: the search's temporaries stay in cache.
+    step = max(1, _INT4_CHUNK // in_features)
+    for start in range(0, out_features, step):
+        rows = weight[start : start + step].float().reshape(-1, group_size)  # (groups, g)
+        fit = _int4_search if search else _int4_min_max
+        codes, scale, low = fit(rows)
+        q[start : start + step] = codes.reshape(-1, in_features)
+        scales[start : start + step] = scale.reshape(-1, groups)
+        mins[start : start + step] = low.reshape(-1, groups)
+    return pack_int4(q), scales, mins
+
+
+def _int4_codes(x: torch.Tensor, scale: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+    """The nearest of the 16 levels `low + q * scale` to each weight: q in [0, 15], as float."""
+    return (x - low).div_(scale).round_().clamp_(0, 15)
+
+
+def _int4_min_max(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Codes, float16 scales and mins (groups,) of groups `x (groups, g)`: [min, max] -> 0..15."""
+    low, high = x.amin(dim=1), x.amax(dim=1)
+    scale = ((high - low) / 15).clamp_min(_MIN_SCALE).half()
+    low16 = low.half()
+    return _int4_codes(x, scale.float()[:, None], low16.float()[:, None]), scale, low16
+
+
+def _int4_search(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Codes, float16 scales and mins (groups,) of groups `x (groups, g)` of least weighted error.
+
+    The error weighs each weight by its magnitude `|w|`, so the large weights (which a plain
+    least-squares fit would clip) stay close; on SmolLM2 unweighted least squares lowered the
+    squared error and *raised* perplexity, the weighted one lowered both. Candidates: the
+    [min, max] grid itself, and grids of 14, 15 and 16 steps centred on [min, max], each
+    refined once: the weighted least-squares scale and min for its nearest codes, then the
+    nearest codes for those.
+    Each group keeps the candidate of least error with its scale and min rounded to float16
+    (the first on a tie), so the result is never worse than min/max rounding by that measure.
+    (The approach of llama.cpp's k-quant quantizers, which also weigh by magnitude.)
+    """
+    weights = x.abs()
+    weighted_x = weights * x
+    # Per-group sums that do not depend on the codes: sum w, sum w x, sum w x^2.
+    fixed = (weights.sum(dim=1), weighted_x.sum(dim=1), torch.linalg.vecdot(weighted_x, x))
+    w_sum, wx_sum, _ = fixed
+    low, high = x.amin(dim=1), x.amax(dim=1)
+    span = high - low
+    # Candidate 0 is min/max rounding; the others, centred grids of other step counts.
+    steps = torch.tensor((15.0, *_INT4_SEARCH_STEPS), device=x.device)[:, None]
+    scale = (span / steps).clamp_min(_MIN_SCALE)  # (candidates, groups)
+    offset = low + (span - 15 * scale) / 2
+    min_max_scale, min_max_low = scale[0].half(), low.half()
+    scale[0], offset[0] = min_max_scale.float(), min_max_low.float()
+    codes = _int4_codes(x, scale[..., None], offset[..., None])  # (candidates, groups, g)
+    code_sums = _int4_code_sums(weights, weighted_x, codes)
+    wq_sum, wqq_sum, wqx_sum = code_sums
+    # The weighted least-squares scale and offset for each candidate's codes (2x2 normal
+    # equations), where they are solvable; min/max keeps its own.
+    det = w_sum * wqq_sum - wq_sum * wq_sum
+    solvable = det > 0
+    det = torch.where(solvable, det, 1.0)
+    fitted_scale = (w_sum * wqx_sum - wq_sum * wx_sum) / det
+    fitted_offset = (wqq_sum * wx_sum - wq_sum * wqx_sum) / det
+    solvable &= fitted_scale > _MIN_SCALE
+    solvable[0] = False
+    scale16 = torch.where(solvable, fitted_scale, scale).half()
+    offset16 = torch.where(solvable, fitted_offset, offset).half()
+    # The nearest codes for the refitted (and rounded) scale and offset, which can only help.
+    codes = _int4_codes(x, scale16.float()[..., None], offset16.float()[..., None])
+    error = _int4_error(fixed, _int4_code_sums(weights, weighted_x, codes), scale16, offset16)
+    best = error.min(dim=0, keepdim=True).indices
+    groups, size = x.shape
+    best_codes = codes.gather(0, best[..., None].expand(1, groups, size))[0]
+    return best_codes, scale16.gather(0, best)[0], offset16.gather(0, best)[0]
+
+
+def _int4_code_sums(
+    weights: torch.Tensor, weighted_x: torch.Tensor, codes: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per group: sum w q, sum w q^2, sum w q x."""
+    weighted_codes = weights * codes
+    return (
+        weighted_codes.sum(dim=-1),
+        torch.linalg.vecdot(weighted_codes, codes),
+        torch.linalg.vecdot(weighted_x, codes),
+    )
+
+
+def _int4_error(
+    fixed: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    code_sums: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    scale: torch.Tensor,
+    offset: torch.Tensor,
+) -> torch.Tensor:
+    """Per group, sum w (s q + m - x)^2 expanded into the sums (no pass over the weights)."""
+    w_sum, wx_sum, wxx_sum = fixed
+    wq_sum, wqq_sum, wqx_sum = code_sums
+    s, m = scale.float(), offset.float()
+    return (
+        wxx_sum
+        + s * (s * wqq_sum - 2 * wqx_sum)
+        + m * (m * w_sum - 2 * wx_sum)
+        + 2 * s * m * wq_sum
+    )
 
 
 # -- quantized tensors in checkpoints ---------------------------------------------------------
@@ -527,20 +658,45 @@ def quant_specs(
 
     None keeps the checkpoint as it is (its quantized tensors stay quantized, floats stay
     float); `none`/`bf16` hold everything in float; `int8`/`int4` quantize every matrix,
-    embedding and LM head included, and repack quantized tensors of another layout. With
-    `keep_group` (`int4` named without a group size), stored int4 tensors keep theirs: a
-    GGUF's Q4 blocks stay group 32 rather than being requantized.
+    embedding and LM head included, and repack quantized tensors of another layout; `int4`
+    without a group size picks one per matrix (`BULK_GROUP_SIZE`). With `keep_group` (`int4`
+    named without a group size), stored int4 tensors keep theirs: a GGUF's Q4 blocks stay
+    group 32 rather than being requantized.
     """
+    tensors = list(entries)
     if mode is None:
-        return {n: t.spec for n, t in entries if isinstance(t, QuantizedTensor)}
+        return {n: t.spec for n, t in tensors if isinstance(t, QuantizedTensor)}
     if spec is None:
         return {}
-    specs = {n: spec for n, t in entries if len(t.shape) == 2}
+    matrices = [(name, tensor.shape[1]) for name, tensor in tensors if len(tensor.shape) == 2]
+    if spec.bits == 4 and spec.group_size is None:
+        layers = [int(m.group(1)) for name, _ in matrices if (m := _LAYER.search(name))]
+        last = max(layers, default=0)
+        specs = {name: _mixed_int4(name, width, last) for name, width in matrices}
+    else:
+        specs = {name: spec for name, _ in matrices}
     if keep_group:
-        for name, tensor in entries:
+        for name, tensor in tensors:
             if isinstance(tensor, QuantizedTensor) and tensor.spec.bits == spec.bits:
                 specs[name] = tensor.spec
     return specs
+
+
+_LAYER = re.compile(r"\blayers\.(\d+)\.")
+_SENSITIVE = re.compile(r"(embed_tokens|lm_head|[qkv]_proj|down_proj)\.weight$")
+
+
+def _mixed_int4(name: str, in_features: int, last_layer: int) -> QuantSpec:
+    """The `int4` mix's layout for checkpoint tensor `name` (see `BULK_GROUP_SIZE`)."""
+    layer = _LAYER.search(name)
+    sensitive = ".experts." not in name and (
+        _SENSITIVE.search(name) is not None
+        or layer is None
+        or int(layer.group(1)) in (0, last_layer)
+    )
+    if sensitive or in_features % BULK_GROUP_SIZE:
+        return QuantSpec(4, SENSITIVE_GROUP_SIZE)
+    return QuantSpec(4, BULK_GROUP_SIZE)
 
 
 def prepare_model(model: nn.Module) -> None:

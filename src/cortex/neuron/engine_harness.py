@@ -625,20 +625,14 @@ async def warm_up(engine: Engine, progress: ProgressCallback) -> None:
 def quant_bytes_per_weight(quant: str | None) -> float | None:
     """Bytes one weight takes held as `quant` (`cortex.engine.quant`'s layouts); None: as loaded.
 
-    int8: one byte (plus a float32 scale per row, negligible); int4 with group size g: half a
-    byte plus a float16 scale and min per group; bf16: two bytes.
+    bf16: two bytes; int8 and int4: `QuantSpec.bytes_per_weight`.
     """
     from cortex.engine.quant import parse_quant
 
     mode, spec = parse_quant(quant)
     if mode == "bf16":
         return 2.0
-    if spec is None:
-        return None
-    if spec.bits == 8:
-        return 1.0
-    assert spec.group_size is not None
-    return 0.5 + 4 / spec.group_size
+    return None if spec is None else spec.bytes_per_weight
 
 
 def _written_fraction(out: Path, expected_bytes: float) -> float | None:
