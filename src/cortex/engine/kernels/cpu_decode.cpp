@@ -85,15 +85,42 @@ inline float hold(float v) {
   return static_cast<float>(static_cast<T>(v));
 }
 
+// Sums in eight independent lanes, so the compiler can keep them in one vector register (a
+// single running float sum is a serial chain it may not reorder).
+constexpr int64_t kLanes = 8;
+
+template <typename T>
+inline float dot(const float* a, const T* b, int64_t n) {
+  float lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int64_t j = 0; j < kLanes; ++j) lanes[j] += a[i + j] * widen(b[i + j]);
+  float total = 0.f;
+  for (; i < n; ++i) total += a[i] * widen(b[i]);
+  for (int64_t j = 0; j < kLanes; ++j) total += lanes[j];
+  return total;
+}
+
+template <typename T>
+inline float sum_of_squares(const T* x, int64_t n) {
+  float lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int64_t j = 0; j < kLanes; ++j) {
+      const float v = widen(x[i + j]);
+      lanes[j] += v * v;
+    }
+  float total = 0.f;
+  for (; i < n; ++i) total += widen(x[i]) * widen(x[i]);
+  for (int64_t j = 0; j < kLanes; ++j) total += lanes[j];
+  return total;
+}
+
 // RMSNorm of one row of `width`, as the eager RMSNorm computes it for dtype T:
 // normalised in float32, rounded to T, then multiplied by the gain in T.
 template <typename T>
 void rms_norm_row(const T* x, const T* gain, T* out, int64_t width, float eps) {
-  float sum = 0.f;
-  for (int64_t i = 0; i < width; ++i) {
-    float v = widen(x[i]);
-    sum += v * v;
-  }
+  const float sum = sum_of_squares(x, width);
   float scale = 1.f / std::sqrt(sum / static_cast<float>(width) + eps);
   for (int64_t i = 0; i < width; ++i) {
     out[i] = static_cast<T>(hold<T>(widen(x[i]) * scale) * widen(gain[i]));
@@ -103,8 +130,7 @@ void rms_norm_row(const T* x, const T* gain, T* out, int64_t width, float eps) {
 // float32 models: one fused op in eager torch, no intermediate rounding.
 template <>
 void rms_norm_row<float>(const float* x, const float* gain, float* out, int64_t width, float eps) {
-  float sum = 0.f;
-  for (int64_t i = 0; i < width; ++i) sum += x[i] * x[i];
+  const float sum = sum_of_squares(x, width);
   float scale = 1.f / std::sqrt(sum / static_cast<float>(width) + eps);
   for (int64_t i = 0; i < width; ++i) out[i] = x[i] * scale * gain[i];
 }
@@ -278,11 +304,9 @@ class DecodeStack : public torch::CustomClassHolder {
           float best = -INFINITY;
           for (int64_t t = first; t < length; ++t) {
             const T* k = k_base + row_of(r, t) * row_stride + g * head_stride;
-            float dot = 0.f;
-            for (int64_t i = 0; i < d; ++i) dot += q[i] * widen(k[i]);
-            dot *= scale;
-            scores[t - first] = dot;
-            best = std::max(best, dot);
+            const float score = dot(q.data(), k, d) * scale;
+            scores[t - first] = score;
+            best = std::max(best, score);
           }
           float total = 0.f;
           std::fill(acc.begin(), acc.end(), 0.f);
