@@ -1,8 +1,8 @@
 """Weight-only quantization of the default model: quality, memory and the kernel-only ceiling.
 
-For each way of holding SmolLM2-135M-Instruct's weights (float32, `bf16`, `int8`, `int4` at
-group 64 and 32, and the GGUF imported with `--quant int4`, whose Q4_1 blocks are kept as they
-are), in one process on this machine:
+For each way of holding SmolLM2-135M-Instruct's weights (float32, `bf16`, `int8`, `int4` (group
+sizes 32 and 64 mixed by matrix), `int4-g32`, `int4-g64`, and the GGUF imported with
+`--quant int4`, whose Q4_1 blocks are kept as they are), in one process on this machine:
 
 * perplexity on `benchmarks/data/lighthouses.txt` (2,737 tokens of prose written for this
   repo), in windows of 1024 tokens, each from position 0;
@@ -11,9 +11,11 @@ are), in one process on this machine:
 * resident weight bytes (parameters and buffers, the rope table excluded), and their ratio
   to bfloat16;
 * the kernel-only ceiling: the time of one pass over every matrix at batch 1 (the weight
-  cost of one decode step), and the tok/s that bounds.
+  cost of one decode step), and the tok/s that bounds;
+* the load: seconds `load_model` took (reading the float checkpoint and quantizing it as it
+  loads; its excess over `none` is the quantizer's time).
 
-    python benchmarks/bench_quant.py [--quants none,bf16,int8,int4,int4-g32,gguf-int4]
+    python benchmarks/bench_quant.py [--quants none,bf16,int8,int4,int4-g32,int4-g64,gguf-int4]
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def weight_pass_ms(model: Llama, repeats: int = 7) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quants", default="none,bf16,int8,int4,int4-g32,gguf-int4")
+    parser.add_argument("--quants", default="none,bf16,int8,int4,int4-g32,int4-g64,gguf-int4")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -104,15 +106,17 @@ def main() -> None:
     print()
     print(
         "| quant | perplexity | vs first | greedy = float32 (of 32) | weights MB | vs bf16 "
-        "| weight pass ms | ceiling tok/s |"
+        "| weight pass ms | ceiling tok/s | load s |"
     )
-    print("|---|---:|---:|---|---:|---:|---:|---:|", flush=True)
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|", flush=True)
     for quant in args.quants.split(","):
+        start = time.perf_counter()
         if quant == "gguf-int4":
             source = import_gguf(default_gguf_path(), progress=False, quant="int4")
             model = load_model(source)  # as stored: Q4_1 blocks int4, Q8_0 embedding int8
         else:
             model = load_model(folder, quant=quant)
+        load_s = time.perf_counter() - start
         ppl = perplexity(model, ids)
         greedy = [model.generate(p, 32, stop_token_ids=()) for p in prompts]
         if not reference:
@@ -130,7 +134,7 @@ def main() -> None:
         print(
             f"| {quant} | {ppl:.3f} | {100 * (ppl / base_ppl - 1):+.2f}% | "
             f"{', '.join(map(str, agree))} | {size / 2**20:.1f} | {ratio} | {ms:.1f} | "
-            f"{1000 / ms:.0f} |",
+            f"{1000 / ms:.0f} | {load_s:.1f} |",
             flush=True,
         )
         del model
