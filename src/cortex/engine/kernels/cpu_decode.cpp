@@ -289,41 +289,54 @@ class DecodeStack : public torch::CustomClassHolder {
         }
       }
 
-      // Attention: each (sequence, head) over its keys, in float32.
+      // Attention in float32: a job is one sequence and one KV head, with the query heads
+      // that share it (grouped-query attention), so each key and value is read once per group.
       int64_t most = 0;
       for (int64_t r = 0; r < n; ++r) most = std::max(most, len_p[r]);
       const int64_t window = layer.window;
       auto attend = [&](int64_t begin, int64_t end) {
-        std::vector<float> scores(most), q(d), acc(d);
+        std::vector<float> scores(group * most), q(group * d), acc(group * d), row(d);
+        std::vector<float> best(group), total(group);
         for (int64_t job = begin; job < end; ++job) {
-          const int64_t r = job / heads_, h = job % heads_, g = h / group;
+          const int64_t r = job / kv_heads_, g = job % kv_heads_;
           const int64_t length = len_p[r];
           const int64_t first = (window > 0 && length > window) ? length - window : 0;
-          const T* q_src = qkv_p + r * qkv_stride + h * d;
-          for (int64_t i = 0; i < d; ++i) q[i] = widen(q_src[i]);
-          float best = -INFINITY;
+          const int64_t span = length - first;
+          const T* q_src = qkv_p + r * qkv_stride + g * group * d;
+          for (int64_t i = 0; i < group * d; ++i) q[i] = widen(q_src[i]);
+          std::fill(best.begin(), best.end(), -INFINITY);
           for (int64_t t = first; t < length; ++t) {
             const T* k = k_base + row_of(r, t) * row_stride + g * head_stride;
-            const float score = dot(q.data(), k, d) * scale;
-            scores[t - first] = score;
-            best = std::max(best, score);
+            for (int64_t i = 0; i < d; ++i) row[i] = widen(k[i]);
+            for (int64_t h = 0; h < group; ++h) {
+              const float score = dot(q.data() + h * d, row.data(), d) * scale;
+              scores[h * span + t - first] = score;
+              best[h] = std::max(best[h], score);
+            }
           }
-          float total = 0.f;
+          std::fill(total.begin(), total.end(), 0.f);
           std::fill(acc.begin(), acc.end(), 0.f);
           for (int64_t t = first; t < length; ++t) {
             const T* v = v_base + row_of(r, t) * row_stride + g * head_stride;
-            const float p = std::exp(scores[t - first] - best);
-            total += p;
-            for (int64_t i = 0; i < d; ++i) acc[i] += p * widen(v[i]);
+            for (int64_t i = 0; i < d; ++i) row[i] = widen(v[i]);
+            for (int64_t h = 0; h < group; ++h) {
+              const float p = std::exp(scores[h * span + t - first] - best[h]);
+              total[h] += p;
+              float* out = acc.data() + h * d;
+              for (int64_t i = 0; i < d; ++i) out[i] += p * row[i];
+            }
           }
-          T* dst = att_p + r * q_width + h * d;
-          const float inv = 1.f / total;
-          for (int64_t i = 0; i < d; ++i) dst[i] = static_cast<T>(acc[i] * inv);
+          for (int64_t h = 0; h < group; ++h) {
+            T* dst = att_p + r * q_width + (g * group + h) * d;
+            const float inv = 1.f / total[h];
+            for (int64_t i = 0; i < d; ++i) dst[i] = static_cast<T>(acc[h * d + i] * inv);
+          }
         }
       };
-      const int64_t jobs = n * heads_;
-      // A job is about 4 * keys * head_dim flops; split only when the threads have work.
-      const int64_t grain = std::max<int64_t>(1, (1 << 17) / std::max<int64_t>(1, most * d));
+      const int64_t jobs = n * kv_heads_;
+      // A job is about 4 * group * keys * head_dim flops; split only when the threads have work.
+      const int64_t grain =
+          std::max<int64_t>(1, (1 << 17) / std::max<int64_t>(1, group * most * d));
       at::parallel_for(0, jobs, grain, attend);
 
       at::Tensor o = layer.o(attended);
