@@ -11,7 +11,10 @@ are filled piece by piece, and a checkpoint may be quantized one tensor at a tim
   `mins` float16 `(out, in / group_size)`; `w[n, k] = q * scales[n, g] + mins[n, g]` with
   `q` in [0, 15] and `g = k // group_size`. GGUF's Q4_0 (`mins = -8 d`), Q4_1 (`mins = m`) and
   Q4_K (`scales = d * sc`, `mins = -dmin * m` per 32-element sub-block) are this layout at
-  group size 32, so they import without loss.
+  group size 32, so they import without loss. A float matrix is quantized to it by a search
+  per group for the scale and min of least magnitude-weighted squared error
+  (`quantize_int4`); the `int4` setting mixes group sizes 32 and 64 by how much each matrix's
+  error costs (`BULK_GROUP_SIZE`), `int4-g32`/`-g64`/`-g128` use one everywhere.
 
 This canonical form is what checkpoints store and what the Triton kernel reads. On CPU,
 `QuantizedWeight.prepare` repacks it once for torch's packed weight-only matmuls
