@@ -54,7 +54,7 @@ ConfigKind = Literal["cortex", "models", "neuron"]
 
 QUANTS = ("none", "bf16", "int8", "int4", "int4-g32", "int4-g64", "int4-g128")
 """Values of `quant` (see `cortex.engine.quant`): float as the checkpoint or the device's dtype,
-bfloat16, int8 per channel, int4 group-wise (group 32 unless named)."""
+bfloat16, int8 per channel, int4 group-wise (groups 32 and 64 by matrix unless named)."""
 Quant = Literal["none", "bf16", "int8", "int4", "int4-g32", "int4-g64", "int4-g128"]
 
 _HOSTNAME = re.compile(
