@@ -268,8 +268,8 @@ def test_int4_without_a_group_keeps_a_stored_int4_layout() -> None:
 
 def test_int4_mixes_group_sizes_by_matrix() -> None:
     # q/k/v, down_proj, the embedding and LM head, and the first and last layers take group 32;
-    # o_proj and gate/up of the middle layers 64; experts 64 all alike; a width 64 does not
-    # divide, 32.
+    # o_proj and gate/up of the middle layers 64; a layer's experts 64 all alike; a width 64
+    # does not divide, 32.
     names = ["model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"]
     for i in range(4):
         for part in ("self_attn.q_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.up_proj"):
@@ -283,6 +283,9 @@ def test_int4_mixes_group_sizes_by_matrix() -> None:
         (name, torch.empty(8) if "norm" in name else torch.empty(8, 128)) for name in names
     ]
     entries.append(("model.layers.1.mlp.gate_proj.weight", torch.empty(8, 96)))
+    # One expert of layer 3 too narrow for 64: all of that layer's experts take 32.
+    entries.append(("model.layers.3.mlp.experts.0.up_proj.weight", torch.empty(8, 128)))
+    entries.append(("model.layers.3.mlp.experts.1.down_proj.weight", torch.empty(8, 96)))
     mode, spec = parse_quant("int4")
     groups = {name: s.group_size for name, s in quant_specs(entries, mode, spec).items()}
     assert "model.norm.weight" not in groups
@@ -295,6 +298,7 @@ def test_int4_mixes_group_sizes_by_matrix() -> None:
         "model.layers.1.mlp.experts.0.down_proj.weight",
         "model.layers.2.mlp.experts.3.up_proj.weight",
     }
+    assert groups["model.layers.3.mlp.experts.0.up_proj.weight"] == 32
     assert set(groups.values()) == {32, 64}
     assert str(spec) == "int4" and spec.bytes_per_weight == 0.6
     assert QuantSpec(4, 64).bytes_per_weight == 0.5625 and QuantSpec(8).bytes_per_weight == 1.0

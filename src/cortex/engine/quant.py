@@ -683,6 +683,16 @@ def quant_specs(
         layers = [int(m.group(1)) for name, _ in matrices if (m := _LAYER.search(name))]
         last = max(layers, default=0)
         specs = {name: _mixed_int4(name, width, last) for name, width in matrices}
+        # A layer's experts share one layout (`quantize_experts`): the finest any of them takes.
+        finest: dict[str, QuantSpec] = {}
+        for name, chosen in specs.items():
+            layer, expert, _ = name.partition(".experts.")
+            if expert and (layer not in finest or chosen.group_size == SENSITIVE_GROUP_SIZE):
+                finest[layer] = chosen
+        for name in specs:
+            layer, expert, _ = name.partition(".experts.")
+            if expert:
+                specs[name] = finest[layer]
     else:
         specs = {name: spec for name, _ in matrices}
     if keep_group:
