@@ -8,7 +8,9 @@ give the same logits and tokens with `CORTEX_CPU_FUSED` on as off.
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +183,17 @@ def test_fused_contiguous_steps_equal_the_eager_ones(
             scale = max(logits["eager"].abs().max().item(), 1.0)
             assert (logits["fused"] - logits["eager"]).abs().max().item() < tolerance * scale
             token = int(logits["eager"].argmax())  # both follow the eager path's tokens
-        assert model.fused_decoder is not None and model.fused_decoder.steps == 30
+    assert model.fused_decoder is not None and model.fused_decoder.steps == 30
+    # Released, the fused step holds no cache; nor once a generation ends.
+    decoder = model.fused_decoder
+    decoder.release()
+    ended = weakref.ref(caches.pop("fused"))
+    assert ended() is None
+    monkeypatch.setenv("CORTEX_CPU_FUSED", "1")
+    model.generate(prompt.tolist(), 2, stop_token_ids=())
+    assert decoder.steps == 31
+    alive = [o for o in gc.get_objects() if isinstance(o, ContiguousKVCache)]
+    assert all(o is caches["eager"] for o in alive)
     if dtype == torch.float32:
         monkeypatch.setenv("CORTEX_CPU_FUSED", "1")
         fused = model.generate(prompt.tolist(), 30, stop_token_ids=())

@@ -328,4 +328,6 @@ class ModelRunner:
         """Drop the KV cache and the graphs so their memory can be returned."""
         self._graphs.clear()
         self._graph_pool = None
+        if self.model.fused_decoder is not None:  # it holds views of the cache
+            self.model.fused_decoder.release()
         self.kv_caches = []

@@ -185,7 +185,13 @@ class DecodeStack : public torch::CustomClassHolder {
 
   // The caches each step attends over: per layer, K and V viewed as (rows, kv_heads, head_dim)
   // with the last dimension contiguous (any row and head strides).
+  // Empty lists let go of the caches bound before.
   void bind_caches(std::vector<at::Tensor> keys, std::vector<at::Tensor> values) {
+    if (keys.empty() && values.empty()) {
+      keys_.clear();
+      values_.clear();
+      return;
+    }
     TORCH_CHECK(keys.size() == layers_.size() && values.size() == layers_.size(),
                 "one K and one V cache per layer");
     for (size_t i = 0; i < keys.size(); ++i) {

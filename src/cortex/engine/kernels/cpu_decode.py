@@ -292,6 +292,12 @@ class FusedDecoder:
             return False
         return self._max_float_rows is None or rows < self._max_float_rows
 
+    def release(self) -> None:
+        """Let go of the caches the last step read (they are freed with their owner)."""
+        if self._owner is not None:
+            self._stack.bind_caches([], [])
+            self._owner = None
+
     def step(self, x: torch.Tensor, rope: torch.Tensor, layout: DecodeLayout) -> torch.Tensor:
         """Every block and the final norm for (n, hidden) embeddings of n new tokens.
 

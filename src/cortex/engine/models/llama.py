@@ -430,21 +430,25 @@ class Llama(nn.Module):
             dtype=self.dtype,
         )
         new_tokens: list[int] = []
-        with torch.inference_mode():
-            hidden = self.hidden_states(input_ids, self.rope_table[: len(input_ids)], cache)
-            while True:
-                logits = self.compute_logits(hidden[-1:])  # (1, vocab)
-                token = _pick(logits, temperature, generator)
-                new_tokens.append(token)
-                if on_token is not None:
-                    on_token(token)
-                if token in stop or len(new_tokens) == max_new_tokens:
-                    return new_tokens
-                cache.start += hidden.shape[0]
-                step = torch.tensor([token], device=self.device)
-                hidden = self.hidden_states(
-                    step, self.rope_table[cache.start : cache.start + 1], cache
-                )
+        try:
+            with torch.inference_mode():
+                hidden = self.hidden_states(input_ids, self.rope_table[: len(input_ids)], cache)
+                while True:
+                    logits = self.compute_logits(hidden[-1:])  # (1, vocab)
+                    token = _pick(logits, temperature, generator)
+                    new_tokens.append(token)
+                    if on_token is not None:
+                        on_token(token)
+                    if token in stop or len(new_tokens) == max_new_tokens:
+                        return new_tokens
+                    cache.start += hidden.shape[0]
+                    step = torch.tensor([token], device=self.device)
+                    hidden = self.hidden_states(
+                        step, self.rope_table[cache.start : cache.start + 1], cache
+                    )
+        finally:
+            if self._fused is not None:  # its views of this call's cache go with the cache
+                self._fused.release()
 
     # -- loading ----------------------------------------------------------------------------
 
