@@ -241,11 +241,18 @@ class DecodeStack : public torch::CustomClassHolder {
     const int64_t* table_p = table.defined() ? table.data_ptr<int64_t>() : nullptr;
     const int64_t table_width = table.defined() ? table.size(1) : 0;
     TORCH_CHECK(!table_p || block_size > 0, "a block table needs a block size");
-    // Cache row of key t of sequence r.
-    auto row_of = [&](int64_t r, int64_t t) -> int64_t {
-      if (!table_p) return start_p[r] + t;
-      return table_p[r * table_width + t / block_size] * block_size + t % block_size;
-    };
+    // Every sequence's key rows, worked out once for all layers: rows[offset[r] + t] is the
+    // cache row of key t of sequence r.
+    std::vector<int64_t> offset(n + 1, 0);
+    for (int64_t r = 0; r < n; ++r) offset[r + 1] = offset[r] + len_p[r];
+    std::vector<int64_t> rows(offset[n]);
+    for (int64_t r = 0; r < n; ++r) {
+      int64_t* own = rows.data() + offset[r];
+      for (int64_t t = 0; t < len_p[r]; ++t) {
+        own[t] = table_p ? table_p[r * table_width + t / block_size] * block_size + t % block_size
+                         : start_p[r] + t;
+      }
+    }
     const T* rope_p = rope.data_ptr<T>();
 
     x = x.clone();  // the residual stream, updated in place
@@ -308,11 +315,12 @@ class DecodeStack : public torch::CustomClassHolder {
           const int64_t length = len_p[r];
           const int64_t first = (window > 0 && length > window) ? length - window : 0;
           const int64_t span = length - first;
+          const int64_t* own_rows = rows.data() + offset[r];
           const T* q_src = qkv_p + r * qkv_stride + g * group * d;
           for (int64_t i = 0; i < group * d; ++i) q[i] = widen(q_src[i]);
           std::fill(best.begin(), best.end(), -INFINITY);
           for (int64_t t = first; t < length; ++t) {
-            const T* k = k_base + row_of(r, t) * row_stride + g * head_stride;
+            const T* k = k_base + own_rows[t] * row_stride + g * head_stride;
             for (int64_t i = 0; i < d; ++i) row[i] = widen(k[i]);
             for (int64_t h = 0; h < group; ++h) {
               const float score = dot(q.data() + h * d, row.data(), d) * scale;
@@ -323,7 +331,7 @@ class DecodeStack : public torch::CustomClassHolder {
           std::fill(total.begin(), total.end(), 0.f);
           std::fill(acc.begin(), acc.end(), 0.f);
           for (int64_t t = first; t < length; ++t) {
-            const T* v = v_base + row_of(r, t) * row_stride + g * head_stride;
+            const T* v = v_base + own_rows[t] * row_stride + g * head_stride;
             for (int64_t i = 0; i < d; ++i) row[i] = widen(v[i]);
             for (int64_t h = 0; h < group; ++h) {
               const float p = std::exp(scores[h * span + t - first] - best[h]);
