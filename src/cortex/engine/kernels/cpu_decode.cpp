@@ -89,6 +89,9 @@ inline float hold(float v) {
 // single running float sum is a serial chain it may not reorder).
 constexpr int64_t kLanes = 8;
 
+// Fewest keys an attention job takes (below this, splitting costs more than it saves).
+constexpr int64_t kMinChunk = 256;
+
 template <typename T>
 inline float dot(const float* a, const T* b, int64_t n) {
   float lanes[kLanes] = {};
@@ -263,6 +266,7 @@ class DecodeStack : public torch::CustomClassHolder {
     auto attended = at::empty({n, q_width}, x.options());
     T* att_p = attended.data_ptr<T>();
     const float scale = 1.f / std::sqrt(static_cast<float>(d));
+    const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
     const int64_t group = heads_ / kv_heads_;
 
     for (size_t li = 0; li < layers_.size(); ++li) {
@@ -302,56 +306,90 @@ class DecodeStack : public torch::CustomClassHolder {
         }
       }
 
-      // Attention in float32: a job is one sequence and one KV head, with the query heads
-      // that share it (grouped-query attention), so each key and value is read once per group.
-      int64_t most = 0;
-      for (int64_t r = 0; r < n; ++r) most = std::max(most, len_p[r]);
+      // Attention in float32, split along the keys (flash-decoding): a job is one chunk of
+      // one sequence's keys for every head, reading each cache row (all KV heads) once, in
+      // order; the chunks' partial softmax sums are merged afterwards. Long contexts thus
+      // spread over the threads whatever the batch and head count.
       const int64_t window = layer.window;
+      std::vector<int64_t> job_seq, job_lo, job_hi;
+      for (int64_t r = 0; r < n; ++r) {
+        const int64_t length = len_p[r];
+        const int64_t first = (window > 0 && length > window) ? length - window : 0;
+        const int64_t chunk = std::max<int64_t>(kMinChunk, (length - first + threads - 1) / threads);
+        for (int64_t lo = first; lo < length; lo += chunk) {
+          job_seq.push_back(r);
+          job_lo.push_back(lo);
+          job_hi.push_back(std::min(length, lo + chunk));
+        }
+      }
+      const int64_t jobs = static_cast<int64_t>(job_seq.size());
+      const int64_t part = heads_ * (d + 2);  // per job and head: max, sum, d weighted values
+      std::vector<float> partial(jobs * part);
       auto attend = [&](int64_t begin, int64_t end) {
-        std::vector<float> scores(group * most), q(group * d), acc(group * d), row(d);
-        std::vector<float> best(group), total(group);
+        std::vector<float> q(heads_ * d), row(d), scores;
         for (int64_t job = begin; job < end; ++job) {
-          const int64_t r = job / kv_heads_, g = job % kv_heads_;
-          const int64_t length = len_p[r];
-          const int64_t first = (window > 0 && length > window) ? length - window : 0;
-          const int64_t span = length - first;
+          const int64_t r = job_seq[job], lo = job_lo[job], hi = job_hi[job], span = hi - lo;
           const int64_t* own_rows = rows.data() + offset[r];
-          const T* q_src = qkv_p + r * qkv_stride + g * group * d;
-          for (int64_t i = 0; i < group * d; ++i) q[i] = widen(q_src[i]);
-          std::fill(best.begin(), best.end(), -INFINITY);
-          for (int64_t t = first; t < length; ++t) {
-            const T* k = k_base + own_rows[t] * row_stride + g * head_stride;
-            for (int64_t i = 0; i < d; ++i) row[i] = widen(k[i]);
-            for (int64_t h = 0; h < group; ++h) {
-              const float score = dot(q.data() + h * d, row.data(), d) * scale;
-              scores[h * span + t - first] = score;
-              best[h] = std::max(best[h], score);
+          const T* q_src = qkv_p + r * qkv_stride;
+          for (int64_t i = 0; i < heads_ * d; ++i) q[i] = widen(q_src[i]);
+          float* best = partial.data() + job * part;  // heads_ maxima, heads_ sums, then values
+          float* total = best + heads_;
+          float* acc = total + heads_;
+          std::fill(best, best + heads_, -INFINITY);
+          std::fill(total, total + heads_ + heads_ * d, 0.f);
+          scores.resize(heads_ * span);
+          for (int64_t t = lo; t < hi; ++t) {
+            const T* k_row = k_base + own_rows[t] * row_stride;
+            for (int64_t g = 0; g < kv_heads_; ++g) {
+              const T* k = k_row + g * head_stride;
+              for (int64_t i = 0; i < d; ++i) row[i] = widen(k[i]);
+              for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+                const float score = dot(q.data() + h * d, row.data(), d) * scale;
+                scores[h * span + t - lo] = score;
+                best[h] = std::max(best[h], score);
+              }
             }
           }
-          std::fill(total.begin(), total.end(), 0.f);
-          std::fill(acc.begin(), acc.end(), 0.f);
-          for (int64_t t = first; t < length; ++t) {
-            const T* v = v_base + own_rows[t] * row_stride + g * head_stride;
-            for (int64_t i = 0; i < d; ++i) row[i] = widen(v[i]);
-            for (int64_t h = 0; h < group; ++h) {
-              const float p = std::exp(scores[h * span + t - first] - best[h]);
-              total[h] += p;
-              float* out = acc.data() + h * d;
-              for (int64_t i = 0; i < d; ++i) out[i] += p * row[i];
+          for (int64_t t = lo; t < hi; ++t) {
+            const T* v_row = v_base + own_rows[t] * row_stride;
+            for (int64_t g = 0; g < kv_heads_; ++g) {
+              const T* v = v_row + g * head_stride;
+              for (int64_t i = 0; i < d; ++i) row[i] = widen(v[i]);
+              for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+                const float p = std::exp(scores[h * span + t - lo] - best[h]);
+                total[h] += p;
+                float* out = acc + h * d;
+                for (int64_t i = 0; i < d; ++i) out[i] += p * row[i];
+              }
             }
-          }
-          for (int64_t h = 0; h < group; ++h) {
-            T* dst = att_p + r * q_width + (g * group + h) * d;
-            const float inv = 1.f / total[h];
-            for (int64_t i = 0; i < d; ++i) dst[i] = static_cast<T>(acc[h * d + i] * inv);
           }
         }
       };
-      const int64_t jobs = n * kv_heads_;
-      // A job is about 4 * group * keys * head_dim flops; split only when the threads have work.
-      const int64_t grain =
-          std::max<int64_t>(1, (1 << 17) / std::max<int64_t>(1, group * most * d));
-      at::parallel_for(0, jobs, grain, attend);
+      at::parallel_for(0, jobs, 1, attend);
+      // Merge each sequence's chunks: rescale every chunk's sums to the overall maximum.
+      std::vector<float> merged(d);
+      for (int64_t job = 0; job < jobs;) {
+        const int64_t r = job_seq[job];
+        int64_t stop = job;
+        while (stop < jobs && job_seq[stop] == r) ++stop;
+        for (int64_t h = 0; h < heads_; ++h) {
+          float top = -INFINITY;
+          for (int64_t j = job; j < stop; ++j) top = std::max(top, partial[j * part + h]);
+          float total = 0.f;
+          std::fill(merged.begin(), merged.end(), 0.f);
+          for (int64_t j = job; j < stop; ++j) {
+            const float* base = partial.data() + j * part;
+            const float weight = std::exp(base[h] - top);
+            total += weight * base[heads_ + h];
+            const float* values = base + 2 * heads_ + h * d;
+            for (int64_t i = 0; i < d; ++i) merged[i] += weight * values[i];
+          }
+          T* dst = att_p + r * q_width + h * d;
+          const float inv = 1.f / total;
+          for (int64_t i = 0; i < d; ++i) dst[i] = static_cast<T>(merged[i] * inv);
+        }
+        job = stop;
+      }
 
       at::Tensor o = layer.o(attended);
       const T* o_p = o.data_ptr<T>();
