@@ -68,9 +68,20 @@ def _pin_models(document: dict[str, Any], ids: list[str]) -> dict[str, Any]:
                     parameter["schema"] = {"type": "string", "enum": ids}
                 elif parameter["name"] == "node":  # never the fleet's node: a drain would empty it
                     parameter["schema"] = {"type": "string", "enum": ["no-such-node", "b"]}
-    for schema in out["components"]["schemas"].values():
+    # Request bodies only: a reply names whatever model it came from (a negative case of
+    # `POST /models/load` with a `source` may have made the fake node pull a model of its own).
+    bodies = {
+        ref.rsplit("/", 1)[-1]
+        for operations in out["paths"].values()
+        for operation in operations.values()
+        for media in (operation.get("requestBody") or {}).get("content", {}).values()
+        if isinstance(ref := media.get("schema", {}).get("$ref"), str)
+    }
+    for name, schema in out["components"]["schemas"].items():
         model = (schema.get("properties") or {}).get("model")
-        if isinstance(model, dict) and (model.get("type") == "string" or "anyOf" in model):
+        if name not in bodies or not isinstance(model, dict):
+            continue
+        if model.get("type") == "string" or "anyOf" in model:
             schema["properties"]["model"] = {"type": "string", "enum": ids}
     return out
 

@@ -218,7 +218,7 @@ class MessagesRequest(WireModel):
     """`POST /v1/messages` body. Unknown fields (context_management, betas...) are kept."""
 
     model: str
-    max_tokens: int
+    max_tokens: int = Field(ge=1)
     messages: list[InputMessage]
     system: str | list[TextBlock] | None = None
     stop_sequences: list[str] | None = None

@@ -192,99 +192,89 @@ class DecodeLayout:
 
 
 _EMPTY = torch.empty(0)
+_MV_DTYPES = (torch.float32, torch.bfloat16)  # as `linear` in the models: mv only for these
 
 
 class FusedDecoder:
     """A model's blocks handed to the C++ step once, then run per decode step.
 
-    Build with `FusedDecoder.for_model`, which says None where the fused step does not apply.
+    The model describes itself layer by layer (`add_layer`, `project`, `set_final_norm`; see
+    `Llama`'s `fused_decoder`), then `step` runs every block. Build with `create`, which says
+    None when the library is not available.
 
     Attributes:
         steps: decode steps run fused so far.
     """
 
-    def __init__(self, stack: Any, max_float_rows: int | None) -> None:
+    QKV, O, GATE_UP, DOWN = _QKV, _O, _GATE_UP, _DOWN
+
+    def __init__(self, stack: Any) -> None:
         self._stack = stack
         self._owner: object = None
-        self._max_float_rows = max_float_rows
+        self._max_float_rows: int | None = None
         self.steps = 0  # decode steps run fused so far
 
     @classmethod
-    def for_model(cls, model: torch.nn.Module) -> FusedDecoder | None:
-        """The fused decoder of `model` (a `Llama` or `Qwen3`), or None where it cannot run.
-
-        None when the model is not on CPU, its blocks are not plain Llama/Qwen3 ones (MoE,
-        say), its dtype is not float32/bfloat16/float16, or the library did not build.
-        """
-        from cortex.engine.models.llama import MLP, Attention, Llama, RMSNorm, TransformerBlock
-        from cortex.engine.models.qwen3 import Qwen3Attention
-        from cortex.engine.quant import QuantizedWeight
-
-        if not isinstance(model, Llama) or model.device.type != "cpu":
-            return None
-        if model.dtype not in (torch.float32, torch.bfloat16, torch.float16):
-            return None
-        blocks = list(model.layers)
-        for block in blocks:
-            if not isinstance(block, TransformerBlock) or type(block.mlp) is not MLP:
-                return None
-            if type(block.attn) not in (Attention, Qwen3Attention):
-                return None
+    def create(
+        cls, hidden: int, heads: int, kv_heads: int, head_dim: int, eps: float
+    ) -> FusedDecoder | None:
+        """An empty decoder for a model of these dimensions; None when the library is missing
+        (no compiler, a failed build: `load_library` logged why)."""
         if load_library() is not None:
             return None
-        config = model.config
-        stack = torch.classes.cortex_cpu.DecodeStack(
-            config.hidden_size,
-            config.num_heads,
-            config.num_kv_heads,
-            config.head_dim,
-            float(config.rms_norm_eps),
-        )
-        policy = model.policy
-        row_kernel = "mv" if policy is None else policy.row_kernel
-        float_kind = _MV if row_kernel == "mv" and model.dtype in _MV_DTYPES else _LINEAR
+        stack = torch.classes.cortex_cpu.DecodeStack(hidden, heads, kv_heads, head_dim, eps)
+        return cls(stack)
 
-        def projection(index: int, which: int, weight: Any, bias: torch.Tensor | None) -> None:
-            bias_t = _EMPTY if bias is None else bias
-            if isinstance(weight, QuantizedWeight):
-                weight.prepare()
-                kind = _INT8 if weight.spec.bits == 8 else _INT4
-                stack.set_projection(
-                    index,
-                    which,
-                    kind,
-                    weight.qweight,
-                    weight.scales,
-                    bias_t,
-                    weight.group_size or 0,
-                    weight.out_features,
-                )
-            else:
-                out_features = weight.shape[0]
-                stack.set_projection(
-                    index, which, float_kind, weight, _EMPTY, bias_t, 0, out_features
-                )
+    def add_layer(
+        self,
+        input_norm: torch.Tensor,
+        post_norm: torch.Tensor,
+        qk_norms: tuple[torch.Tensor, torch.Tensor] | None,
+        window: int | None,
+    ) -> None:
+        """The next block's norm gains, Qwen3's q/k norm gains (or None), its sliding window."""
+        q_norm, k_norm = qk_norms if qk_norms is not None else (_EMPTY, _EMPTY)
+        window_or_none = -1 if window is None else window
+        self._stack.add_layer(input_norm, post_norm, q_norm, k_norm, window_or_none)
 
-        for index, block in enumerate(blocks):
-            assert isinstance(block, TransformerBlock)
-            attn, mlp = block.attn, block.mlp
-            assert isinstance(attn, Attention) and isinstance(mlp, MLP)
-            q_norm = attn.q_norm.weight if isinstance(attn, Qwen3Attention) else _EMPTY
-            k_norm = attn.k_norm.weight if isinstance(attn, Qwen3Attention) else _EMPTY
-            window = attn.window if attn.window is not None else -1
-            norms = (block.input_norm.weight, block.post_attention_norm.weight)
-            stack.add_layer(*norms, q_norm, k_norm, window)
-            projection(index, _QKV, attn.qkv_weight, attn.qkv_bias)
-            projection(index, _O, attn.o_weight, attn.o_bias)
-            projection(index, _GATE_UP, mlp.gate_up_weight, mlp.gate_up_bias)
-            projection(index, _DOWN, mlp.down_weight, mlp.down_bias)
-        assert isinstance(model.norm, RMSNorm)
-        stack.set_final_norm(model.norm.weight)
-        # Several float rows are prefill-shaped for the dtype policy (widened matmuls): eager.
-        float_rows = None
-        if any(not isinstance(w, QuantizedWeight) for w in _matrices(blocks)):
-            float_rows = policy.prefill_min_rows if policy is not None else None
-        return cls(stack, float_rows)
+    def project(
+        self,
+        layer: int,
+        which: int,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        *,
+        quantized: tuple[int, torch.Tensor, int, int] | None = None,
+        row_kernel: str = "linear",
+    ) -> None:
+        """Block `layer`'s projection `which` (`QKV`, `O`, `GATE_UP`, `DOWN`).
+
+        Args:
+            weight: the float matrix, or the CPU-packed quantized weight.
+            bias: added after the product, or None.
+            quantized: for a packed weight, (bits 8 or 4, its scales or int4's scale-and-zero
+                table, int4's group size, the rows it has); None for a float matrix.
+            row_kernel: how a float matrix multiplies a single row: `mv` or `linear`, as the
+                device policy measured faster.
+        """
+        bias_t = _EMPTY if bias is None else bias
+        if quantized is None:
+            kind = _MV if row_kernel == "mv" and weight.dtype in _MV_DTYPES else _LINEAR
+            rows = weight.shape[0]
+            self._stack.set_projection(layer, which, kind, weight, _EMPTY, bias_t, 0, rows)
+            return
+        bits, scales, group, rows = quantized
+        kind = _INT8 if bits == 8 else _INT4
+        self._stack.set_projection(layer, which, kind, weight, scales, bias_t, group, rows)
+
+    def set_final_norm(self, gain: torch.Tensor) -> None:
+        """The gain of the norm after the last block."""
+        self._stack.set_final_norm(gain)
+
+    def limit_float_rows(self, rows: int | None) -> None:
+        """Steps of `rows` sequences or more run eagerly when the model has float matrices (the
+        device policy widens such matmuls as prefill); None: no limit."""
+        self._max_float_rows = rows
 
     def applies(self, rows: int) -> bool:
         """Whether a decode step of `rows` sequences runs fused (the switch and the policy)."""
@@ -324,14 +314,3 @@ class FusedDecoder:
             layout.block_size,
         )
         return out
-
-
-_MV_DTYPES = (torch.float32, torch.bfloat16)
-
-
-def _matrices(blocks: list[Any]) -> list[Any]:
-    return [
-        w
-        for b in blocks
-        for w in (b.attn.qkv_weight, b.attn.o_weight, b.mlp.gate_up_weight, b.mlp.down_weight)
-    ]

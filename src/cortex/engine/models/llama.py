@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 _MV_DTYPES = (torch.float32, torch.bfloat16)  # float16 matrix-vector products are slow on CPU
+_FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _weight(shape: tuple[int, ...], device: torch.device | str, dtype: torch.dtype) -> nn.Parameter:
@@ -130,6 +131,11 @@ class Attention(nn.Module):
         v = qkv[:, self.qk_width :].view(tokens, self.num_kv_heads, self.head_dim)
         out = cache.attend(self.layer, q, k, v, window=self.window)  # (tokens, heads, head_dim)
         return linear(out.reshape(tokens, -1), self.o_weight, self.o_bias, self.policy)
+
+    def fused_qk_norms(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The gains of the per-head q and k norms `rotate_qk` applies before rotating, for the
+        fused CPU decode step (`cortex.engine.kernels.cpu_decode`); None: it applies none."""
+        return None
 
     def rotate_qk(
         self, qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
@@ -339,8 +345,57 @@ class Llama(nn.Module):
             return None
         if not self._fused_tried:
             self._fused_tried = True
-            self._fused = FusedDecoder.for_model(self)
+            self._fused = self._build_fused_decoder()
         return self._fused
+
+    def _build_fused_decoder(self) -> FusedDecoder | None:
+        """Hand every block to a `FusedDecoder`; None where one cannot run this model: not on
+        CPU, a dtype other than float32/bfloat16/float16, a block that is not Llama's
+        (attention whose rotation the fused step does not know, an MoE MLP), or no library."""
+        if self.device.type != "cpu" or self.dtype not in _FUSED_DTYPES:
+            return None
+        blocks: list[tuple[TransformerBlock, Attention, MLP]] = []
+        for block in self.layers:
+            if not isinstance(block, TransformerBlock) or type(block.mlp) is not MLP:
+                return None
+            attn = block.attn
+            if attn.fused_qk_norms() is None and type(attn).rotate_qk is not Attention.rotate_qk:
+                return None
+            blocks.append((block, attn, block.mlp))
+        config = self.config
+        fused = FusedDecoder.create(
+            config.hidden_size,
+            config.num_heads,
+            config.num_kv_heads,
+            config.head_dim,
+            float(config.rms_norm_eps),
+        )
+        if fused is None:
+            return None
+        row_kernel = "mv" if self.policy is None else self.policy.row_kernel
+        floats = False
+        for index, (block, attn, mlp) in enumerate(blocks):
+            norms = (block.input_norm.weight, block.post_attention_norm.weight)
+            fused.add_layer(*norms, attn.fused_qk_norms(), attn.window)
+            for which, weight, bias in (
+                (FusedDecoder.QKV, attn.qkv_weight, attn.qkv_bias),
+                (FusedDecoder.O, attn.o_weight, attn.o_bias),
+                (FusedDecoder.GATE_UP, mlp.gate_up_weight, mlp.gate_up_bias),
+                (FusedDecoder.DOWN, mlp.down_weight, mlp.down_bias),
+            ):
+                if isinstance(weight, QuantizedWeight):
+                    weight.prepare()
+                    packed = (weight.spec.bits, weight.scales, weight.group_size or 0)
+                    rows = weight.out_features
+                    fused.project(index, which, weight.qweight, bias, quantized=(*packed, rows))
+                else:
+                    floats = True
+                    fused.project(index, which, weight, bias, row_kernel=row_kernel)
+        assert isinstance(self.norm, RMSNorm)
+        fused.set_final_norm(self.norm.weight)
+        if floats and self.policy is not None:  # so many float rows are prefill to the policy
+            fused.limit_float_rows(self.policy.prefill_min_rows)
+        return fused
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """LM head: (N, hidden_size) -> (N, vocab_size) float32."""

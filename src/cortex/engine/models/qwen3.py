@@ -23,6 +23,10 @@ class Qwen3Attention(Attention):
         self.q_norm = RMSNorm(config.head_dim, eps, device=device, dtype=dtype)
         self.k_norm = RMSNorm(config.head_dim, eps, device=device, dtype=dtype)
 
+    def fused_qk_norms(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """See `Attention.fused_qk_norms`: `q_norm` and `k_norm`'s gains."""
+        return self.q_norm.weight, self.k_norm.weight
+
     def rotate_qk(
         self, qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
