@@ -88,9 +88,11 @@ def _build_key(compiler: str) -> str:
 
 
 def _compile_command(compiler: str, source: Path, target: Path) -> list[str]:
-    from torch.utils import cpp_extension
-
-    torch_lib = Path(torch.__file__).parent / "lib"
+    # torch's headers, as `torch.utils.cpp_extension.include_paths()` names them for CPU (that
+    # module imports setuptools, which a plain venv may lack).
+    root = Path(torch.__file__).parent
+    includes = [root / "include", root / "include" / "torch" / "csrc" / "api" / "include"]
+    torch_lib = root / "lib"
     abi = int(torch.compiled_with_cxx11_abi())
     return [
         compiler,
@@ -101,7 +103,7 @@ def _compile_command(compiler: str, source: Path, target: Path) -> list[str]:
         "-march=native",
         "-DNDEBUG",
         f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
-        *(f"-I{path}" for path in cpp_extension.include_paths()),
+        *(f"-I{path}" for path in includes),
         str(source),
         "-o",
         str(target),
@@ -161,7 +163,7 @@ def load_library() -> str | None:
     """Build (once) and load the fused decode library; None when it loaded, else why not."""
     try:
         torch.ops.load_library(str(build_library()))  # type: ignore[no-untyped-call]
-    except (RuntimeError, OSError) as error:
+    except Exception as error:  # an optimisation: whatever stops it, decode stays eager
         logger.warning("fused CPU decode unavailable, decoding eagerly: %s", error)
         return str(error)
     return None
