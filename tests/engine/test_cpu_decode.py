@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import threading
 import weakref
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,23 @@ def test_fused_contiguous_steps_equal_the_eager_ones(
         fused = model.generate(prompt.tolist(), 30, stop_token_ids=())
         monkeypatch.setenv("CORTEX_CPU_FUSED", "0")
         assert fused == model.generate(prompt.tolist(), 30, stop_token_ids=())
+
+
+def test_threads_generating_with_one_model_take_turns(family_dir: Path) -> None:
+    model = load_model(family_dir)  # float32: each thread's tokens are exactly its own run's
+    prompts = [SEQUENCES[i][:10] for i in range(3)]
+    alone = [model.generate(p, 24, stop_token_ids=()) for p in prompts]
+    together: list[list[int]] = [[] for _ in prompts]
+
+    def run(i: int) -> None:
+        together[i] = model.generate(prompts[i], 24, stop_token_ids=())
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert together == alone
 
 
 def test_the_switch_turns_the_fused_step_off(

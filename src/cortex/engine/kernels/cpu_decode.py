@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,6 +213,9 @@ class FusedDecoder:
 
     def __init__(self, stack: Any) -> None:
         self._stack = stack
+        # One step at a time: the bound caches are the stack's state (two threads generating
+        # with one model take turns, each step re-binding its own cache).
+        self._lock = threading.Lock()
         self._owner: object = None
         self._max_float_rows: int | None = None
         self.steps = 0  # decode steps run fused so far
@@ -286,9 +290,10 @@ class FusedDecoder:
 
     def release(self) -> None:
         """Let go of the caches the last step read (they are freed with their owner)."""
-        if self._owner is not None:
-            self._stack.bind_caches([], [])
-            self._owner = None
+        with self._lock:
+            if self._owner is not None:
+                self._stack.bind_caches([], [])
+                self._owner = None
 
     def step(self, x: torch.Tensor, rope: torch.Tensor, layout: DecodeLayout) -> torch.Tensor:
         """Every block and the final norm for (n, hidden) embeddings of n new tokens.
@@ -301,18 +306,19 @@ class FusedDecoder:
         Returns:
             (n, hidden), normalised, as `Llama.hidden_states` returns it.
         """
-        if layout.owner is not self._owner:
-            keys, values = layout.views()
-            self._stack.bind_caches(keys, values)
-            self._owner = layout.owner
-        self.steps += 1
-        out: torch.Tensor = self._stack.step(
-            x,
-            rope,
-            layout.store_rows,
-            layout.key_start,
-            layout.key_len,
-            layout.block_table,
-            layout.block_size,
-        )
+        with self._lock:
+            if layout.owner is not self._owner:
+                keys, values = layout.views()
+                self._stack.bind_caches(keys, values)
+                self._owner = layout.owner
+            self.steps += 1
+            out: torch.Tensor = self._stack.step(
+                x,
+                rope,
+                layout.store_rows,
+                layout.key_start,
+                layout.key_len,
+                layout.block_table,
+                layout.block_size,
+            )
         return out
