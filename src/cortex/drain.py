@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from types import FrameType
 from typing import Any
 
@@ -23,7 +23,7 @@ import uvicorn
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["Drain", "DrainMiddleware", "DrainingServer"]
+__all__ = ["Drain", "DrainMiddleware", "DrainingServer", "run_in_drain"]
 
 log = logging.getLogger("cortex.drain")
 
@@ -79,6 +79,57 @@ class Drain:
         return len(self._scopes)
 
 
+async def run_in_drain(
+    drain: Drain,
+    call: Callable[[Send], Awaitable[None]],
+    send: Send,
+    *,
+    refuse: Callable[[Send], Awaitable[None]],
+    cut_event: Callable[[], bytes],
+    on_start: Callable[[Message], None] | None = None,
+) -> None:
+    """Run one exchange counted in `drain`; if the drain's timeout cuts it, end it properly.
+
+    Args:
+        call: runs the app with the `send` it is given (which tracks the response).
+        send: the server's send.
+        refuse: sends the 503 refusal (a cut before the response started).
+        cut_event: the bytes that end an SSE stream cut at the timeout (its error event).
+        on_start: called with the `http.response.start` message (access logging).
+    """
+    started = sse = ended = False
+
+    async def tracked(message: Message) -> None:
+        nonlocal started, sse, ended
+        if message["type"] == "http.response.start":
+            started = True
+            for name, value in message.get("headers") or ():
+                if name.lower() == b"content-type":
+                    sse = value.startswith(b"text/event-stream")
+            if on_start is not None:
+                on_start(message)
+        elif message["type"] == "http.response.body" and not message.get("more_body"):
+            ended = True
+        await send(message)
+
+    with anyio.CancelScope() as cancel:
+        drain.enter(cancel)
+        try:
+            await call(tracked)
+        finally:
+            drain.leave(cancel)
+    if not cancel.cancelled_caught or ended:
+        return
+    # Cut at the drain timeout: end the exchange properly rather than drop the connection.
+    with contextlib.suppress(OSError, RuntimeError):
+        if not started:
+            await refuse(tracked)
+        elif sse:
+            await tracked({"type": "http.response.body", "body": cut_event(), "more_body": False})
+        else:
+            await tracked({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 class DrainMiddleware:
     """ASGI middleware that counts requests in flight and refuses new ones while draining.
 
@@ -112,35 +163,13 @@ class DrainMiddleware:
         if self.drain.draining:
             await self._refuse(scope)(scope, receive, send)
             return
-        started = sse = ended = False
-
-        async def tracked(message: Message) -> None:
-            nonlocal started, sse, ended
-            if message["type"] == "http.response.start":
-                started = True
-                headers = dict(message.get("headers") or [])
-                sse = headers.get(b"content-type", b"").startswith(b"text/event-stream")
-            elif message["type"] == "http.response.body" and not message.get("more_body"):
-                ended = True
-            await send(message)
-
-        with anyio.CancelScope() as cancel:
-            self.drain.enter(cancel)
-            try:
-                await self.app(scope, receive, tracked)
-            finally:
-                self.drain.leave(cancel)
-        if not cancel.cancelled_caught or ended:
-            return
-        # Cut at the drain timeout: end the exchange properly rather than drop the connection.
-        with contextlib.suppress(OSError, RuntimeError):
-            if not started:
-                await self._refuse(scope)(scope, receive, send)
-            elif sse:
-                body = self.cut_event(scope)
-                await send({"type": "http.response.body", "body": body, "more_body": False})
-            else:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await run_in_drain(
+            self.drain,
+            lambda tracked: self.app(scope, receive, tracked),
+            send,
+            refuse=lambda tracked: self._refuse(scope)(scope, receive, tracked),
+            cut_event=lambda: self.cut_event(scope),
+        )
 
     def _refuse(self, scope: Scope) -> Response:
         if scope["path"] == "/health":

@@ -18,17 +18,15 @@ Each check answers a refusal itself, in the client's dialect, through the access
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
-import anyio
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cortex.config import LimitsConfig
-from cortex.drain import Drain
+from cortex.drain import Drain, run_in_drain
 from cortex.errors import CortexError, Dialect, OverloadedError
 from cortex.gateway.access_log import QUIET_PATHS, AccessEntry, access_logged
 from cortex.gateway.auth import KeyRing, dialect_of
@@ -109,41 +107,23 @@ class Guard:
             sending = _logging(send, entry) if entry is not None else send
             await _refusal(scope, headers)(scope, receive, sending)
             return
-        started = sse = ended = False
 
-        async def tracked(message: Message) -> None:
-            nonlocal started, sse, ended
-            if message["type"] == "http.response.start":
-                started = True
-                for name, value in message.get("headers") or ():
-                    name = name.lower()
-                    if name == b"content-type":
-                        sse = value.startswith(b"text/event-stream")
-                    elif name == b"x-request-id" and entry is not None:
-                        entry.request_id = value.decode("latin-1")
-                if entry is not None:
-                    entry.status = int(message["status"])
-            elif message["type"] == "http.response.body" and not message.get("more_body"):
-                ended = True
-            await send(message)
+        def on_start(message: Message) -> None:
+            if entry is None:
+                return
+            entry.status = int(message["status"])
+            for name, value in message.get("headers") or ():
+                if name.lower() == b"x-request-id":
+                    entry.request_id = value.decode("latin-1")
 
-        with anyio.CancelScope() as cancel:
-            drain.enter(cancel)
-            try:
-                await self._checked(scope, receive, tracked, headers)
-            finally:
-                drain.leave(cancel)
-        if not cancel.cancelled_caught or ended:
-            return
-        # Cut at the drain timeout: end the exchange properly rather than drop the connection.
-        with contextlib.suppress(OSError, RuntimeError):
-            if not started:
-                await _refusal(scope, headers)(scope, receive, tracked)
-            elif sse:
-                body = _cut_event(scope, headers)
-                await tracked({"type": "http.response.body", "body": body, "more_body": False})
-            else:
-                await tracked({"type": "http.response.body", "body": b"", "more_body": False})
+        await run_in_drain(
+            drain,
+            lambda tracked: self._checked(scope, receive, tracked, headers),
+            send,
+            refuse=lambda tracked: _refusal(scope, headers)(scope, receive, tracked),
+            cut_event=lambda: _cut_event(scope, headers),
+            on_start=on_start,
+        )
 
     async def _checked(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]

@@ -195,7 +195,6 @@ class DecodeLayout:
 
 
 _EMPTY = torch.empty(0)
-_MV_DTYPES = (torch.float32, torch.bfloat16)  # as `linear` in the models: mv only for these
 
 
 class FusedDecoder:
@@ -251,7 +250,7 @@ class FusedDecoder:
         bias: torch.Tensor | None,
         *,
         quantized: tuple[int, torch.Tensor, int, int] | None = None,
-        row_kernel: str = "linear",
+        use_mv: bool = False,
     ) -> None:
         """Block `layer`'s projection `which` (`QKV`, `O`, `GATE_UP`, `DOWN`).
 
@@ -260,12 +259,12 @@ class FusedDecoder:
             bias: added after the product, or None.
             quantized: for a packed weight, (bits 8 or 4, its scales or int4's scale-and-zero
                 table, int4's group size, the rows it has); None for a float matrix.
-            row_kernel: how a float matrix multiplies a single row: `mv` or `linear`, as the
-                device policy measured faster.
+            use_mv: a float matrix multiplies a single row with `mv` rather than `linear`
+                (as the model's `linear` would).
         """
         bias_t = _EMPTY if bias is None else bias
         if quantized is None:
-            kind = _MV if row_kernel == "mv" and weight.dtype in _MV_DTYPES else _LINEAR
+            kind = _MV if use_mv else _LINEAR
             rows = weight.shape[0]
             self._stack.set_projection(layer, which, kind, weight, _EMPTY, bias_t, 0, rows)
             return

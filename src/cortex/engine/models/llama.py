@@ -372,7 +372,7 @@ class Llama(nn.Module):
         )
         if fused is None:
             return None
-        row_kernel = "mv" if self.policy is None else self.policy.row_kernel
+        by_mv = self.dtype in _MV_DTYPES and (self.policy is None or self.policy.row_kernel == "mv")
         floats = False
         for index, (block, attn, mlp) in enumerate(blocks):
             norms = (block.input_norm.weight, block.post_attention_norm.weight)
@@ -390,7 +390,7 @@ class Llama(nn.Module):
                     fused.project(index, which, weight.qweight, bias, quantized=(*packed, rows))
                 else:
                     floats = True
-                    fused.project(index, which, weight, bias, row_kernel=row_kernel)
+                    fused.project(index, which, weight, bias, use_mv=by_mv)
         assert isinstance(self.norm, RMSNorm)
         fused.set_final_norm(self.norm.weight)
         if floats and self.policy is not None:  # so many float rows are prefill to the policy
